@@ -1,0 +1,329 @@
+"""DNS over UDP and TCP on one ``HOST:PORT``, answering from :mod:`homeport.dns.answer`.
+
+The transports only move bytes.  UDP is the hot path, so :class:`_AnsweringPort`
+answers cache hits inside its own read loop with a direct ``socket.sendto`` (Twisted's
+``Port.write`` checks the address of every datagram, ~2.6 µs, a third of a cached
+answer) and hands everything else to :meth:`Responder.respond`.  TCP (RFC 7766) frames
+queries with a two-byte length, refuses lengths that no query needs, stops reading
+from a client that does not read its answers, and drops connections that stay idle.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet import udp
+from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
+from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IListeningPort, IReactorTCP
+from twisted.internet.protocol import DatagramProtocol, Protocol, ServerFactory
+from twisted.logger import Logger
+from twisted.protocols.policies import TimeoutMixin
+from twisted.python.failure import Failure
+
+from homeport.catalog.model import Catalog, Change
+from homeport.dns.answer import Config, Responder, Snapshot, affects_dns, take_snapshot
+
+#: The largest TCP query we read: a question and an OPT record need far less.
+MAX_TCP_QUERY = 4096
+_log = Logger()
+
+# Errors from recvfrom that mean "nothing more to read now" (or an ICMP
+# error for an earlier reply, which a server that never connects can ignore).
+_READ_AGAIN = {
+    errno.EAGAIN,
+    errno.EWOULDBLOCK,
+    errno.EINTR,
+    errno.ECONNREFUSED,
+    errno.ECONNRESET,
+    errno.EHOSTUNREACH,
+    errno.ENETUNREACH,
+    errno.EMSGSIZE,
+    errno.ENOBUFS,
+    errno.ENOMEM,
+}
+
+
+class DNSDatagramProtocol(DatagramProtocol):
+    """UDP queries in, replies out (the slow path; :class:`_AnsweringPort` has the fast one)."""
+
+    noisy = False
+
+    def __init__(self, responder: Responder) -> None:
+        self.responder = responder
+
+    def datagramReceived(self, datagram: bytes, addr: Any) -> None:
+        reply = self.responder.respond(datagram, udp=True)
+        if reply is not None and self.transport is not None:
+            try:
+                self.transport.write(reply, addr)
+            except OSError:
+                pass
+
+
+class _AnsweringPort(udp.Port):  # type: ignore[misc]
+    """A UDP port that answers queries itself, cache hits first, straight from its read loop."""
+
+    protocol: DNSDatagramProtocol
+
+    def doRead(self) -> None:
+        responder = self.protocol.responder
+        cached = responder.udp.get  # invalidate() clears this dict, never replaces it
+        respond = responder.respond
+        recvfrom = self.socket.recvfrom
+        sendto = self.socket.sendto
+        size = self.maxPacketSize
+        read = 0
+        while read < self.maxThroughput:
+            try:
+                data, addr = recvfrom(size)
+            except OSError as error:
+                if error.errno not in _READ_AGAIN:
+                    _log.warn("DNS UDP read failed: {error}", error=error)
+                return
+            read += len(data) + 64  # a floor per packet, so tiny floods still yield
+            rotor = cached(data[2:])
+            if rotor is not None:
+                try:
+                    sendto(data[:2] + next(rotor), addr)
+                except OSError:
+                    pass
+                continue
+            try:
+                reply = respond(data, True)
+                if reply is not None:
+                    sendto(reply, addr)
+            except OSError:
+                pass
+            except Exception:
+                _log.failure("DNS UDP query failed")
+
+
+class DNSStreamProtocol(Protocol, TimeoutMixin):
+    """DNS over TCP: length-prefixed queries, answered in order, with limits.
+
+    - a length prefix beyond :data:`MAX_TCP_QUERY` closes the connection;
+    - a message too short for a header is skipped (silence, as over UDP);
+    - a client that lets replies pile up (more than the transport's buffer) is not
+      read from until it catches up, so it cannot grow our memory;
+    - no complete query for ``idle_timeout`` seconds closes the connection (half-open
+      clients, slow drips).
+    """
+
+    def __init__(self, factory: DNSStreamFactory) -> None:
+        self.factory = factory
+        self.callLater = factory.reactor.callLater  # type: ignore[assignment]
+        self._buffer = bytearray()
+        self._paused = False
+
+    def connectionMade(self) -> None:
+        self.factory.opened(self)
+        self.setTimeout(self.factory.idle_timeout)
+        assert self.transport is not None
+        self.transport.registerProducer(self, True)  # type: ignore[attr-defined]
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        self.setTimeout(None)
+        self.factory.closed(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        self._buffer += data
+        self._answer()
+
+    def _answer(self) -> None:
+        buffer = self._buffer
+        responder = self.factory.responder
+        transport = self.transport
+        assert transport is not None
+        while len(buffer) >= 2 and not self._paused:
+            length = (buffer[0] << 8) | buffer[1]
+            if length > MAX_TCP_QUERY:
+                transport.abortConnection()  # type: ignore[attr-defined]
+                buffer.clear()
+                return
+            if len(buffer) < 2 + length:
+                return
+            query = bytes(buffer[2 : 2 + length])
+            del buffer[: 2 + length]
+            self.resetTimeout()
+            rotor = responder.tcp.get(query[2:]) if length >= 12 else None
+            if rotor is not None:
+                reply: bytes | None = query[:2] + next(rotor)
+            else:
+                reply = responder.respond(query, udp=False)
+            if reply is not None:
+                transport.write(len(reply).to_bytes(2, "big") + reply)
+
+    def timeoutConnection(self) -> None:
+        if self.transport is not None:
+            self.transport.abortConnection()  # type: ignore[attr-defined]
+
+    # IPushProducer, as the transport's producer: its write buffer is full / drained.
+    def pauseProducing(self) -> None:
+        self._paused = True
+        if self.transport is not None:
+            self.transport.stopReading()  # type: ignore[attr-defined]
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        if self.transport is not None:
+            self.transport.startReading()  # type: ignore[attr-defined]
+        self._answer()
+
+    def stopProducing(self) -> None:
+        self._paused = True
+
+
+class DNSStreamFactory(ServerFactory):
+    """Makes :class:`DNSStreamProtocol` and keeps the number of connections bounded."""
+
+    noisy = False
+
+    def __init__(
+        self, responder: Responder, reactor: Any, idle_timeout: float, max_connections: int
+    ) -> None:
+        self.responder = responder
+        self.reactor = reactor
+        self.idle_timeout = idle_timeout
+        self.max_connections = max_connections
+        #: Open connections, oldest first (dicts keep insertion order).
+        self.connections: dict[DNSStreamProtocol, None] = {}
+        self._waiting: dict[DNSStreamProtocol, list[Deferred[None]]] = {}
+
+    def buildProtocol(self, addr: Any) -> DNSStreamProtocol:
+        return DNSStreamProtocol(self)
+
+    def opened(self, protocol: DNSStreamProtocol) -> None:
+        self.connections[protocol] = None
+        while len(self.connections) > self.max_connections:
+            oldest = next(iter(self.connections))
+            del self.connections[oldest]
+            if oldest.transport is not None:
+                oldest.transport.abortConnection()  # type: ignore[attr-defined]
+
+    def closed(self, protocol: DNSStreamProtocol) -> None:
+        self.connections.pop(protocol, None)
+        for waiter in self._waiting.pop(protocol, []):
+            waiter.callback(None)
+
+    def close_all(self) -> Deferred[Any]:
+        """Abort every connection; fires when all of them are gone."""
+        waiters = []
+        for protocol in list(self.connections):
+            waiter: Deferred[None] = Deferred()
+            self._waiting.setdefault(protocol, []).append(waiter)
+            waiters.append(waiter)
+            if protocol.transport is not None:
+                protocol.transport.abortConnection()  # type: ignore[attr-defined]
+        return gatherResults(waiters)
+
+
+class DNSService(Service):
+    """The catalog's DNS answers on UDP and TCP ``interface:port``.
+
+    ``port`` 0 picks a free port for both; :attr:`port` is the bound one once started.
+    Every catalog change that can change an answer clears the reply cache, so the next
+    query sees it.
+    """
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        interface: str,
+        port: int,
+        domain: str = "consul",
+        ttl: int = 0,
+        reactor: Any = None,
+        *,
+        idle_timeout: float = 10.0,
+        max_connections: int = 1024,
+        max_udp_size: int = 4096,
+    ) -> None:
+        if reactor is None:
+            from twisted.internet import reactor as default_reactor
+
+            reactor = default_reactor
+        self.catalog = catalog
+        self.interface = interface
+        self.port = port
+        self.config = Config(domain=domain, ttl=ttl, max_udp_size=max_udp_size)
+        self.reactor = reactor
+        self.responder = Responder(self.config, self._snapshot, on_error=self._failed)
+        self.factory = DNSStreamFactory(self.responder, reactor, idle_timeout, max_connections)
+        self._requested_port = port
+        self._udp: IListeningPort | None = None
+        self._tcp: IListeningPort | None = None
+        self._unsubscribe: Any = None
+
+    def _snapshot(self) -> Snapshot:
+        return take_snapshot(self.catalog, serial=int(self.reactor.seconds()))
+
+    def _changed(self, changes: list[Change]) -> None:
+        if affects_dns(changes):
+            self.responder.invalidate()
+
+    def _failed(self, error: BaseException) -> None:
+        _log.failure("DNS answer failed", failure=Failure(error))
+
+    def startService(self) -> None:
+        self._unsubscribe = self.catalog.subscribe(self._changed)
+        self.responder.invalidate()
+        try:
+            self._listen()
+        except BaseException:
+            self._unsubscribe()
+            self._unsubscribe = None
+            raise
+        super().startService()
+
+    def _listen(self) -> None:
+        """Bind UDP, then TCP on the same number; with port 0, retry if TCP's is taken."""
+        attempts = 1 if self._requested_port else 20
+        for attempt in range(attempts):
+            udp_port = _AnsweringPort(
+                self._requested_port,
+                DNSDatagramProtocol(self.responder),
+                self.interface,
+                maxPacketSize=65535,
+                reactor=self.reactor,
+            )
+            udp_port.startListening()
+            for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+                try:
+                    udp_port.socket.setsockopt(socket.SOL_SOCKET, option, 4 * 1024 * 1024)
+                except OSError:
+                    pass
+            number = udp_port.getHost().port
+            tcp_reactor: IReactorTCP = self.reactor
+            try:
+                self._tcp = tcp_reactor.listenTCP(
+                    number, self.factory, backlog=128, interface=self.interface
+                )
+            except CannotListenError:
+                udp_port.stopListening()
+                if attempt == attempts - 1:
+                    raise
+                continue
+            self._udp = udp_port
+            self.port = number
+            _log.info(
+                "DNS for {domain} on {interface}:{port} (UDP and TCP)",
+                domain=self.config.domain,
+                interface=self.interface,
+                port=number,
+            )
+            return
+
+    def stopService(self) -> Deferred[Any]:
+        super().stopService()
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        stopping = [maybeDeferred(p.stopListening) for p in (self._udp, self._tcp) if p]
+        self._udp = self._tcp = None
+        stopping.append(self.factory.close_all())
+        self.responder.invalidate()
+        return gatherResults(stopping).addCallback(lambda _: None)
