@@ -1,0 +1,43 @@
+"""homeport: service discovery, log sink, event push and dashboard in one Twisted daemon."""
+
+from setuptools import find_packages, setup
+
+# Runtime dependencies are pinned exactly: the pex and the image are built from
+# these versions, and the tests ran against them.
+INSTALL_REQUIRES = [
+    "Twisted[tls]==26.10.0",  # the reactor, twisted.web, endpoints, the `twist` runner
+    "attrs==26.1.0",
+    "dnslib==0.9.26",  # DNS wire format (issue 3)
+    "Flask==3.1.3",  # the dashboard, hosted by twisted.web's WSGIResource
+    "Werkzeug==3.1.9",
+    "prometheus-client==0.26.0",  # /metrics text format
+    "zope.interface==8.7",
+]
+
+TEST_REQUIRES = [
+    "pytest==9.2.0",
+    "hypothesis==6.170.15",
+    "treq==26.7.0",  # StubTreq for in-memory HTTP through the real Site
+    "py-consul==1.8.0",  # the real Consul client, as users run it
+    "dnspython==2.9.2",
+    "mypy==2.4.1",
+    "mypy-zope==1.0.17",
+    "ruff==0.17.5",
+]
+
+setup(
+    name="homeport",
+    version="0.1.0",
+    description=__doc__,
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.11",
+    package_dir={"": "src"},
+    packages=find_packages("src") + ["twisted.plugins"],
+    package_data={"homeport.web": ["templates/*", "static/*"], "twisted": ["plugins/*.py"]},
+    include_package_data=True,
+    install_requires=INSTALL_REQUIRES,
+    extras_require={"test": TEST_REQUIRES},
+    zip_safe=False,
+)

@@ -1,0 +1,717 @@
+"""Consul's JSON on the wire: decoding request bodies and encoding answers.
+
+Pure functions.  Request bodies are decoded the way Consul's Go decoder does it:
+keys match case-insensitively, snake_case aliases (``tls_skip_verify``) are the same
+key, unknown keys are refused (``Request decode failed: json: unknown field "x"``),
+and a value of the wrong type is refused naming the field.
+"""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from .model import (
+    CRITICAL,
+    STATUSES,
+    BadRequest,
+    Check,
+    CheckDefinition,
+    KVEntry,
+    Node,
+    Service,
+    Weights,
+    check_ids_for,
+)
+
+# ---------------------------------------------------------------------------
+# Durations
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
+_UNIT = {
+    "ns": 1e-9,
+    "us": 1e-6,
+    "µs": 1e-6,
+    "μs": 1e-6,
+    "ms": 1e-3,
+    "s": 1.0,
+    "m": 60.0,
+    "h": 3600.0,
+}
+
+
+class DurationError(ValueError):
+    pass
+
+
+def parse_duration(value: Any) -> float:
+    """Go's ``time.ParseDuration`` (``"1m30s"``), or a number of nanoseconds; in seconds."""
+    if isinstance(value, bool):
+        raise DurationError(repr(value))
+    if isinstance(value, int | float):
+        return float(value) / 1e9
+    if not isinstance(value, str):
+        raise DurationError(repr(value))
+    text = value.strip()
+    if text in ("", "0"):
+        return 0.0
+    sign = 1.0
+    if text[0] in "+-":
+        sign = -1.0 if text[0] == "-" else 1.0
+        text = text[1:]
+    pos = 0
+    total = 0.0
+    while pos < len(text):
+        match = _DURATION_PART.match(text, pos)
+        if match is None:
+            raise DurationError(f'time: invalid duration "{value}"')
+        total += float(match.group(1)) * _UNIT[match.group(2)]
+        pos = match.end()
+    if pos == 0:
+        raise DurationError(f'time: invalid duration "{value}"')
+    return sign * total
+
+
+def format_duration(seconds: float) -> str:
+    """Go's ``Duration.String()``: ``10s``, ``1m30s``, ``1h0m0s``, ``500ms``, ``0s``."""
+    if seconds == 0:
+        return "0s"
+    sign = "-" if seconds < 0 else ""
+    seconds = abs(seconds)
+    if seconds < 1:
+        ns = round(seconds * 1e9)
+        if ns < 1000:
+            return f"{sign}{ns}ns"
+        if ns < 1_000_000:
+            return f"{sign}{_trim(ns / 1e3)}µs"
+        return f"{sign}{_trim(ns / 1e6)}ms"
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    text = f"{_trim(secs)}s"
+    if hours:
+        return f"{sign}{int(hours)}h{int(minutes)}m{text}"
+    if minutes:
+        return f"{sign}{int(minutes)}m{text}"
+    return f"{sign}{text}"
+
+
+def _trim(number: float) -> str:
+    text = f"{number:.9f}".rstrip("0").rstrip(".")
+    return text or "0"
+
+
+# ---------------------------------------------------------------------------
+# Decoding
+
+
+class Schema:
+    """The fields of one Go struct: canonical name -> type."""
+
+    def __init__(self, go_name: str, fields: Mapping[str, Any], aliases: Mapping[str, str] = {}):
+        self.go_name = go_name
+        self.fields = dict(fields)
+        self._lookup = {_norm(name): name for name in fields}
+        for alias, target in aliases.items():
+            self._lookup[_norm(alias)] = target
+
+    def decode(self, value: Any) -> dict[str, Any]:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise BadRequest(
+                f"Request decode failed: json: cannot unmarshal {_json_type(value)} "
+                f"into Go value of type {self.go_name}"
+            )
+        out: dict[str, Any] = {}
+        for key, raw in value.items():
+            name = self._lookup.get(_norm(key))
+            if name is None:
+                raise BadRequest(f'Request decode failed: json: unknown field "{key}"')
+            out[name] = _coerce(self.fields[name], raw, f"{self.go_name}.{name}")
+        return out
+
+
+def _norm(key: str) -> str:
+    return key.replace("_", "").replace("-", "").lower()
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return "null"
+
+
+def _type_error(value: Any, where: str, go_type: str) -> BadRequest:
+    return BadRequest(
+        f"Request decode failed: json: cannot unmarshal {_json_type(value)} "
+        f"into Go struct field {where} of type {go_type}"
+    )
+
+
+def _coerce(kind: Any, value: Any, where: str) -> Any:
+    if isinstance(kind, Schema):
+        return kind.decode(value)
+    if isinstance(kind, list):
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            raise _type_error(value, where, f"[]{kind[0].go_name}")
+        return [kind[0].decode(item) for item in value]
+    if value is None:
+        return None
+    if kind == "str":
+        if not isinstance(value, str):
+            raise _type_error(value, where, "string")
+        return value
+    if kind == "int":
+        if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
+            raise _type_error(value, where, "int")
+        return int(value)
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise _type_error(value, where, "bool")
+        return value
+    if kind == "strlist":
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise _type_error(value, where, "[]string")
+        return list(value)
+    if kind == "strmap":
+        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+            raise _type_error(value, where, "map[string]string")
+        return dict(value)
+    if kind == "headers":
+        if not isinstance(value, dict):
+            raise _type_error(value, where, "map[string][]string")
+        headers: dict[str, tuple[str, ...]] = {}
+        for name, values in value.items():
+            if isinstance(values, str):
+                values = [values]
+            if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+                raise _type_error(values, where, "[]string")
+            headers[name] = tuple(values)
+        return headers
+    if kind == "duration":
+        try:
+            return parse_duration(value)
+        except DurationError as e:
+            raise BadRequest(f"Request decode failed: {e}") from None
+    return value  # "any": kept as given
+
+
+WEIGHTS = Schema("api.AgentWeights", {"Passing": "int", "Warning": "int"})
+
+CHECK = Schema(
+    "structs.CheckType",
+    {
+        "ID": "str",
+        "CheckID": "str",
+        "Name": "str",
+        "Notes": "str",
+        "ServiceID": "str",
+        "Status": "str",
+        "TTL": "duration",
+        "HTTP": "str",
+        "Method": "str",
+        "Header": "headers",
+        "Body": "str",
+        "DisableRedirects": "bool",
+        "TLSSkipVerify": "bool",
+        "TLSServerName": "str",
+        "TCP": "str",
+        "TCPUseTLS": "bool",
+        "Interval": "duration",
+        "Timeout": "duration",
+        "DeregisterCriticalServiceAfter": "duration",
+        "SuccessBeforePassing": "int",
+        "FailuresBeforeWarning": "int",
+        "FailuresBeforeCritical": "int",
+        "OutputMaxSize": "int",
+        "Args": "strlist",
+        "Shell": "str",
+        "DockerContainerID": "str",
+        "GRPC": "str",
+        "GRPCUseTLS": "bool",
+        "H2PING": "str",
+        "H2PingUseTLS": "bool",
+        "UDP": "str",
+        "OSService": "str",
+        "AliasNode": "str",
+        "AliasService": "str",
+        "Namespace": "str",
+        "Partition": "str",
+        "Type": "str",
+        "Definition": "any",
+    },
+    aliases={"script_args": "Args", "ScriptArgs": "Args", "service_id": "ServiceID"},
+)
+
+AGENT_SERVICE = Schema(
+    "structs.ServiceDefinition",
+    {
+        "ID": "str",
+        "Name": "str",
+        "Tags": "strlist",
+        "Address": "str",
+        "Port": "int",
+        "Meta": "strmap",
+        "TaggedAddresses": "any",
+        "Weights": WEIGHTS,
+        "EnableTagOverride": "bool",
+        "Kind": "str",
+        "Check": CHECK,
+        "Checks": [CHECK],
+        "Proxy": "any",
+        "Connect": "any",
+        "SocketPath": "str",
+        "Namespace": "str",
+        "Partition": "str",
+        "Locality": "any",
+        "Token": "str",
+    },
+    aliases={"service": "Name"},
+)
+
+CATALOG_SERVICE = Schema(
+    "structs.NodeService",
+    {
+        "ID": "str",
+        "Service": "str",
+        "Tags": "strlist",
+        "Address": "str",
+        "Port": "int",
+        "Meta": "strmap",
+        "TaggedAddresses": "any",
+        "Weights": WEIGHTS,
+        "EnableTagOverride": "bool",
+        "Kind": "str",
+        "Proxy": "any",
+        "Connect": "any",
+        "SocketPath": "str",
+        "Namespace": "str",
+        "Partition": "str",
+        "Locality": "any",
+        "PeerName": "str",
+        "CreateIndex": "int",
+        "ModifyIndex": "int",
+    },
+    aliases={"name": "Service"},
+)
+
+HEALTH_CHECK = Schema(
+    "structs.HealthCheck",
+    {
+        "Node": "str",
+        "CheckID": "str",
+        "Name": "str",
+        "Status": "str",
+        "Notes": "str",
+        "Output": "str",
+        "ServiceID": "str",
+        "ServiceName": "str",
+        "ServiceTags": "strlist",
+        "Type": "str",
+        "Interval": "str",
+        "Timeout": "str",
+        "ExposedPort": "int",
+        "Definition": "any",
+        "Namespace": "str",
+        "Partition": "str",
+        "PeerName": "str",
+        "CreateIndex": "int",
+        "ModifyIndex": "int",
+    },
+    aliases={"ID": "CheckID"},
+)
+
+CATALOG_REGISTER = Schema(
+    "structs.RegisterRequest",
+    {
+        "ID": "str",
+        "Node": "str",
+        "Address": "str",
+        "Datacenter": "str",
+        "TaggedAddresses": "strmap",
+        "NodeMeta": "strmap",
+        "Service": CATALOG_SERVICE,
+        "Check": HEALTH_CHECK,
+        "Checks": [HEALTH_CHECK],
+        "SkipNodeUpdate": "bool",
+        "Namespace": "str",
+        "Partition": "str",
+        "Locality": "any",
+        "PeerName": "str",
+        "Token": "str",
+    },
+)
+
+CATALOG_DEREGISTER = Schema(
+    "structs.DeregisterRequest",
+    {
+        "Node": "str",
+        "ServiceID": "str",
+        "CheckID": "str",
+        "Datacenter": "str",
+        "Namespace": "str",
+        "Partition": "str",
+        "PeerName": "str",
+        "Token": "str",
+    },
+)
+
+
+def parse_body(body: bytes) -> Any:
+    """JSON from a request body, with Consul's error texts."""
+    if not body.strip():
+        raise BadRequest("Request decode failed: EOF")
+    try:
+        return json.loads(body)
+    except UnicodeDecodeError:
+        raise BadRequest("Request decode failed: invalid UTF-8 in request body") from None
+    except json.JSONDecodeError as e:
+        raise BadRequest(f"Request decode failed: {e}") from None
+
+
+def _weights(value: Mapping[str, Any] | None) -> Weights:
+    if not value:
+        return Weights()
+    passing = value.get("Passing", 1)
+    warning = value.get("Warning", 1)
+    if passing is None or passing < 1:
+        raise BadRequest("Invalid Weights: Passing must be greater than 0")
+    if warning is None or warning < 0:
+        raise BadRequest("Invalid Weights: Warning must be greater or equal than 0")
+    return Weights(passing=passing, warning=warning)
+
+
+def _check_address(address: str) -> str:
+    if address in ("0.0.0.0", "::", "[::]"):
+        raise BadRequest("Invalid service address")
+    return address
+
+
+_UNSUPPORTED_CHECKS = ("Args", "Shell", "DockerContainerID", "GRPC", "H2PING", "UDP", "OSService")
+
+
+def check_definition(fields: Mapping[str, Any]) -> CheckDefinition:
+    """Validate an agent check definition (TTL, HTTP or TCP)."""
+    for name in _UNSUPPORTED_CHECKS:
+        if fields.get(name):
+            raise BadRequest(
+                f"Invalid check: {name} checks are not supported; homeport runs TTL, HTTP "
+                "and TCP checks"
+            )
+    ttl = fields.get("TTL") or 0.0
+    interval = fields.get("Interval") or 0.0
+    http = fields.get("HTTP") or ""
+    tcp = fields.get("TCP") or ""
+    if ttl < 0:
+        raise BadRequest("Invalid check: TTL must be > 0 for TTL checks")
+    if ttl and interval:
+        raise BadRequest("Invalid check: Interval and TTL cannot both be specified")
+    if (http or tcp) and interval <= 0:
+        raise BadRequest(
+            "Invalid check: Interval must be > 0 for Script, HTTP, H2PING, TCP, UDP or "
+            "OSService checks"
+        )
+    if not (ttl or http or tcp):
+        raise BadRequest("Invalid check: TTL must be > 0 for TTL checks")
+    if http and not re.match(r"^https?://", http):
+        raise BadRequest(f"Invalid check: HTTP must be an http:// or https:// URL, not {http!r}")
+    if tcp and ":" not in tcp:
+        raise BadRequest(f"Invalid check: TCP must be host:port, not {tcp!r}")
+    return CheckDefinition(
+        ttl=ttl,
+        http=http,
+        method=fields.get("Method") or "",
+        header=fields.get("Header") or {},
+        body=fields.get("Body") or "",
+        tls_skip_verify=bool(fields.get("TLSSkipVerify")),
+        tcp=tcp,
+        interval=interval,
+        timeout=fields.get("Timeout") or 0.0,
+        deregister_critical_service_after=fields.get("DeregisterCriticalServiceAfter") or 0.0,
+    )
+
+
+def _status(fields: Mapping[str, Any]) -> str:
+    status = fields.get("Status") or CRITICAL
+    if status not in STATUSES:
+        raise BadRequest(f'Invalid check status: "{status}"')
+    return str(status)
+
+
+def agent_check(fields: Mapping[str, Any], node: str, source: str = "api") -> Check:
+    """A check from ``/v1/agent/check/register`` (already decoded with CHECK)."""
+    name = fields.get("Name") or ""
+    if not name:
+        raise BadRequest("Missing check name")
+    check_id = fields.get("ID") or fields.get("CheckID") or name
+    return Check(
+        node=node,
+        check_id=check_id,
+        name=name,
+        status=_status(fields),
+        notes=fields.get("Notes") or "",
+        service_id=fields.get("ServiceID") or "",
+        definition=check_definition(fields),
+        source=source,
+    )
+
+
+def agent_service(
+    fields: Mapping[str, Any], node: str, source: str = "api"
+) -> tuple[Service, list[Check]]:
+    """A service and its checks from ``/v1/agent/service/register`` or a definition file."""
+    name = fields.get("Name") or ""
+    if not name:
+        raise BadRequest("Missing service name")
+    service_id = fields.get("ID") or name
+    port = fields.get("Port") or 0
+    if not 0 <= port <= 65535:
+        raise BadRequest(f"Invalid service port: {port}")
+    service = Service(
+        node=node,
+        id=service_id,
+        name=name,
+        tags=tuple(fields.get("Tags") or ()),
+        address=_check_address(fields.get("Address") or ""),
+        port=port,
+        meta=fields.get("Meta") or {},
+        weights=_weights(fields.get("Weights")),
+        enable_tag_override=bool(fields.get("EnableTagOverride")),
+        kind=fields.get("Kind") or "",
+        tagged_addresses=fields.get("TaggedAddresses") or {},
+        source=source,
+    )
+    definitions = ([fields["Check"]] if fields.get("Check") else []) + list(
+        fields.get("Checks") or []
+    )
+    checks = []
+    for check_id, definition in zip(
+        check_ids_for(service_id, len(definitions)), definitions, strict=False
+    ):
+        checks.append(
+            Check(
+                node=node,
+                check_id=definition.get("ID") or definition.get("CheckID") or check_id,
+                name=definition.get("Name") or f"Service '{name}' check",
+                status=_status(definition),
+                notes=definition.get("Notes") or "",
+                service_id=service_id,
+                service_name=name,
+                service_tags=service.tags,
+                definition=check_definition(definition),
+                source=source,
+            )
+        )
+    return service, checks
+
+
+def catalog_registration(
+    fields: Mapping[str, Any], datacenter: str
+) -> tuple[Node, list[Service], list[Check], bool]:
+    """``PUT /v1/catalog/register``: the node, its services and checks."""
+    node_name = fields.get("Node") or ""
+    if not node_name:
+        raise BadRequest("Must provide node")
+    skip = bool(fields.get("SkipNodeUpdate"))
+    address = fields.get("Address") or ""
+    if not address and not skip:
+        raise BadRequest("Must provide address if SkipNodeUpdate is not set")
+    node = Node(
+        name=node_name,
+        address=address,
+        id=fields.get("ID") or "",
+        datacenter=datacenter,
+        tagged_addresses=fields.get("TaggedAddresses") or {},
+        meta=fields.get("NodeMeta") or {},
+    )
+    services: list[Service] = []
+    svc = fields.get("Service") or {}
+    if svc:
+        name = svc.get("Service") or ""
+        if not name:
+            raise BadRequest("Must provide service name with ID")
+        services.append(
+            Service(
+                node=node_name,
+                id=svc.get("ID") or name,
+                name=name,
+                tags=tuple(svc.get("Tags") or ()),
+                address=svc.get("Address") or "",
+                port=svc.get("Port") or 0,
+                meta=svc.get("Meta") or {},
+                weights=_weights(svc.get("Weights")),
+                enable_tag_override=bool(svc.get("EnableTagOverride")),
+                kind=svc.get("Kind") or "",
+                tagged_addresses=svc.get("TaggedAddresses") or {},
+            )
+        )
+    checks: list[Check] = []
+    raw_checks = ([fields["Check"]] if fields.get("Check") else []) + list(
+        fields.get("Checks") or []
+    )
+    for raw in raw_checks:
+        check_id = raw.get("CheckID") or raw.get("Name") or ""
+        if not check_id:
+            raise BadRequest("Missing check ID")
+        checks.append(
+            Check(
+                node=node_name,
+                check_id=check_id,
+                name=raw.get("Name") or check_id,
+                status=_status(raw),
+                notes=raw.get("Notes") or "",
+                output=raw.get("Output") or "",
+                service_id=raw.get("ServiceID") or "",
+            )
+        )
+    return node, services, checks, skip
+
+
+def valid_ip(address: str) -> bool:
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return True
+
+
+# ---------------------------------------------------------------------------
+# Encoding
+
+
+def weights_json(w: Weights) -> dict[str, int]:
+    return {"Passing": w.passing, "Warning": w.warning}
+
+
+def node_json(node: Node) -> dict[str, Any]:
+    return {
+        "ID": node.id,
+        "Node": node.name,
+        "Address": node.address,
+        "Datacenter": node.datacenter,
+        "TaggedAddresses": dict(node.tagged_addresses)
+        or {
+            "lan": node.address,
+            "lan_ipv4": node.address,
+            "wan": node.address,
+            "wan_ipv4": node.address,
+        },
+        "Meta": dict(node.meta),
+        "CreateIndex": node.create_index,
+        "ModifyIndex": node.modify_index,
+    }
+
+
+def node_service_json(service: Service, datacenter: str | None = None) -> dict[str, Any]:
+    """``structs.NodeService``: used by catalog/node, health/service and agent/services."""
+    data: dict[str, Any] = {
+        "ID": service.id,
+        "Service": service.name,
+        "Tags": list(service.tags),
+        "Address": service.address,
+        "Meta": dict(service.meta),
+        "Port": service.port,
+        "Weights": weights_json(service.weights),
+        "EnableTagOverride": service.enable_tag_override,
+    }
+    if service.kind:
+        data["Kind"] = service.kind
+    if service.tagged_addresses:
+        data["TaggedAddresses"] = dict(service.tagged_addresses)
+    if datacenter is not None:
+        data["Datacenter"] = datacenter
+    else:
+        data["CreateIndex"] = service.create_index
+        data["ModifyIndex"] = service.modify_index
+    return data
+
+
+def catalog_service_json(node: Node | None, service: Service, datacenter: str) -> dict[str, Any]:
+    """``structs.ServiceNode``: one entry of /v1/catalog/service/:name."""
+    return {
+        "ID": node.id if node else "",
+        "Node": service.node,
+        "Address": node.address if node else "",
+        "Datacenter": datacenter,
+        "TaggedAddresses": dict(node.tagged_addresses) if node and node.tagged_addresses else None,
+        "NodeMeta": dict(node.meta) if node else {},
+        "ServiceKind": service.kind,
+        "ServiceID": service.id,
+        "ServiceName": service.name,
+        "ServiceTags": list(service.tags),
+        "ServiceAddress": service.address,
+        "ServiceTaggedAddresses": dict(service.tagged_addresses) or None,
+        "ServiceWeights": weights_json(service.weights),
+        "ServiceMeta": dict(service.meta),
+        "ServicePort": service.port,
+        "ServiceSocketPath": "",
+        "ServiceEnableTagOverride": service.enable_tag_override,
+        "ServiceProxy": {"Mode": "", "MeshGateway": {}, "Expose": {}},
+        "ServiceConnect": {},
+        "CreateIndex": service.create_index,
+        "ModifyIndex": service.modify_index,
+    }
+
+
+def check_json(check: Check) -> dict[str, Any]:
+    d = check.definition
+    definition: dict[str, Any] = {}
+    if d.http:
+        definition = {
+            "HTTP": d.http,
+            "Method": d.method,
+            "Header": {k: list(v) for k, v in d.header.items()} or None,
+            "TLSSkipVerify": d.tls_skip_verify,
+        }
+    elif d.tcp:
+        definition = {"TCP": d.tcp}
+    if d.http or d.tcp:
+        definition.update(
+            Interval=format_duration(d.interval),
+            Timeout=format_duration(d.timeout),
+            DeregisterCriticalServiceAfter=format_duration(d.deregister_critical_service_after),
+        )
+    return {
+        "Node": check.node,
+        "CheckID": check.check_id,
+        "Name": check.name,
+        "Status": check.status,
+        "Notes": check.notes,
+        "Output": check.output,
+        "ServiceID": check.service_id,
+        "ServiceName": check.service_name,
+        "ServiceTags": list(check.service_tags),
+        "Type": check.type,
+        "Interval": format_duration(d.interval) if d.interval else "",
+        "Timeout": format_duration(d.timeout) if d.timeout else "",
+        "ExposedPort": 0,
+        "Definition": definition,
+        "CreateIndex": check.create_index,
+        "ModifyIndex": check.modify_index,
+    }
+
+
+def kv_json(entry: KVEntry) -> dict[str, Any]:
+    return {
+        "LockIndex": entry.lock_index,
+        "Key": entry.key,
+        "Flags": entry.flags,
+        "Value": base64.b64encode(entry.value).decode("ascii") if entry.value else None,
+        "CreateIndex": entry.create_index,
+        "ModifyIndex": entry.modify_index,
+    }

@@ -1,0 +1,561 @@
+"""Consul's HTTP API over the catalog: thin handlers that decode, call the model, encode."""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .. import __version__
+from ..web.api import TEXT, ApiResource, Call, HTTPError, Reply, json_reply
+from . import consul
+from .model import (
+    CRITICAL,
+    PASSING,
+    SERF_CHECK_ID,
+    STATUSES,
+    WARNING,
+    BadRequest,
+    Catalog,
+    Check,
+    CheckDefinition,
+    Node,
+    Service,
+    UnknownCheck,
+    UnknownService,
+)
+
+KV_MAX_VALUE = 512 * 1024
+BUILTIN = "builtin"
+
+
+@dataclass(frozen=True)
+class Agent:
+    """Who this daemon is."""
+
+    node: str
+    node_id: str
+    datacenter: str
+    address: str
+    started: float
+
+
+def local_identity(node: str | None, advertise: str | None, datacenter: str, now: float) -> Agent:
+    name = node or socket.gethostname() or "homeport"
+    return Agent(
+        node=name,
+        node_id=str(uuid.uuid5(uuid.NAMESPACE_DNS, f"{name}.{datacenter}.homeport")),
+        datacenter=datacenter,
+        address=advertise or default_advertise(),
+        started=now,
+    )
+
+
+def default_advertise() -> str:
+    """The first non-loopback IPv4 address, else 127.0.0.1 (as DESIGN.md says)."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect(("192.0.2.1", 9))  # no packet is sent: this only picks a route
+            address = s.getsockname()[0]
+            if not address.startswith("127."):
+                return str(address)
+    except OSError:
+        pass
+    try:
+        for info in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET):
+            address = str(info[4][0])
+            if not address.startswith("127."):
+                return address
+    except OSError:
+        pass
+    return "127.0.0.1"
+
+
+def bootstrap(catalog: Catalog, agent: Agent) -> None:
+    """The agent's own node, its serfHealth check and the ``consul`` service."""
+    previous = catalog.nodes.get(agent.node)
+    catalog.register(
+        Node(
+            name=agent.node,
+            address=agent.address,
+            id=agent.node_id,
+            datacenter=agent.datacenter,
+            tagged_addresses={
+                "lan": agent.address,
+                "lan_ipv4": agent.address,
+                "wan": agent.address,
+                "wan_ipv4": agent.address,
+            },
+            meta=dict(previous.meta) if previous else {"consul-network-segment": ""},
+        ),
+        services=[
+            Service(
+                node=agent.node,
+                id="consul",
+                name="consul",
+                port=8300,
+                source=BUILTIN,
+            )
+        ],
+        checks=[
+            Check(
+                node=agent.node,
+                check_id=SERF_CHECK_ID,
+                name="Serf Health Status",
+                status=PASSING,
+                output="Agent alive and reachable",
+                source=BUILTIN,
+            )
+        ],
+    )
+
+
+class ConsulAPI:
+    """Registers Consul's routes on an :class:`ApiResource`."""
+
+    def __init__(self, api: ApiResource, catalog: Catalog, agent: Agent, clock: Any) -> None:
+        self.api = api
+        self.catalog = catalog
+        self.agent = agent
+        self.clock = clock
+        catalog.subscribe(lambda changes: api.invalidate())
+        r = api.route
+        # catalog
+        r("PUT", "/v1/catalog/register", self.catalog_register)
+        r("PUT", "/v1/catalog/deregister", self.catalog_deregister)
+        r("GET", "/v1/catalog/datacenters", self.datacenters)
+        r("GET", "/v1/catalog/nodes", self.catalog_nodes)
+        r("GET", "/v1/catalog/services", self.catalog_services)
+        r("GET", "/v1/catalog/service/:name", self.catalog_service)
+        r("GET", "/v1/catalog/node/:node", self.catalog_node)
+        r("GET", "/v1/catalog/node-services/:node", self.catalog_node_services)
+        # agent
+        r("PUT", "/v1/agent/service/register", self.agent_service_register)
+        r("PUT", "/v1/agent/service/deregister/:id", self.agent_service_deregister)
+        r("PUT", "/v1/agent/service/maintenance/:id", self.service_maintenance)
+        r("PUT", "/v1/agent/maintenance", self.node_maintenance)
+        r("GET", "/v1/agent/services", self.agent_services)
+        r("GET", "/v1/agent/service/:id", self.agent_service)
+        r("GET", "/v1/agent/checks", self.agent_checks)
+        r("GET", "/v1/agent/self", self.agent_self)
+        r("GET", "/v1/agent/members", self.agent_members)
+        r("PUT", "/v1/agent/check/register", self.check_register)
+        r("PUT", "/v1/agent/check/deregister/:id", self.check_deregister)
+        r("PUT", "/v1/agent/check/pass/:id", self._ttl(PASSING))
+        r("PUT", "/v1/agent/check/warn/:id", self._ttl(WARNING))
+        r("PUT", "/v1/agent/check/fail/:id", self._ttl(CRITICAL))
+        r("PUT", "/v1/agent/check/update/:id", self.check_update)
+        # health
+        r("GET", "/v1/health/service/:name", self.health_service)
+        r("GET", "/v1/health/checks/:name", self.health_checks)
+        r("GET", "/v1/health/state/:state", self.health_state)
+        r("GET", "/v1/health/node/:node", self.health_node)
+        # status
+        r("GET", "/v1/status/leader", self.status_leader)
+        r("GET", "/v1/status/peers", self.status_peers)
+        # KV
+        r("GET", "/v1/kv/*key", self.kv_get)
+        r("PUT", "/v1/kv/*key", self.kv_put)
+        r("DELETE", "/v1/kv/*key", self.kv_delete)
+
+    # -- helpers --------------------------------------------------------------------
+
+    def _json(self, call: Call, value: Any) -> Reply:
+        return json_reply(value, pretty=call.pretty)
+
+    def _decode(self, call: Call, schema: consul.Schema) -> dict[str, Any]:
+        return schema.decode(consul.parse_body(call.body))
+
+    def _optional_body(self, call: Call, schema: consul.Schema) -> dict[str, Any]:
+        return self._decode(call, schema) if call.body.strip() else {}
+
+    def _passing_filter(self, call: Call) -> bool:
+        values = call.args.get("passing")
+        if values is None:
+            return False
+        value = values[-1].lower()
+        if value == "":
+            return True
+        if value in ("1", "t", "true"):
+            return True
+        if value in ("0", "f", "false"):
+            return False
+        raise BadRequest("Invalid value for ?passing")
+
+    def _true(self, call: Call) -> Reply:
+        return Reply(b"true")
+
+    # -- catalog ----------------------------------------------------------------------
+
+    def catalog_register(self, call: Call) -> Reply:
+        fields = self._decode(call, consul.CATALOG_REGISTER)
+        dc = fields.get("Datacenter")
+        if dc and dc != self.agent.datacenter:
+            raise HTTPError(500, "No path to datacenter")
+        node, services, checks, skip = consul.catalog_registration(fields, self.agent.datacenter)
+        if skip and node.name not in self.catalog.nodes:
+            raise HTTPError(500, f'Node "{node.name}" does not exist')
+        self.catalog.register(node, services, checks, skip_node_update=skip)
+        return self._true(call)
+
+    def catalog_deregister(self, call: Call) -> Reply:
+        fields = self._decode(call, consul.CATALOG_DEREGISTER)
+        node = fields.get("Node") or ""
+        if not node:
+            raise BadRequest("Must provide node")
+        if fields.get("ServiceID"):
+            self.catalog.deregister_service(node, fields["ServiceID"])
+        elif fields.get("CheckID"):
+            self.catalog.deregister_check(node, fields["CheckID"])
+        else:
+            self.catalog.deregister_node(node)
+        return self._true(call)
+
+    def datacenters(self, call: Call) -> Reply:
+        return self._json(call, [self.agent.datacenter])
+
+    def catalog_nodes(self, call: Call) -> Reply:
+        nodes = sorted(self.catalog.nodes.values(), key=lambda n: n.name)
+        return self._json(call, [consul.node_json(n) for n in nodes])
+
+    def catalog_services(self, call: Call) -> Reply:
+        return self._json(call, self.catalog.service_names())
+
+    def catalog_service(self, call: Call) -> Reply:
+        services = self.catalog.instances(call.params["name"], call.args.get("tag", ()))
+        nodes = self.catalog.nodes
+        dc = self.agent.datacenter
+        return self._json(
+            call, [consul.catalog_service_json(nodes.get(s.node), s, dc) for s in services]
+        )
+
+    def catalog_node(self, call: Call) -> Reply:
+        node = self.catalog.nodes.get(call.params["node"])
+        if node is None:
+            return self._json(call, None)
+        services = sorted(
+            (s for s in self.catalog.services.values() if s.node == node.name), key=lambda s: s.id
+        )
+        return self._json(
+            call,
+            {
+                "Node": consul.node_json(node),
+                "Services": {s.id: consul.node_service_json(s) for s in services},
+            },
+        )
+
+    def catalog_node_services(self, call: Call) -> Reply:
+        node = self.catalog.nodes.get(call.params["node"])
+        if node is None:
+            return self._json(call, None)
+        services = sorted(
+            (s for s in self.catalog.services.values() if s.node == node.name), key=lambda s: s.id
+        )
+        return self._json(
+            call,
+            {
+                "Node": consul.node_json(node),
+                "Services": [consul.node_service_json(s) for s in services],
+            },
+        )
+
+    # -- agent --------------------------------------------------------------------------
+
+    def _local_services(self) -> list[Service]:
+        node = self.agent.node
+        return sorted(
+            (s for s in self.catalog.services.values() if s.node == node and s.source != BUILTIN),
+            key=lambda s: s.id,
+        )
+
+    def agent_service_register(self, call: Call) -> Reply:
+        fields = self._decode(call, consul.AGENT_SERVICE)
+        service, checks = consul.agent_service(fields, self.agent.node)
+        existing = self.catalog.services.get((self.agent.node, service.id))
+        if existing is not None and existing.source != "api":
+            raise BadRequest(
+                f'Service "{service.id}" is defined in a --config-dir file; change it there'
+            )
+        self.catalog.register_service(
+            service, checks, replace_checks=call.flag("replace-existing-checks")
+        )
+        return Reply(b"", content_type=TEXT)
+
+    def agent_service_deregister(self, call: Call) -> Reply:
+        service_id = call.params["id"]
+        existing = self.catalog.services.get((self.agent.node, service_id))
+        if existing is None or existing.source == BUILTIN:
+            raise UnknownService(service_id)
+        if existing.source != "api":
+            raise BadRequest(
+                f'Service "{service_id}" is defined in a --config-dir file; remove it there'
+            )
+        self.catalog.deregister_service(self.agent.node, service_id, missing_ok=False)
+        return Reply(b"", content_type=TEXT)
+
+    def _maintenance(self, call: Call, check_id: str, service_id: str, name: str) -> Reply:
+        enable = call.arg("enable")
+        if enable is None or enable == "":
+            raise BadRequest("Missing value for enable")
+        if enable.lower() not in ("true", "false", "1", "0", "t", "f"):
+            raise BadRequest(f"Invalid value for enable: {enable!r}")
+        if enable.lower() in ("true", "1", "t"):
+            reason = call.arg("reason") or (
+                "Maintenance mode is enabled for this service, but no reason was provided. "
+                "This is a default message."
+                if service_id
+                else "Maintenance mode is enabled for this node, but no reason was provided. "
+                "This is a default message."
+            )
+            self.catalog.register_check(
+                Check(
+                    node=self.agent.node,
+                    check_id=check_id,
+                    name=name,
+                    status=CRITICAL,
+                    notes=reason,
+                    service_id=service_id,
+                    definition=CheckDefinition(),
+                )
+            )
+        else:
+            self.catalog.deregister_check(self.agent.node, check_id)
+        return Reply(b"", content_type=TEXT)
+
+    def service_maintenance(self, call: Call) -> Reply:
+        service_id = call.params["id"]
+        if (self.agent.node, service_id) not in self.catalog.services:
+            raise HTTPError(404, f'Unknown service ID "{service_id}"')
+        return self._maintenance(
+            call, f"_service_maintenance:{service_id}", service_id, "Service Maintenance Mode"
+        )
+
+    def node_maintenance(self, call: Call) -> Reply:
+        return self._maintenance(call, "_node_maintenance", "", "Node Maintenance Mode")
+
+    def agent_services(self, call: Call) -> Reply:
+        dc = self.agent.datacenter
+        return self._json(
+            call, {s.id: consul.node_service_json(s, dc) for s in self._local_services()}
+        )
+
+    def agent_service(self, call: Call) -> Reply:
+        service = self.catalog.services.get((self.agent.node, call.params["id"]))
+        if service is None or service.source == BUILTIN:
+            raise HTTPError(404, f"unknown service ID: {call.params['id']}")
+        data = consul.node_service_json(service, self.agent.datacenter)
+        data["ContentHash"] = f"{service.modify_index:016x}"
+        return self._json(call, data)
+
+    def agent_checks(self, call: Call) -> Reply:
+        node = self.agent.node
+        checks = sorted(
+            (c for c in self.catalog.checks.values() if c.node == node and c.source != BUILTIN),
+            key=lambda c: c.check_id,
+        )
+        return self._json(call, {c.check_id: consul.check_json(c) for c in checks})
+
+    def _member(self) -> dict[str, Any]:
+        return {
+            "Name": self.agent.node,
+            "Addr": self.agent.address,
+            "Port": 8301,
+            "Tags": {
+                "dc": self.agent.datacenter,
+                "role": "consul",
+                "id": self.agent.node_id,
+                "build": __version__,
+                "vsn": "2",
+            },
+            "Status": 1,
+            "ProtocolMin": 1,
+            "ProtocolMax": 5,
+            "ProtocolCur": 2,
+            "DelegateMin": 2,
+            "DelegateMax": 5,
+            "DelegateCur": 4,
+        }
+
+    def agent_self(self, call: Call) -> Reply:
+        return self._json(
+            call,
+            {
+                "Config": {
+                    "Datacenter": self.agent.datacenter,
+                    "PrimaryDatacenter": self.agent.datacenter,
+                    "NodeName": self.agent.node,
+                    "NodeID": self.agent.node_id,
+                    "Revision": "homeport",
+                    "Server": True,
+                    "Version": __version__,
+                    "BuildDate": "",
+                },
+                "Coord": None,
+                "Member": self._member(),
+                "Stats": {
+                    "agent": {
+                        "checks": str(len(self.catalog.checks)),
+                        "services": str(len(self._local_services())),
+                    },
+                    "homeport": {
+                        "version": __version__,
+                        "uptime_seconds": str(int(self.clock.seconds() - self.agent.started)),
+                    },
+                },
+                "Meta": {"consul-network-segment": ""},
+                "xDS": None,
+            },
+        )
+
+    def agent_members(self, call: Call) -> Reply:
+        return self._json(call, [self._member()])
+
+    def check_register(self, call: Call) -> Reply:
+        fields = self._decode(call, consul.CHECK)
+        check = consul.agent_check(fields, self.agent.node)
+        if check.service_id and (self.agent.node, check.service_id) not in self.catalog.services:
+            raise HTTPError(404, f'ServiceID "{check.service_id}" does not exist')
+        existing = self.catalog.checks.get((self.agent.node, check.check_id))
+        if existing is not None and existing.source not in ("api",):
+            raise BadRequest(f'Check "{check.check_id}" is not managed through the API')
+        self.catalog.register_check(check)
+        return Reply(b"", content_type=TEXT)
+
+    def check_deregister(self, call: Call) -> Reply:
+        check_id = call.params["id"]
+        existing = self.catalog.checks.get((self.agent.node, check_id))
+        if existing is None or existing.source == BUILTIN:
+            raise UnknownCheck(check_id)
+        self.catalog.deregister_check(self.agent.node, check_id, missing_ok=False)
+        return Reply(b"", content_type=TEXT)
+
+    def _ttl(self, status: str) -> Callable[[Call], Reply]:
+        def update(call: Call) -> Reply:
+            self.catalog.ttl_update(
+                self.agent.node, call.params["id"], status, call.arg("note") or ""
+            )
+            return Reply(b"", content_type=TEXT)
+
+        return update
+
+    def check_update(self, call: Call) -> Reply:
+        fields = consul.Schema("checkUpdate", {"Status": "str", "Output": "str"}).decode(
+            consul.parse_body(call.body)
+        )
+        status = fields.get("Status") or ""
+        if status not in STATUSES:
+            raise BadRequest(f"Invalid check status: '{status}'")
+        self.catalog.ttl_update(
+            self.agent.node, call.params["id"], status, fields.get("Output") or ""
+        )
+        return Reply(b"", content_type=TEXT)
+
+    # -- health -------------------------------------------------------------------------
+
+    def health_service(self, call: Call) -> Reply:
+        passing = self._passing_filter(call)
+        result = []
+        for service in self.catalog.instances(call.params["name"], call.args.get("tag", ())):
+            checks = self.catalog.instance_checks(service)
+            if passing and any(c.status != PASSING for c in checks):
+                continue
+            node = self.catalog.nodes.get(service.node)
+            result.append(
+                {
+                    "Node": consul.node_json(node) if node else None,
+                    "Service": consul.node_service_json(service),
+                    "Checks": [consul.check_json(c) for c in checks],
+                }
+            )
+        return self._json(call, result)
+
+    def health_checks(self, call: Call) -> Reply:
+        name = call.params["name"].lower()
+        checks = sorted(
+            (c for c in self.catalog.checks.values() if c.service_name.lower() == name),
+            key=lambda c: (c.node, c.check_id),
+        )
+        return self._json(call, [consul.check_json(c) for c in checks])
+
+    def health_state(self, call: Call) -> Reply:
+        state = call.params["state"]
+        if state not in ("any", *STATUSES):
+            raise BadRequest(f"Invalid check state: {state!r}")
+        checks = sorted(
+            (c for c in self.catalog.checks.values() if state == "any" or c.status == state),
+            key=lambda c: (c.node, c.check_id),
+        )
+        return self._json(call, [consul.check_json(c) for c in checks])
+
+    def health_node(self, call: Call) -> Reply:
+        node = call.params["node"]
+        checks = sorted(
+            (c for c in self.catalog.checks.values() if c.node == node), key=lambda c: c.check_id
+        )
+        return self._json(call, [consul.check_json(c) for c in checks])
+
+    # -- status ---------------------------------------------------------------------------
+
+    def status_leader(self, call: Call) -> Reply:
+        return self._json(call, f"{self.agent.address}:8300")
+
+    def status_peers(self, call: Call) -> Reply:
+        return self._json(call, [f"{self.agent.address}:8300"])
+
+    # -- KV ---------------------------------------------------------------------------------
+
+    def kv_get(self, call: Call) -> Reply:
+        key = call.params["key"]
+        if call.has("keys"):
+            separator = call.arg("separator") or ""
+            keys: list[str] = []
+            for entry in self.catalog.kv_list(key):
+                name = entry.key
+                if separator:
+                    cut = name.find(separator, len(key))
+                    if cut >= 0:
+                        name = name[: cut + len(separator)]
+                if not keys or keys[-1] != name:
+                    keys.append(name)
+            if not keys:
+                return Reply(b"", status=404, content_type=TEXT)
+            return self._json(call, keys)
+        if call.has("recurse"):
+            entries = self.catalog.kv_list(key)
+        else:
+            found = self.catalog.kv_get(key)
+            entries = [found] if found is not None else []
+        if not entries:
+            return Reply(b"", status=404, content_type=TEXT)
+        if call.has("raw") and not call.has("recurse"):
+            return Reply(entries[0].value, content_type=TEXT)
+        return self._json(call, [consul.kv_json(e) for e in entries])
+
+    def _kv_key(self, call: Call) -> str:
+        key = call.params["key"]
+        if not key and not call.has("recurse"):
+            raise BadRequest("Missing key name")
+        return key
+
+    def kv_put(self, call: Call) -> Reply:
+        key = self._kv_key(call)
+        if call.has("acquire") or call.has("release"):
+            raise BadRequest("Sessions are not supported by homeport: no ?acquire/?release")
+        if len(call.body) > KV_MAX_VALUE:
+            raise HTTPError(
+                413,
+                f"Request body({len(call.body)} bytes) too large, max size: {KV_MAX_VALUE} bytes",
+            )
+        flags = call.int_arg("flags", 0) or 0
+        if not 0 <= flags < 2**64:
+            raise BadRequest("Invalid flags")
+        cas = call.int_arg("cas")
+        ok = self.catalog.kv_put(key, call.body, flags=flags, cas=cas)
+        return Reply(b"true" if ok else b"false")
+
+    def kv_delete(self, call: Call) -> Reply:
+        key = self._kv_key(call)
+        ok = self.catalog.kv_delete(key, recurse=call.has("recurse"), cas=call.int_arg("cas"))
+        return Reply(b"true" if ok else b"false")

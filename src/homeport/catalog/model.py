@@ -1,0 +1,609 @@
+"""The service catalog as pure data and pure operations.
+
+Nothing here does I/O or reads a clock: the HTTP API, the DNS server, the health
+checker and the SQLite store all work through :class:`Catalog`, which applies one
+change at a time, bumps the index once per change and tells its listeners what changed
+(:class:`Change`).  The store is one such listener (it makes each change durable before
+the HTTP answer goes out), the push hub another.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+PASSING = "passing"
+WARNING = "warning"
+CRITICAL = "critical"
+STATUSES = (PASSING, WARNING, CRITICAL)
+SERF_CHECK_ID = "serfHealth"
+
+
+# ---------------------------------------------------------------------------
+# Errors: data-carrying exceptions, turned into HTTP statuses at the edge.
+
+
+class CatalogError(Exception):
+    """Base of every error the catalog reports to a client."""
+
+    status = 500
+
+    def __str__(self) -> str:
+        return self.message()
+
+    def message(self) -> str:
+        raise NotImplementedError
+
+
+@dataclass
+class BadRequest(CatalogError):
+    """A request whose content is invalid (HTTP 400)."""
+
+    text: str
+    status = 400
+
+    def message(self) -> str:
+        return self.text
+
+
+@dataclass
+class ServerRefusal(CatalogError):
+    """What Consul answers with 500 although it is the client's fault."""
+
+    text: str
+    status = 500
+
+    def message(self) -> str:
+        return self.text
+
+
+@dataclass
+class UnknownService(CatalogError):
+    service_id: str
+    status = 404
+
+    def message(self) -> str:
+        return (
+            f'Unknown service ID "{self.service_id}". '
+            "Ensure that the service ID is passed, not the service name."
+        )
+
+
+@dataclass
+class UnknownCheck(CatalogError):
+    check_id: str
+    status = 404
+
+    def message(self) -> str:
+        return f'Unknown check ID "{self.check_id}". Ensure that the check ID is passed, not the check name.'
+
+
+@dataclass
+class NoTTL(CatalogError):
+    """A TTL update for a check that has no TTL (clients match this text)."""
+
+    check_id: str
+    status = 500
+
+    def message(self) -> str:
+        return f'CheckID "{self.check_id}" does not have associated TTL'
+
+
+# ---------------------------------------------------------------------------
+# Values
+
+
+@dataclass(frozen=True)
+class Weights:
+    passing: int = 1
+    warning: int = 1
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str
+    address: str
+    id: str = ""
+    datacenter: str = "dc1"
+    tagged_addresses: Mapping[str, str] = field(default_factory=dict)
+    meta: Mapping[str, str] = field(default_factory=dict)
+    create_index: int = 0
+    modify_index: int = 0
+
+
+@dataclass(frozen=True)
+class Service:
+    node: str
+    id: str
+    name: str
+    tags: tuple[str, ...] = ()
+    address: str = ""
+    port: int = 0
+    meta: Mapping[str, str] = field(default_factory=dict)
+    weights: Weights = Weights()
+    enable_tag_override: bool = False
+    kind: str = ""
+    tagged_addresses: Mapping[str, Any] = field(default_factory=dict)
+    #: "api" (registered over HTTP, persisted), "config" (from --config-dir,
+    #: reloaded on SIGHUP, not persisted) or "builtin" (the consul service).
+    source: str = "api"
+    create_index: int = 0
+    modify_index: int = 0
+
+
+@dataclass(frozen=True)
+class CheckDefinition:
+    """How a check is run.  All durations are seconds."""
+
+    ttl: float = 0.0
+    http: str = ""
+    method: str = ""
+    header: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    body: str = ""
+    tls_skip_verify: bool = False
+    tcp: str = ""
+    interval: float = 0.0
+    timeout: float = 0.0
+    deregister_critical_service_after: float = 0.0
+
+    @property
+    def type(self) -> str:
+        if self.ttl:
+            return "ttl"
+        if self.http:
+            return "http"
+        if self.tcp:
+            return "tcp"
+        return ""
+
+
+@dataclass(frozen=True)
+class Check:
+    node: str
+    check_id: str
+    name: str
+    status: str = CRITICAL
+    notes: str = ""
+    output: str = ""
+    service_id: str = ""
+    service_name: str = ""
+    service_tags: tuple[str, ...] = ()
+    definition: CheckDefinition = CheckDefinition()
+    source: str = "api"
+    create_index: int = 0
+    modify_index: int = 0
+
+    @property
+    def type(self) -> str:
+        return self.definition.type
+
+
+@dataclass(frozen=True)
+class KVEntry:
+    key: str
+    value: bytes
+    flags: int = 0
+    lock_index: int = 0
+    create_index: int = 0
+    modify_index: int = 0
+
+
+Kind = Literal["node", "service", "check", "kv"]
+Entity = Node | Service | Check | KVEntry
+
+
+@dataclass(frozen=True)
+class Change:
+    """One thing that changed, as told to listeners (store, push hub, caches)."""
+
+    index: int
+    kind: Kind
+    op: Literal["set", "delete"]
+    key: tuple[str, ...]
+    value: Entity | None
+    previous: Entity | None = None
+
+    @property
+    def topic(self) -> str:
+        return "kv" if self.kind == "kv" else "catalog"
+
+    def as_event(self) -> dict[str, Any]:
+        """The change as the push hub publishes it."""
+        data: dict[str, Any] = {"index": self.index, "kind": self.kind, "op": self.op}
+        if self.kind == "kv":
+            data["key"] = self.key[0]
+        elif self.kind == "node":
+            data["node"] = self.key[0]
+        else:
+            data["node"], data["id"] = self.key
+            entity = self.value if self.value is not None else self.previous
+            if isinstance(entity, Service):
+                data["service"] = entity.name
+            elif isinstance(entity, Check):
+                data["service"] = entity.service_name
+                data["status"] = entity.status if self.value is not None else None
+        return data
+
+
+Listener = Callable[[list[Change]], None]
+
+
+def _slot(kind: Kind, key: tuple[str, ...]) -> Any:
+    """Where an entity sits in its table: nodes and KV by a string, the rest by a pair."""
+    return key[0] if kind in ("node", "kv") else key
+
+
+def _entity_key(entity: Entity) -> tuple[Kind, tuple[str, ...]]:
+    if isinstance(entity, Node):
+        return "node", (entity.name,)
+    if isinstance(entity, Service):
+        return "service", (entity.node, entity.id)
+    if isinstance(entity, Check):
+        return "check", (entity.node, entity.check_id)
+    return "kv", (entity.key,)
+
+
+# ---------------------------------------------------------------------------
+# The catalog
+
+
+class Catalog:
+    """All nodes, services, checks and KV entries, and the operations on them.
+
+    Values are immutable; the catalog swaps them.  ``index`` grows by one per
+    operation that changed something (Consul's raft index), never 0.
+    """
+
+    def __init__(self, datacenter: str = "dc1", index: int = 1) -> None:
+        self.datacenter = datacenter
+        self.index = max(1, index)
+        self.nodes: dict[str, Node] = {}
+        self.services: dict[tuple[str, str], Service] = {}
+        self.checks: dict[tuple[str, str], Check] = {}
+        self.kv: dict[str, KVEntry] = {}
+        self._listeners: list[Listener] = []
+        self._pending: list[Change] | None = None
+
+    # -- listeners --------------------------------------------------------
+
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        """Call *listener* with the changes of every operation; returns an unsubscribe."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
+
+    @contextmanager
+    def _transaction(self) -> Iterator[int]:
+        """Group the changes of one operation under one new index."""
+        if self._pending is not None:
+            yield self.index
+            return
+        self._pending = []
+        next_index = self.index + 1
+        try:
+            yield next_index
+        finally:
+            changes, self._pending = self._pending, None
+        if changes:
+            self.index = next_index
+            for listener in list(self._listeners):
+                listener(changes)
+
+    def _set(self, entity: Entity) -> Entity:
+        assert self._pending is not None
+        kind, key = _entity_key(entity)
+        table = self._table(kind)
+        previous = table.get(_slot(kind, key))
+        index = self.index + 1
+        if previous is not None and _same(previous, entity):
+            return previous  # type: ignore[no-any-return]
+        entity = replace(
+            entity,
+            create_index=previous.create_index if previous is not None else index,
+            modify_index=index,
+        )
+        table[_slot(kind, key)] = entity
+        self._pending.append(Change(index, kind, "set", key, entity, previous))
+        return entity
+
+    def _delete(self, entity: Entity) -> None:
+        assert self._pending is not None
+        kind, key = _entity_key(entity)
+        table = self._table(kind)
+        del table[_slot(kind, key)]
+        self._pending.append(Change(self.index + 1, kind, "delete", key, None, entity))
+
+    def _table(self, kind: Kind) -> dict[Any, Any]:
+        tables: dict[str, dict[Any, Any]] = {
+            "node": self.nodes,
+            "service": self.services,
+            "check": self.checks,
+            "kv": self.kv,
+        }
+        return tables[kind]
+
+    def load(self, entities: Iterable[Entity], index: int) -> None:
+        """Put stored entities back without telling anybody (start-up)."""
+        for entity in entities:
+            kind, key = _entity_key(entity)
+            self._table(kind)[_slot(kind, key)] = entity
+        self.index = max(self.index, index)
+
+    # -- nodes ------------------------------------------------------------
+
+    def register(
+        self,
+        node: Node,
+        services: Iterable[Service] = (),
+        checks: Iterable[Check] = (),
+        skip_node_update: bool = False,
+    ) -> None:
+        """Consul's catalog register: upsert a node and some of its services and checks."""
+        services = list(services)
+        checks = list(checks)
+        with self._transaction():
+            existing = self.nodes.get(node.name)
+            if existing is None or not skip_node_update:
+                if existing is not None and not node.id:
+                    node = replace(node, id=existing.id)
+                self._set(replace(node, datacenter=self.datacenter))
+            for service in services:
+                self._set_service(service)
+            for check in checks:
+                self._set_check(check)
+
+    def deregister_node(self, name: str) -> None:
+        with self._transaction():
+            for check in [c for c in self.checks.values() if c.node == name]:
+                self._delete(check)
+            for service in [s for s in self.services.values() if s.node == name]:
+                self._delete(service)
+            if name in self.nodes:
+                self._delete(self.nodes[name])
+
+    # -- services ---------------------------------------------------------
+
+    def _set_service(self, service: Service) -> None:
+        if service.node not in self.nodes:
+            raise ServerRefusal(f"Node {service.node!r} is not registered")
+        self._set(service)
+        # Checks carry the service's name and tags: keep them in step.
+        for check in [c for c in self.checks.values() if c.node == service.node]:
+            if check.service_id == service.id and (
+                check.service_name != service.name or check.service_tags != service.tags
+            ):
+                self._set(replace(check, service_name=service.name, service_tags=service.tags))
+
+    def register_service(
+        self, service: Service, checks: Iterable[Check] = (), replace_checks: bool = False
+    ) -> None:
+        """The agent's service register: the service and its checks in one change."""
+        checks = list(checks)
+        with self._transaction():
+            self._set_service(service)
+            new_ids = {c.check_id for c in checks}
+            if replace_checks:
+                for old in self.service_checks(service.node, service.id):
+                    if old.check_id not in new_ids:
+                        self._delete(old)
+            for check in checks:
+                previous = self.checks.get((check.node, check.check_id))
+                if previous is not None and previous.definition == check.definition:
+                    # Re-registering keeps the current status, as Consul does.
+                    check = replace(check, status=previous.status, output=previous.output)
+                self._set_check(check)
+
+    def deregister_service(self, node: str, service_id: str, missing_ok: bool = True) -> None:
+        service = self.services.get((node, service_id))
+        if service is None:
+            if missing_ok:
+                return
+            raise UnknownService(service_id)
+        with self._transaction():
+            for check in self.service_checks(node, service_id):
+                self._delete(check)
+            self._delete(service)
+
+    def service_checks(self, node: str, service_id: str) -> list[Check]:
+        return [c for c in self.checks.values() if c.node == node and c.service_id == service_id]
+
+    def node_checks(self, node: str) -> list[Check]:
+        """Checks of the node itself (no service), e.g. serfHealth."""
+        return [c for c in self.checks.values() if c.node == node and not c.service_id]
+
+    def service_names(self) -> dict[str, list[str]]:
+        """``{name: sorted unique tags}`` as /v1/catalog/services shows it."""
+        names: dict[str, set[str]] = {}
+        for service in self.services.values():
+            names.setdefault(service.name, set()).update(service.tags)
+        return {name: sorted(tags) for name, tags in sorted(names.items())}
+
+    def instances(self, name: str, tags: Iterable[str] = ()) -> list[Service]:
+        """Instances of the service *name* (case-insensitive) that carry every tag."""
+        wanted = name.lower()
+        tagset = {t.lower() for t in tags}
+        found = [
+            s
+            for s in self.services.values()
+            if s.name.lower() == wanted and tagset <= {t.lower() for t in s.tags}
+        ]
+        found.sort(key=lambda s: (s.node, s.id))
+        return found
+
+    def instance_checks(self, service: Service) -> list[Check]:
+        """All checks that decide an instance's health: the node's and the service's."""
+        return sorted(
+            (
+                c
+                for c in self.checks.values()
+                if c.node == service.node and c.service_id in ("", service.id)
+            ),
+            key=lambda c: (c.service_id != "", c.check_id),
+        )
+
+    def instance_status(self, service: Service) -> str:
+        return aggregate_status(c.status for c in self.instance_checks(service))
+
+    # -- checks -----------------------------------------------------------
+
+    def _set_check(self, check: Check) -> None:
+        if check.node not in self.nodes:
+            raise ServerRefusal(f"Node {check.node!r} is not registered")
+        if check.status not in STATUSES:
+            raise BadRequest(f"Invalid check status: {check.status!r}")
+        if check.service_id:
+            service = self.services.get((check.node, check.service_id))
+            if service is None:
+                raise ServerRefusal(f'ServiceID "{check.service_id}" does not exist')
+            check = replace(check, service_name=service.name, service_tags=service.tags)
+        self._set(check)
+
+    def register_check(self, check: Check) -> None:
+        with self._transaction():
+            previous = self.checks.get((check.node, check.check_id))
+            if previous is not None and previous.definition == check.definition:
+                check = replace(check, status=previous.status, output=previous.output)
+            self._set_check(check)
+
+    def deregister_check(self, node: str, check_id: str, missing_ok: bool = True) -> None:
+        check = self.checks.get((node, check_id))
+        if check is None:
+            if missing_ok:
+                return
+            raise UnknownCheck(check_id)
+        with self._transaction():
+            self._delete(check)
+
+    def update_check(self, node: str, check_id: str, status: str, output: str) -> Check:
+        """Record a check result.  Unchanged results change nothing (no new index)."""
+        check = self.checks.get((node, check_id))
+        if check is None:
+            raise UnknownCheck(check_id)
+        if status not in STATUSES:
+            raise BadRequest(f"Invalid check status: {status!r}")
+        with self._transaction():
+            updated = self._set(replace(check, status=status, output=output))
+        assert isinstance(updated, Check)
+        return updated
+
+    def ttl_update(self, node: str, check_id: str, status: str, output: str) -> Check:
+        check = self.checks.get((node, check_id))
+        if check is None or not check.definition.ttl:
+            raise NoTTL(check_id)
+        return self.update_check(node, check_id, status, output)
+
+    # -- KV -----------------------------------------------------------------
+
+    def kv_get(self, key: str) -> KVEntry | None:
+        return self.kv.get(key)
+
+    def kv_list(self, prefix: str) -> list[KVEntry]:
+        return [self.kv[k] for k in sorted(self.kv) if k.startswith(prefix)]
+
+    def kv_put(self, key: str, value: bytes, flags: int = 0, cas: int | None = None) -> bool:
+        existing = self.kv.get(key)
+        if cas is not None:
+            if cas == 0 and existing is not None:
+                return False
+            if cas != 0 and (existing is None or existing.modify_index != cas):
+                return False
+        with self._transaction():
+            self._set(KVEntry(key=key, value=value, flags=flags))
+        return True
+
+    def kv_delete(self, key: str, recurse: bool = False, cas: int | None = None) -> bool:
+        if recurse:
+            doomed = self.kv_list(key)
+        else:
+            entry = self.kv.get(key)
+            if cas is not None and cas != 0 and (entry is None or entry.modify_index != cas):
+                return False
+            doomed = [entry] if entry is not None else []
+        with self._transaction():
+            for entry in doomed:
+                self._delete(entry)
+        return True
+
+    # -- bulk replacement (service definition files) --------------------------
+
+    def replace_source(
+        self, node: str, source: str, services: Iterable[Service], checks: Iterable[Check]
+    ) -> None:
+        """Make the services and checks from *source* on *node* exactly these, in one change."""
+        services = list(services)
+        checks = list(checks)
+        with self._transaction():
+            keep_services = {s.id for s in services}
+            keep_checks = {c.check_id for c in checks}
+            for old_check in [
+                c for c in self.checks.values() if c.node == node and c.source == source
+            ]:
+                if old_check.check_id not in keep_checks:
+                    self._delete(old_check)
+            for old in [s for s in self.services.values() if s.node == node and s.source == source]:
+                if old.id not in keep_services:
+                    for c in self.service_checks(node, old.id):
+                        self._delete(c)
+                    self._delete(old)
+            for service in services:
+                self._set_service(service)
+            for check in checks:
+                previous = self.checks.get((check.node, check.check_id))
+                if previous is not None and previous.definition == check.definition:
+                    check = replace(check, status=previous.status, output=previous.output)
+                self._set_check(check)
+
+
+def _same(a: Entity, b: Entity) -> bool:
+    """Equal apart from the indexes."""
+    return replace(a, create_index=0, modify_index=0) == replace(b, create_index=0, modify_index=0)
+
+
+def aggregate_status(statuses: Iterable[str]) -> str:
+    """The worst of several statuses (passing when there are none)."""
+    worst = PASSING
+    for status in statuses:
+        if status == CRITICAL:
+            return CRITICAL
+        if status == WARNING:
+            worst = WARNING
+    return worst
+
+
+def check_ids_for(service_id: str, count: int) -> Iterator[str]:
+    """Consul's IDs for a service's checks: ``service:<id>``, or ``service:<id>:1``, ``:2``..."""
+    if count == 1:
+        yield f"service:{service_id}"
+        return
+    for n in itertools.count(1):
+        if n > count:
+            return
+        yield f"service:{service_id}:{n}"
+
+
+def entity_to_dict(entity: Entity) -> dict[str, Any]:
+    """A JSON-able form for the store (bytes as latin-1 text)."""
+    data = dataclasses.asdict(entity)
+    if isinstance(entity, KVEntry):
+        data["value"] = entity.value.hex()
+    return data
+
+
+def entity_from_dict(kind: Kind, data: dict[str, Any]) -> Entity:
+    if kind == "node":
+        return Node(**data)
+    if kind == "service":
+        data["tags"] = tuple(data["tags"])
+        data["weights"] = Weights(**data["weights"])
+        return Service(**data)
+    if kind == "check":
+        data["service_tags"] = tuple(data["service_tags"])
+        definition = dict(data["definition"])
+        definition["header"] = {k: tuple(v) for k, v in definition["header"].items()}
+        data["definition"] = CheckDefinition(**definition)
+        return Check(**data)
+    data["value"] = bytes.fromhex(data["value"])
+    return KVEntry(**data)

@@ -1,0 +1,491 @@
+"""``twist homeport``: the options, and the one place that wires every part together."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn
+
+from twisted.application.service import IService, MultiService, Service
+from twisted.internet.interfaces import IListeningPort
+from twisted.logger import Logger
+from twisted.python import usage
+from twisted.python.threadpool import ThreadPool
+
+from . import __version__
+
+DEFAULT_HTTP = "tcp:8500:interface=127.0.0.1"
+log = Logger(namespace="homeport")
+
+
+class StartupError(Exception):
+    """Start-up cannot go on; the message is one line for the operator."""
+
+
+def _fail(message: str) -> NoReturn:
+    sys.stderr.write(f"homeport: error: {message}\n")
+    sys.stderr.flush()
+    raise SystemExit(1)
+
+
+_SIZE = re.compile(r"^\s*(\d+)\s*([kmg]i?b?|b)?\s*$", re.I)
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+
+
+def parse_size(text: str) -> int:
+    """``1MiB``, ``512k``, ``1048576`` -> bytes."""
+    match = _SIZE.match(text)
+    if not match:
+        raise ValueError(text)
+    unit = (match.group(2) or "").lower()[:1]
+    return int(match.group(1)) * _SIZE_UNITS[unit]
+
+
+def parse_hostport(text: str, default_port: int) -> tuple[str, int]:
+    """``HOST:PORT``, ``[v6]:PORT`` or ``:PORT``."""
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port_text = rest.removeprefix(":")
+    else:
+        host, sep, port_text = text.rpartition(":")
+        if not sep:
+            host, port_text = text, str(default_port)
+    host = host or "0.0.0.0"
+    ipaddress.ip_address(host)
+    port = int(port_text)
+    if not 0 <= port <= 65535:
+        raise ValueError(port)
+    return host, port
+
+
+def exposed_interfaces(description: str) -> bool:
+    """Does this endpoint string listen beyond loopback?"""
+    parts = description.split(":")
+    if parts[0] in ("unix",):
+        return False
+    match = re.search(r"(?:^|:)interface=([^:]*)", description.replace("\\:", "%3A"))
+    if match is None:
+        return True
+    interface = match.group(1).replace("%3A", ":")
+    try:
+        return not ipaddress.ip_address(interface).is_loopback
+    except ValueError:
+        return interface != "localhost"
+
+
+class Options(usage.Options):
+    synopsis = "[options]"
+    longdesc = (
+        "homeport: a Consul-compatible service catalog (HTTP + DNS), a log sink for "
+        "logging.handlers.HTTPHandler, live event push and a dashboard, in one daemon."
+    )
+    optParameters = [
+        ["dns", None, "127.0.0.1:8600", "DNS on UDP and TCP at HOST:PORT, or 'none'."],
+        ["domain", None, "consul", "The DNS domain served."],
+        ["dns-ttl", None, "0", "TTL in seconds of DNS answers."],
+        ["data-dir", None, "./homeport-data", "Where the SQLite files live (created if missing)."],
+        ["datacenter", None, "dc1", "This agent's datacenter name."],
+        ["node", None, None, "This agent's node name. [default: the hostname]"],
+        [
+            "advertise",
+            None,
+            None,
+            "The address this node is known by. [default: first non-loopback IPv4, else 127.0.0.1]",
+        ],
+        ["token", None, None, "A secret required for every write (or use --token-file)."],
+        ["token-file", None, None, "Read the write token from this file."],
+        ["max-body-size", None, "1MiB", "Largest request body accepted (413 beyond)."],
+    ]
+    optFlags = [
+        ["access-log", None, "Log one line per HTTP request (off: it halves hot-path speed)."],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["http"] = []
+        self["config-dir"] = []
+
+    def opt_http(self, value: str) -> None:
+        """HTTP on this Twisted endpoint (repeatable). [default: tcp:8500:interface=127.0.0.1]"""
+        self["http"].append(value)
+
+    def opt_config_dir(self, value: str) -> None:
+        """Consul-style service definitions, reloaded on SIGHUP (repeatable). [default: none]"""
+        self["config-dir"].append(value)
+
+    def opt_version(self) -> None:
+        """Print the version and exit."""
+        print(f"homeport {__version__}")
+        raise SystemExit(0)
+
+    def parseOptions(self, options: Any = None) -> None:
+        try:
+            super().parseOptions(options)
+        except usage.UsageError as e:
+            _fail(str(e))
+
+    def postOptions(self) -> None:
+        if not self["http"]:
+            self["http"] = [DEFAULT_HTTP]
+        from twisted.internet import reactor
+        from twisted.internet.endpoints import serverFromString
+
+        for description in self["http"]:
+            try:
+                serverFromString(reactor, description)
+            except Exception as e:  # every parser error type there is
+                raise usage.UsageError(
+                    f"--http {description!r}: not a valid endpoint ({e or type(e).__name__})"
+                ) from None
+        if self["dns"].lower() == "none":
+            self["dns"] = None
+        else:
+            try:
+                self["dns"] = parse_hostport(self["dns"], 8600)
+            except ValueError:
+                raise usage.UsageError(
+                    f"--dns {self['dns']!r}: expected HOST:PORT (e.g. 127.0.0.1:8600) or 'none'"
+                ) from None
+        try:
+            self["dns-ttl"] = int(self["dns-ttl"])
+            if self["dns-ttl"] < 0:
+                raise ValueError
+        except ValueError:
+            raise usage.UsageError(
+                f"--dns-ttl {self['dns-ttl']!r}: expected a whole number of seconds"
+            ) from None
+        domain = self["domain"].strip(".").lower()
+        if not re.fullmatch(
+            r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*", domain
+        ):
+            raise usage.UsageError(f"--domain {self['domain']!r}: not a DNS domain name")
+        self["domain"] = domain
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", self["datacenter"]):
+            raise usage.UsageError(
+                f"--datacenter {self['datacenter']!r}: use letters, digits, '-' and '_'"
+            )
+        if self["node"] is not None and not re.fullmatch(r"[A-Za-z0-9_.-]+", self["node"]):
+            raise usage.UsageError(f"--node {self['node']!r}: use letters, digits, '-', '_', '.'")
+        if self["advertise"] is not None:
+            try:
+                ipaddress.ip_address(self["advertise"])
+            except ValueError:
+                raise usage.UsageError(
+                    f"--advertise {self['advertise']!r}: not an IP address"
+                ) from None
+        try:
+            self["max-body-size"] = parse_size(self["max-body-size"])
+        except ValueError:
+            raise usage.UsageError(
+                f"--max-body-size {self['max-body-size']!r}: expected a size like 1MiB or 65536"
+            ) from None
+        if self["token"] is not None and self["token-file"] is not None:
+            raise usage.UsageError("--token and --token-file: give one, not both")
+        if self["token-file"] is not None:
+            try:
+                token = Path(self["token-file"]).read_text().strip()
+            except OSError as e:
+                raise usage.UsageError(
+                    f"--token-file {self['token-file']!r}: {e.strerror}"
+                ) from None
+            if not token:
+                raise usage.UsageError(f"--token-file {self['token-file']!r}: the file is empty")
+            self["token"] = token
+        if self["token"] is not None and not self["token"].strip():
+            raise usage.UsageError("--token: must not be empty")
+        for directory in self["config-dir"]:
+            if not Path(directory).is_dir():
+                raise usage.UsageError(f"--config-dir {directory!r}: not a directory")
+
+
+class ThreadPoolService(Service):
+    """Owns a thread pool (for the WSGI dashboard) from start to stop."""
+
+    def __init__(self, pool: ThreadPool) -> None:
+        self.pool = pool
+
+    def startService(self) -> None:
+        super().startService()
+        self.pool.start()
+
+    def stopService(self) -> None:
+        super().stopService()
+        self.pool.stop()
+
+
+class Listener(Service):
+    """One ``--http`` endpoint; a port that cannot be bound stops start-up clearly."""
+
+    def __init__(self, description: str, endpoint: Any, factory: Any, reactor: Any) -> None:
+        self.description = description
+        self.endpoint = endpoint
+        self.factory = factory
+        self.reactor = reactor
+        self.port: IListeningPort | None = None
+
+    def startService(self) -> None:
+        super().startService()
+        failure: list[Any] = []
+        d = self.endpoint.listen(self.factory)
+        d.addCallbacks(self._listening, failure.append)
+        if failure:
+            raise StartupError(
+                f"--http {self.description!r}: cannot listen: {failure[0].getErrorMessage()}"
+            )
+        if self.port is None:
+            d.addErrback(self._failed_later)
+
+    def _listening(self, port: IListeningPort) -> IListeningPort:
+        self.port = port
+        log.info("HTTP listening on {address}", address=port.getHost())
+        return port
+
+    def _failed_later(self, failure: Any) -> None:
+        log.critical(
+            "--http {description!r}: cannot listen: {reason}",
+            description=self.description,
+            reason=failure.getErrorMessage(),
+        )
+        self.reactor.stop()
+
+    def stopService(self) -> Any:
+        super().stopService()
+        if self.port is not None:
+            port, self.port = self.port, None
+            return port.stopListening()
+        return None
+
+
+class OnStop(Service):
+    def __init__(self, callback: Callable[[], None]) -> None:
+        self.callback = callback
+
+    def stopService(self) -> None:
+        super().stopService()
+        self.callback()
+
+
+class ConfigService(Service):
+    """Loads ``--config-dir`` files at start and on SIGHUP."""
+
+    def __init__(self, catalog: Any, node: str, directories: list[Path], reactor: Any) -> None:
+        self.catalog = catalog
+        self.node = node
+        self.directories = directories
+        self.reactor = reactor
+        self._good: dict[Path, Any] = {}
+        self._previous_handler: Any = None
+
+    def startService(self) -> None:
+        super().startService()
+        self.reload()
+        if self.directories and hasattr(signal, "SIGHUP"):
+            try:
+                self._previous_handler = signal.signal(signal.SIGHUP, self._hup)
+            except ValueError:  # not the main thread (tests)
+                self._previous_handler = None
+
+    def stopService(self) -> None:
+        super().stopService()
+        if self._previous_handler is not None:
+            signal.signal(signal.SIGHUP, self._previous_handler)
+            self._previous_handler = None
+
+    def _hup(self, signum: int, frame: Any) -> None:
+        self.reactor.callFromThread(self.reload)
+
+    def reload(self) -> None:
+        from .catalog import definitions
+        from .catalog.model import CatalogError
+
+        loaded = definitions.load(self.directories, self.node, self._good)
+        for error in loaded.errors:
+            log.error("Bad service definition {error}", error=str(error))
+        try:
+            self.catalog.replace_source(
+                self.node, definitions.SOURCE, loaded.services, loaded.checks
+            )
+        except CatalogError as e:
+            log.error("Loading service definitions failed: {reason}", reason=str(e))
+            return
+        self._good = loaded.by_file
+        log.info(
+            "Loaded {services} service(s) and {checks} check(s) from {files} definition file(s)",
+            services=len(loaded.services),
+            checks=len(loaded.checks),
+            files=len(loaded.by_file),
+        )
+
+
+class HomeportService(MultiService):
+    """The whole daemon; start-up errors become one line and exit code 1."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.api: Any = None
+        self.catalog: Any = None
+        self.listeners: list[Listener] = []
+
+    def startService(self) -> None:
+        try:
+            super().startService()
+        except StartupError as e:
+            self.stopService()
+            _fail(str(e))
+
+
+def makeService(options: Options, reactor: Any = None) -> IService:
+    """Build every part from *options*; nothing listens until the service starts."""
+    if reactor is None:
+        from twisted.internet import reactor as global_reactor
+
+        reactor = global_reactor
+    from twisted.internet.endpoints import serverFromString
+    from twisted.web.wsgi import WSGIResource
+
+    from .catalog.checks import HealthChecker
+    from .catalog.http import ConsulAPI, bootstrap, local_identity
+    from .catalog.model import Catalog
+    from .catalog.store import CatalogStore
+    from .web.api import ApiResource
+    from .web.metrics import Metrics, MetricsResource
+    from .web.server import HomeportSite, Root
+    from .web.ui import create_app
+
+    top = HomeportService()
+    data_dir = Path(options["data-dir"])
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        probe = data_dir / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        _fail(f"--data-dir {str(data_dir)!r}: {e.strerror}")
+
+    catalog = Catalog(datacenter=options["datacenter"])
+    try:
+        store = CatalogStore(catalog, data_dir / "catalog.sqlite3")
+    except Exception as e:
+        _fail(f"--data-dir {str(data_dir)!r}: cannot open catalog.sqlite3: {e}")
+    store.setServiceParent(top)
+
+    agent = local_identity(
+        options["node"], options["advertise"], catalog.datacenter, reactor.seconds()
+    )
+    bootstrap(catalog, agent)
+    top.catalog = catalog
+
+    HealthChecker(catalog, agent.node, reactor).setServiceParent(top)
+    ConfigService(
+        catalog, agent.node, [Path(d) for d in options["config-dir"]], reactor
+    ).setServiceParent(top)
+
+    metrics = Metrics()
+    metrics.gauge("homeport_catalog_nodes", "Nodes in the catalog", lambda: len(catalog.nodes))
+    metrics.gauge(
+        "homeport_catalog_services",
+        "Service instances in the catalog",
+        lambda: len(catalog.services),
+    )
+    metrics.gauge(
+        "homeport_catalog_checks", "Health checks in the catalog", lambda: len(catalog.checks)
+    )
+    metrics.gauge("homeport_kv_entries", "Keys in the KV store", lambda: len(catalog.kv))
+    metrics.gauge("homeport_catalog_index", "The catalog's current index", lambda: catalog.index)
+
+    api = ApiResource(reactor, lambda: catalog.index, metrics, options["token"], catalog.datacenter)
+    ConsulAPI(api, catalog, agent, reactor)
+    top.api = api
+
+    def ui_info() -> dict[str, Any]:
+        services: dict[str, dict[str, Any]] = {}
+        for service in sorted(catalog.services.values(), key=lambda s: s.name):
+            row = services.setdefault(service.name, {"instances": 0, "tags": set()})
+            row["instances"] += 1
+            row["tags"].update(service.tags)
+        uptime = int(reactor.seconds() - agent.started)
+        return {
+            "node": agent.node,
+            "datacenter": agent.datacenter,
+            "version": __version__,
+            "uptime": f"{uptime // 3600}h {uptime % 3600 // 60}m {uptime % 60}s",
+            "services": {
+                k: {"instances": v["instances"], "tags": sorted(v["tags"])}
+                for k, v in services.items()
+            },
+        }
+
+    pool = ThreadPool(minthreads=1, maxthreads=8, name="homeport-wsgi")
+    ThreadPoolService(pool).setServiceParent(top)
+
+    root = Root()
+    root.putChild(b"v1", api)
+    root.putChild(b"metrics", MetricsResource(metrics))
+    root.putChild(b"ui", WSGIResource(reactor, pool, create_app(ui_info)))
+    site = HomeportSite(root, access_log=options["access-log"], max_body=options["max-body-size"])
+
+    exposed = False
+    for description in options["http"]:
+        endpoint = serverFromString(reactor, description)
+        listener = Listener(description, endpoint, site, reactor)
+        listener.setServiceParent(top)
+        top.listeners.append(listener)
+        exposed = exposed or exposed_interfaces(description)
+
+    if options["dns"] is not None:
+        try:
+            from .dns.server import DNSService  # type: ignore[import-not-found]
+        except ImportError:  # pragma: no cover - the DNS part lands separately
+            log.warn("DNS is not available in this build")
+        else:
+            host, port = options["dns"]
+            dns = DNSService(
+                catalog,
+                host,
+                port,
+                domain=options["domain"],
+                ttl=options["dns-ttl"],
+                reactor=reactor,
+            )
+            dns.setServiceParent(top)
+            exposed = exposed or not ipaddress.ip_address(host).is_loopback
+
+    # Stopped first (services stop in reverse): answer parked blocking queries.
+    OnStop(api.close).setServiceParent(top)
+
+    if exposed and not options["token"]:
+        log.warn(
+            "\n" + "*" * 72 + "\n"
+            "* WARNING: homeport listens beyond loopback and no --token is set:\n"
+            "* ANYONE who can reach it can register services, write KV and logs.\n"
+            "* Set --token or --token-file, or bind to 127.0.0.1.\n" + "*" * 72
+        )
+    log.info(
+        "homeport {version}: node {node} ({address}) in {dc}, data in {data}",
+        version=__version__,
+        node=agent.node,
+        address=agent.address,
+        dc=agent.datacenter,
+        data=str(data_dir.resolve()),
+    )
+    if os.environ.get("HOMEPORT_PRINT_PORTS"):
+        reactor.callWhenRunning(_print_ports, top)
+    return top
+
+
+def _print_ports(top: HomeportService) -> None:
+    """For tests and scripts that start on port 0: one line per bound port on stdout."""
+    for listener in top.listeners:
+        if listener.port is not None:
+            address: Any = listener.port.getHost()
+            sys.stdout.write(f"homeport-port http {address.port}\n")
+    for service in top:
+        port = getattr(service, "port", None)
+        if isinstance(port, int):
+            sys.stdout.write(f"homeport-port dns {port}\n")
+    sys.stdout.flush()

@@ -1,0 +1,448 @@
+"""A small, fast router for the ``/v1/`` API on native twisted.web.
+
+Reads are served from cached, pre-encoded bodies: each distinct query (route, path
+parameters and query arguments) keeps its last answer and the index at which that
+answer last *changed*.  A change anywhere only marks the cache stale; the next request
+recomputes, and if the bytes came out the same the query keeps its old index.  That is
+what makes blocking queries (``?index=N&wait=D``) wake only when *their* result changes,
+and it keeps the hot path (a cache hit) down to a dict lookup and a write.
+
+Parked blocking queries are Deferred-free: a request, a timer and an entry in a dict,
+so thousands of them cost no threads.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import random
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote
+
+from twisted.internet.interfaces import IDelayedCall
+from twisted.logger import Logger
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request
+
+from ..catalog.consul import DurationError, parse_duration
+from ..catalog.model import BadRequest, CatalogError
+from .metrics import Metrics
+
+DEFAULT_WAIT = 300.0
+MAX_WAIT = 600.0
+CACHE_SIZE = 4096
+
+
+@dataclass
+class HTTPError(Exception):
+    """An error with its own status and plain-text body."""
+
+    status: int
+    text: str
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Reply:
+    """A computed answer: status, encoded body, content type and extra headers."""
+
+    body: bytes
+    status: int = 200
+    content_type: bytes = b"application/json"
+    headers: tuple[tuple[bytes, bytes], ...] = ()
+
+
+def json_reply(value: Any, status: int = 200, pretty: bool = False) -> Reply:
+    if pretty:
+        body = json.dumps(value, indent=4, ensure_ascii=False).encode() + b"\n"
+    else:
+        body = json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    return Reply(body, status)
+
+
+TEXT = b"text/plain; charset=utf-8"
+
+
+class Call:
+    """What a handler sees of a request."""
+
+    __slots__ = ("args", "body", "params", "request")
+
+    def __init__(self, request: Request, params: dict[str, str], args: dict[str, list[str]]):
+        self.request = request
+        self.params = params
+        self.args = args
+        self.body = b""
+
+    def arg(self, name: str, default: str | None = None) -> str | None:
+        values = self.args.get(name)
+        return values[-1] if values else default
+
+    def has(self, name: str) -> bool:
+        return name in self.args
+
+    def flag(self, name: str) -> bool:
+        """A boolean query flag: present without value, or a true value."""
+        values = self.args.get(name)
+        if values is None:
+            return False
+        return values[-1].lower() not in ("false", "0", "no")
+
+    def int_arg(self, name: str, default: int | None = None) -> int | None:
+        value = self.arg(name)
+        if value is None or value == "":
+            return default
+        try:
+            return int(value)
+        except ValueError:
+            raise BadRequest(f"Invalid value for ?{name}: {value!r}") from None
+
+    @property
+    def pretty(self) -> bool:
+        return "pretty" in self.args
+
+
+Handler = Callable[[Call], Reply]
+
+
+@dataclass
+class Route:
+    methods: tuple[bytes, ...]
+    pattern: tuple[str, ...]
+    handler: Handler
+    name: str
+    write: bool
+    rest: bool  # the last parameter takes the rest of the path
+
+    def match(self, segments: list[str]) -> dict[str, str] | None:
+        pattern = self.pattern
+        if not self.rest and len(segments) == len(pattern) + 1 and segments[-1] == "":
+            segments = segments[:-1]  # a trailing slash
+        if self.rest:
+            if len(segments) < len(pattern) - 1:
+                return None
+        elif len(segments) != len(pattern):
+            return None
+        params: dict[str, str] = {}
+        for i, part in enumerate(pattern):
+            if part.startswith("*"):
+                params[part[1:]] = "/".join(segments[i:])
+                return params
+            if i >= len(segments):
+                return None
+            if part.startswith(":"):
+                if not segments[i]:
+                    return None
+                params[part[1:]] = segments[i]
+            elif part != segments[i]:
+                return None
+        return params
+
+
+@dataclass
+class _Entry:
+    reply: Reply
+    index: int
+    generation: int
+    waiters: list[_Waiter] = field(default_factory=list)
+
+
+@dataclass
+class _Waiter:
+    request: Request
+    min_index: int
+    timer: IDelayedCall | None = None
+    done: bool = False
+
+
+def parse_args(raw: dict[bytes, list[bytes]]) -> dict[str, list[str]]:
+    return {
+        k.decode("utf-8", "replace"): [v.decode("utf-8", "replace") for v in vs]
+        for k, vs in raw.items()
+    }
+
+
+class ApiResource(Resource):
+    """``/v1/``: dispatches to routes; caches reads; parks blocking queries."""
+
+    isLeaf = True
+    log = Logger()
+
+    def __init__(
+        self,
+        reactor: Any,
+        index: Callable[[], int],
+        metrics: Metrics,
+        token: str | None = None,
+        datacenter: str = "dc1",
+    ) -> None:
+        super().__init__()
+        self.reactor = reactor
+        self.current_index = index
+        self.metrics = metrics
+        self.token = token.encode() if token else None
+        self.datacenter = datacenter
+        self.routes: dict[str, list[Route]] = {}
+        self.cache: OrderedDict[tuple[Any, ...], _Entry] = OrderedDict()
+        self.generation = 0
+        self._parked: dict[tuple[Any, ...], tuple[Route, Call]] = {}
+
+    # -- routes -----------------------------------------------------------------
+
+    def route(self, methods: str, path: str, handler: Handler, write: bool | None = None) -> None:
+        """Add ``handler`` for ``METHOD[,METHOD] /v1/a/:param/*rest``."""
+        pattern = tuple(path.strip("/").split("/"))
+        assert pattern[0] == "v1"
+        pattern = pattern[1:]
+        method_list = tuple(m.encode() for m in methods.split(","))
+        is_write = write if write is not None else method_list[0] != b"GET"
+        route = Route(
+            methods=method_list,
+            pattern=pattern,
+            handler=handler,
+            name="/v1/" + "/".join(pattern),
+            write=is_write,
+            rest=pattern[-1].startswith("*"),
+        )
+        self.routes.setdefault(pattern[0], []).append(route)
+
+    # -- cache ------------------------------------------------------------------
+
+    def invalidate(self) -> None:
+        """Something changed: every cached answer is stale; parked queries re-check."""
+        self.generation += 1
+        for key in list(self._parked):
+            entry = self.cache.get(key)
+            if entry is None or not entry.waiters:
+                self._parked.pop(key, None)
+                continue
+            route, call = self._parked[key]
+            try:
+                entry = self._fresh(key, route, call)
+            except Exception:
+                self.log.failure("Re-computing a blocking query for {route}", route=route.name)
+                continue
+            ready = [w for w in entry.waiters if entry.index > w.min_index]
+            if ready:
+                entry.waiters = [w for w in entry.waiters if entry.index <= w.min_index]
+                for waiter in ready:
+                    self._finish_waiter(waiter, route, call, entry)
+            if not entry.waiters:
+                self._parked.pop(key, None)
+
+    def _fresh(self, key: tuple[Any, ...], route: Route, call: Call) -> _Entry:
+        entry = self.cache.get(key)
+        if entry is not None and entry.generation == self.generation:
+            self.cache.move_to_end(key)
+            return entry
+        reply = route.handler(call)
+        if entry is None:
+            entry = _Entry(reply, self.current_index(), self.generation)
+            self.cache[key] = entry
+            if len(self.cache) > CACHE_SIZE:
+                self._evict()
+        else:
+            if reply.body != entry.reply.body or reply.status != entry.reply.status:
+                entry.index = self.current_index()
+            entry.reply = reply
+            entry.generation = self.generation
+            self.cache.move_to_end(key)
+        return entry
+
+    def _evict(self) -> None:
+        for key in list(self.cache):
+            if len(self.cache) <= CACHE_SIZE:
+                return
+            if not self.cache[key].waiters:
+                del self.cache[key]
+
+    # -- requests ---------------------------------------------------------------
+
+    def render(self, request: Request) -> bytes | int:
+        started = time.perf_counter()
+        route_name = "unmatched"
+        result: bytes | int
+        try:
+            segments = [unquote(s.decode("utf-8", "replace")) for s in request.postpath or ()]
+            route, params = self._match(request.method, segments)
+            route_name = route.name
+            call = Call(request, params, parse_args(request.args or {}))
+            dc = call.arg("dc")
+            if dc and dc != self.datacenter:
+                raise HTTPError(500, "No path to datacenter")
+            if route.write:
+                result = self._write(route, call)
+            else:
+                result = self._read(route, call)
+        except HTTPError as e:
+            for name, value in e.headers.items():
+                request.setHeader(name, value)
+            result = self._text(request, e.status, e.text)
+        except CatalogError as e:
+            result = self._text(request, e.status, e.message())
+        except Exception as e:
+            self.log.failure("Unexpected error serving {path}", path=request.path)
+            result = self._text(request, 500, str(e) or type(e).__name__)
+        if result is not NOT_DONE_YET:
+            self.metrics.observe(route_name, request.code, time.perf_counter() - started)
+        else:
+            request.notifyFinish().addBoth(
+                lambda _: self.metrics.observe(
+                    route_name, request.code, time.perf_counter() - started
+                )
+            )
+        return result
+
+    def _match(self, method: bytes, segments: list[str]) -> tuple[Route, dict[str, str]]:
+        allowed: list[bytes] = []
+        for route in self.routes.get(segments[0] if segments else "", ()):
+            params = route.match(segments)
+            if params is None:
+                continue
+            if method in route.methods or (method == b"HEAD" and b"GET" in route.methods):
+                return route, params
+            allowed.extend(route.methods)
+        if allowed:
+            allow = ", ".join(sorted({m.decode() for m in allowed} | {"OPTIONS"}))
+            if method == b"OPTIONS":
+                raise HTTPError(200, "", {"Allow": allow})
+            raise HTTPError(405, f"method {method.decode('latin-1')} not allowed", {"Allow": allow})
+        raise HTTPError(404, "Invalid URL path: not a recognized HTTP API endpoint")
+
+    def _text(self, request: Request, status: int, text: str) -> bytes:
+        request.setResponseCode(status)
+        request.setHeader(b"content-type", TEXT)
+        return text.encode("utf-8") if text else b""
+
+    def token_ok(self, request: Request, query_token: str | None = None) -> bool:
+        """Is the request's token (``?token=``, ``X-Consul-Token`` or Bearer) the right one?"""
+        if self.token is None:
+            return True
+        given: bytes | None = query_token.encode() if query_token is not None else None
+        if given is None:
+            given = request.getHeader(b"x-consul-token")
+        if given is None:
+            auth = request.getHeader(b"authorization") or b""
+            if auth[:7].lower() == b"bearer ":
+                given = auth[7:].strip()
+        return bool(given) and hmac.compare_digest(given or b"", self.token)
+
+    def check_token(self, call: Call) -> None:
+        if self.token is None:
+            return
+        if not self.token_ok(call.request, call.arg("token")):
+            raise HTTPError(403, "Permission denied: a valid token is required for writes")
+
+    def _write(self, route: Route, call: Call) -> bytes:
+        self.check_token(call)
+        request = call.request
+        if getattr(request, "too_large", False):
+            raise HTTPError(413, "Request body too large")
+        if request.content is not None:
+            request.content.seek(0)
+            call.body = request.content.read()
+        reply = route.handler(call)
+        return self._send(request, reply, None)
+
+    def _read(self, route: Route, call: Call) -> bytes | int:
+        args = call.args
+        min_index = None
+        wait = DEFAULT_WAIT
+        if "index" in args:
+            try:
+                min_index = int(args["index"][-1])
+                if min_index < 0:
+                    raise ValueError
+            except ValueError:
+                raise HTTPError(400, "Invalid index") from None
+        if "wait" in args:
+            try:
+                wait = parse_duration(args["wait"][-1])
+                if wait < 0:
+                    raise DurationError
+            except DurationError:
+                raise HTTPError(400, "Invalid wait time") from None
+            wait = min(wait, MAX_WAIT)
+        key = (
+            route.name,
+            tuple(call.params.values()),
+            tuple(
+                (k, tuple(v))
+                for k, v in sorted(args.items())
+                if k not in ("index", "wait", "token", "stale", "consistent", "cached")
+            ),
+        )
+        entry = self._fresh(key, route, call)
+        if min_index is None or min_index == 0 or entry.index > min_index or wait <= 0:
+            return self._send(call.request, entry.reply, entry.index)
+        if min_index > entry.index and min_index > self.current_index():
+            # The client's index is from a different history (say, before a restart
+            # of a wiped data dir): Consul resets it and answers at once.
+            return self._send(call.request, entry.reply, entry.index)
+        waiter = _Waiter(call.request, min_index)
+        wait += random.uniform(0, wait / 16)
+        waiter.timer = self.reactor.callLater(wait, self._timeout, key, waiter, route, call)
+        entry.waiters.append(waiter)
+        self._parked[key] = (route, call)
+        call.request.notifyFinish().addErrback(lambda _: self._gone(key, waiter))
+        return NOT_DONE_YET
+
+    def _timeout(self, key: tuple[Any, ...], waiter: _Waiter, route: Route, call: Call) -> None:
+        waiter.timer = None
+        entry = self._fresh(key, route, call)
+        if waiter in entry.waiters:
+            entry.waiters.remove(waiter)
+        self._finish_waiter(waiter, route, call, entry)
+
+    def _gone(self, key: tuple[Any, ...], waiter: _Waiter) -> None:
+        waiter.done = True
+        if waiter.timer is not None and waiter.timer.active():
+            waiter.timer.cancel()
+        entry = self.cache.get(key)
+        if entry is not None and waiter in entry.waiters:
+            entry.waiters.remove(waiter)
+
+    def _finish_waiter(self, waiter: _Waiter, route: Route, call: Call, entry: _Entry) -> None:
+        if waiter.done:
+            return
+        waiter.done = True
+        if waiter.timer is not None and waiter.timer.active():
+            waiter.timer.cancel()
+        body = self._send(waiter.request, entry.reply, entry.index)
+        waiter.request.write(body)
+        waiter.request.finish()
+
+    def _send(self, request: Request, reply: Reply, index: int | None) -> bytes:
+        if reply.status != 200:
+            request.setResponseCode(reply.status)
+        headers = request.responseHeaders
+        headers.setRawHeaders(b"content-type", [reply.content_type])
+        if index is not None:
+            headers.setRawHeaders(b"x-consul-index", [str(index).encode()])
+            headers.setRawHeaders(b"x-consul-knownleader", [b"true"])
+            headers.setRawHeaders(b"x-consul-lastcontact", [b"0"])
+        for name, value in reply.headers:
+            headers.setRawHeaders(name, [value])
+        if request.method == b"HEAD":
+            return b""
+        return reply.body
+
+    def close(self) -> None:
+        """Answer every parked blocking query now (at shutdown)."""
+        for key, (route, call) in list(self._parked.items()):
+            entry = self.cache.get(key)
+            if entry is None:
+                continue
+            waiters, entry.waiters = entry.waiters, []
+            for waiter in waiters:
+                self._finish_waiter(waiter, route, call, entry)
+        self._parked.clear()
+
+
+def all_routes(api: ApiResource) -> Iterable[Route]:
+    for routes in api.routes.values():
+        yield from routes
