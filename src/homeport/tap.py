@@ -100,6 +100,13 @@ class Options(usage.Options):
         ["token", None, None, "A secret required for every write (or use --token-file)."],
         ["token-file", None, None, "Read the write token from this file."],
         ["max-body-size", None, "1MiB", "Largest request body accepted (413 beyond)."],
+        [
+            "log-retention",
+            None,
+            "7d",
+            "Prune stored log records older than an age (7d, 12h), beyond a count "
+            "(1000000), or both (7d,1000000); 'none' keeps all.",
+        ],
     ]
     optFlags = [
         ["access-log", None, "Log one line per HTTP request (off: it halves hot-path speed)."],
@@ -183,6 +190,15 @@ class Options(usage.Options):
         except ValueError:
             raise usage.UsageError(
                 f"--max-body-size {self['max-body-size']!r}: expected a size like 1MiB or 65536"
+            ) from None
+        from .logs.retention import RetentionError, parse_retention
+
+        try:
+            self["log-retention"] = parse_retention(self["log-retention"])
+        except RetentionError:
+            raise usage.UsageError(
+                f"--log-retention {self['log-retention']!r}: expected an age like 7d, "
+                "a record count like 1000000, both (7d,1000000), or none"
             ) from None
         if self["token"] is not None and self["token-file"] is not None:
             raise usage.UsageError("--token and --token-file: give one, not both")
@@ -423,11 +439,36 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     pool = ThreadPool(minthreads=1, maxthreads=8, name="homeport-wsgi")
     ThreadPoolService(pool).setServiceParent(top)
 
+    from .logs.http import V1Dispatch
+    from .logs.service import LogSink
+
+    max_age, max_records = options["log-retention"]
+    try:
+        logs = LogSink(
+            data_dir / "logs.sqlite3",
+            reactor,
+            token=options["token"],
+            publish=None,  # the event hub's publish(topic, data), once it exists
+            max_age=max_age,
+            max_records=max_records,
+        )
+    except Exception as e:
+        _fail(f"--data-dir {str(data_dir)!r}: cannot open logs.sqlite3: {e}")
+    logs.setServiceParent(top)
+
     root = Root()
-    root.putChild(b"v1", api)
+    v1 = V1Dispatch(api)  # /v1/logs is not a cached catalog read
+    v1.putChild(b"logs", logs.search)
+    root.putChild(b"v1", v1)
+    root.putChild(b"log", logs.ingest)
     root.putChild(b"metrics", MetricsResource(metrics))
     root.putChild(b"ui", WSGIResource(reactor, pool, create_app(ui_info)))
-    site = HomeportSite(root, access_log=options["access-log"], max_body=options["max-body-size"])
+    site = HomeportSite(
+        root,
+        access_log=options["access-log"],
+        max_body=options["max-body-size"],
+        parsePOSTFormSubmission=False,  # /log parses its own bodies; nothing else wants it
+    )
 
     exposed = False
     for description in options["http"]:
