@@ -212,7 +212,7 @@ def parse_form(body: bytes) -> tuple[dict[str, str], list[str]]:
 def parse_json_body(body: bytes) -> list[dict[str, Any]]:
     """One JSON object, or a JSON list of objects."""
     try:
-        value = json.loads(body)
+        value = json.loads(body.decode("utf-8-sig"))
     except UnicodeDecodeError as e:
         raise BadInput(f"JSON body is not valid UTF-8: {e.reason} at byte {e.start}") from None
     except json.JSONDecodeError as e:
@@ -236,7 +236,7 @@ def parse_ndjson_body(body: bytes) -> list[dict[str, Any]]:
         if not line.strip():
             continue
         try:
-            value = json.loads(line)
+            value = json.loads(line.decode("utf-8-sig" if number == 1 else "utf-8"))
         except UnicodeDecodeError as e:
             raise BadInput(f"line {number}: not valid UTF-8: {e.reason}") from None
         except json.JSONDecodeError as e:

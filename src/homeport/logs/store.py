@@ -217,6 +217,8 @@ class LogStore(Service):
         self._stopped: Deferred[None] | None = None
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
+        self.commits = 0  # transactions that stored records (for tests and /metrics)
+        self.stored = 0
         self.pool = ThreadPool(minthreads=1, maxthreads=2, name="homeport-logs-read")
 
     # -- the reactor side -------------------------------------------------------
@@ -333,6 +335,8 @@ class LogStore(Service):
                 result: list[int] | BaseException
                 try:
                     result = database.insert(records)
+                    self.commits += 1
+                    self.stored += len(records)
                 except Exception as e:
                     self.log.failure("Storing {count} log records", count=len(records))
                     result = e

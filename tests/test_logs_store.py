@@ -1,0 +1,251 @@
+"""Storing, searching and pruning log records in a real SQLite file (no daemon)."""
+
+from __future__ import annotations
+
+import queue
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.task import Clock
+
+from homeport.logs.query import BadQuery, LogQuery, parse_query, parse_time
+from homeport.logs.record import Record, record_from_fields
+from homeport.logs.retention import RetentionError, RetentionService, parse_retention
+from homeport.logs.store import LogDatabase, LogStore
+
+T0 = 1_800_000_000.0
+
+
+def rec(
+    message: str, created: float = T0, level: int = 20, name: str = "app", **extra: Any
+) -> Record:
+    return record_from_fields(
+        {"msg": message, "created": created, "levelno": level, "name": name, **extra}, T0
+    )
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[LogDatabase]:
+    database = LogDatabase(tmp_path / "logs.sqlite3")
+    yield database
+    database.close()
+
+
+def find(db: LogDatabase, **args: str) -> list[dict[str, Any]]:
+    query = parse_query({k.replace("__", "."): [v] for k, v in args.items()}, now=T0 + 3600)
+    records: list[dict[str, Any]] = db.search(query)["records"]
+    return records
+
+
+def messages(db: LogDatabase, **args: str) -> list[str]:
+    return [r["message"] for r in find(db, **args)]
+
+
+def test_records_get_increasing_ids_and_read_back_with_every_field(db: LogDatabase) -> None:
+    ids = db.insert([rec("one", user="ann"), rec("two", exc_text="Traceback...\nKeyError: 'x'")])
+    assert ids == [1, 2]
+    newest, oldest = find(db)
+    assert newest["id"] == 2 and newest["exc_text"].endswith("KeyError: 'x'")
+    assert oldest["extra"] == {"user": "ann"}
+    assert oldest["name"] == "app" and oldest["levelname"] == "INFO"
+
+
+def test_ids_are_never_reused_after_pruning_and_reopening(tmp_path: Path) -> None:
+    path = tmp_path / "logs.sqlite3"
+    first = LogDatabase(path)
+    first.insert([rec("a"), rec("b")])
+    assert first.prune_all(cutoff=T0 + 1, max_records=None) == 2
+    first.close()
+    again = LogDatabase(path)
+    assert again.insert([rec("c")]) == [3]
+    again.close()
+
+
+def test_level_is_a_minimum_given_as_a_number_or_a_name(db: LogDatabase) -> None:
+    db.insert([rec("dbg", level=10), rec("warn", level=30), rec("err", level=40)])
+    assert messages(db, level="warning") == ["err", "warn"]
+    assert messages(db, level="40") == ["err"]
+
+
+def test_logger_matches_by_prefix(db: LogDatabase) -> None:
+    db.insert([rec("a", name="app"), rec("b", name="app.worker"), rec("c", name="db")])
+    assert messages(db, logger="app") == ["b", "a"]
+    assert messages(db, logger="app.w") == ["b"]
+
+
+def test_text_search_needs_every_word_as_a_word_prefix_in_message_or_traceback(
+    db: LogDatabase,
+) -> None:
+    db.insert(
+        [
+            rec("Mapper failed on shard 7"),
+            rec("mapping done"),
+            rec("worker crashed", exc_text="Traceback\nZeroDivisionError: division by zero"),
+            rec("Grüße aus Köln"),
+        ]
+    )
+    assert messages(db, q="map") == ["mapping done", "Mapper failed on shard 7"]
+    assert messages(db, q="mapper shard") == ["Mapper failed on shard 7"]
+    assert messages(db, q="ZeroDivisionError") == ["worker crashed"]
+    assert messages(db, q="köln") == ["Grüße aus Köln"]
+    assert messages(db, q='"quoted" OR NEAR(') == []  # FTS syntax is data, not query
+
+
+def test_since_and_until_take_iso_times_epoch_seconds_and_relative_ages(db: LogDatabase) -> None:
+    db.insert([rec("old", created=T0 - 7200), rec("mid", created=T0 - 600), rec("new", created=T0)])
+    assert messages(db, since=str(T0 - 700)) == ["new", "mid"]
+    # "now" is T0 + 3600 in find(): 1h10m ago is T0 - 600
+    assert messages(db, since="1h11m", until="1h5m") == ["mid"]
+    iso = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(T0 - 7200))
+    assert messages(db, until=iso) == ["old"]
+    assert parse_time("2026-11-20T16:16:00+01:00", 0) == parse_time("2026-11-20 15:16:00", 0)
+
+
+def test_field_filters_match_extra_and_standard_fields_as_text(db: LogDatabase) -> None:
+    db.insert([rec("a", user="ann", n=3), rec("b", user="bob"), rec("c", funcName="handle")])
+    assert messages(db, field__user="bob") == ["b"]
+    assert messages(db, field__n="3") == ["a"]
+    assert messages(db, field__funcName="handle") == ["c"]
+    assert messages(db, field__name="app", field__user="ann") == ["a"]
+
+
+def test_pages_follow_the_after_cursor_in_either_order(db: LogDatabase) -> None:
+    db.insert([rec(f"m{i}") for i in range(7)])
+    query = parse_query({"limit": ["3"]}, T0)
+    seen: list[str] = []
+    while True:
+        page = db.search(query)
+        seen += [r["message"] for r in page["records"]]
+        if page["next_after"] is None:
+            break
+        query = parse_query({"limit": ["3"], "after": [str(page["next_after"])]}, T0)
+    assert seen == [f"m{i}" for i in reversed(range(7))]
+    assert messages(db, order="asc", after="5") == ["m5", "m6"]
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("level", "loud"),
+        ("since", "yesterday-ish"),
+        ("limit", "0"),
+        ("after", "x"),
+        ("order", "up"),
+    ],
+)
+def test_unusable_query_values_are_refused_naming_the_parameter(name: str, value: str) -> None:
+    with pytest.raises(BadQuery) as caught:
+        parse_query({name: [value]}, T0)
+    assert caught.value.name == name
+
+
+def test_text_search_uses_the_full_text_index(db: LogDatabase) -> None:
+    from homeport.logs.query import build_sql
+
+    sql, params = build_sql(LogQuery(text="mapper", min_level=30))
+    plan = " ".join(str(row) for row in db.db.execute("EXPLAIN QUERY PLAN " + sql, params))
+    assert "logs_fts VIRTUAL TABLE" in plan
+    assert "SCAN logs " not in plan + " "
+
+
+def test_pruning_removes_records_older_than_the_cutoff_or_beyond_the_count(
+    db: LogDatabase,
+) -> None:
+    db.insert([rec(f"m{i}", created=T0 + i) for i in range(10)])
+    assert db.prune_all(cutoff=T0 + 3, max_records=None) == 3
+    assert db.prune_all(cutoff=None, max_records=5) == 2
+    assert messages(db, order="asc") == ["m5", "m6", "m7", "m8", "m9"]
+    assert messages(db, q="m3") == []  # the text index forgets pruned records too
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("7d", (7 * 86400.0, None)),
+        ("12h,1000000", (43200.0, 1_000_000)),
+        ("500", (None, 500)),
+        ("none", (None, None)),
+    ],
+)
+def test_retention_reads_an_age_a_count_or_both(
+    text: str, expected: tuple[float | None, int | None]
+) -> None:
+    assert parse_retention(text) == expected
+
+
+@pytest.mark.parametrize("text", ["7x", "1d,2d", "-3d", "0d"])
+def test_unreadable_retention_values_are_refused(text: str) -> None:
+    with pytest.raises(RetentionError):
+        parse_retention(text)
+
+
+def test_retention_prunes_by_age_on_its_clock_every_interval(db: LogDatabase) -> None:
+    clock = Clock()
+    clock.advance(T0)
+    db.insert([rec("old", created=T0 - 100), rec("new", created=T0 - 10)])
+
+    def prune(cutoff: float | None, max_records: int | None) -> Deferred[int]:
+        return succeed(db.prune_all(cutoff, max_records))
+
+    service = RetentionService(prune, clock, max_age=50, max_records=None, interval=60)
+    service.startService()
+    assert messages(db) == ["new"]  # pruned once at start
+    clock.advance(30)
+    assert messages(db) == ["new"]  # T0-10 is 40 s old: kept
+    clock.advance(30)
+    assert messages(db) == []  # the next round, 70 s old
+    assert service.pruned == 2
+    service.stopService()
+    assert clock.getDelayedCalls() == []
+
+
+class ThreadReactor:
+    """Just enough reactor for LogStore outside a running reactor: calls made from the
+    writer thread are queued and run when the test pumps them."""
+
+    def __init__(self) -> None:
+        self.calls: queue.Queue[tuple[Callable[..., Any], tuple[Any, ...]]] = queue.Queue()
+
+    def callFromThread(self, f: Callable[..., Any], *args: Any) -> None:
+        self.calls.put((f, args))
+
+    def seconds(self) -> float:
+        return time.time()
+
+    def pump(self, until: Callable[[], bool], timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not until():
+            f, args = self.calls.get(timeout=max(0.01, deadline - time.monotonic()))
+            f(*args)
+
+
+def test_concurrent_requests_share_one_commit_and_hear_back_only_after_it(tmp_path: Path) -> None:
+    reactor = ThreadReactor()
+    stored: list[int] = []
+    store = LogStore(
+        tmp_path / "logs.sqlite3",
+        reactor,
+        listeners=[lambda batch: stored.extend(i for i, _ in batch)],
+        linger=0.05,
+    )
+    store.startService()
+    answers: dict[int, list[int] | BaseException] = {}
+    for n in range(20):
+        store.add([rec(f"r{n}")], lambda result, n=n: answers.__setitem__(n, result))
+    reactor.pump(lambda: len(answers) == 20)
+    assert sorted(i for ids in answers.values() if isinstance(ids, list) for i in ids) == list(
+        range(1, 21)
+    )
+    assert stored == list(range(1, 21))
+    # every answer came after the commit: a fresh connection sees all 20
+    check = sqlite3.connect(tmp_path / "logs.sqlite3")
+    assert check.execute("SELECT count(*) FROM logs").fetchone()[0] == 20
+    check.close()
+    assert store.commits <= 2
+    stopping = store.stopService()
+    reactor.pump(lambda: stopping.called)
