@@ -455,6 +455,22 @@ def test_queries_with_edns_options_are_answered_but_not_cached_by_bytes() -> Non
     assert responder.udp == {}
 
 
+def test_the_caches_stay_within_their_byte_budget_under_a_flood_of_spellings() -> None:
+    """Every case spelling of a name is its own byte-cache entry: the budget still holds."""
+    budget = 60_000
+    responder = Responder(Config(), lambda: snapshot(big_catalog(10)), max_bytes=budget)
+    rng = random.Random(4)
+    for _ in range(400):
+        name = "".join(c.upper() if rng.random() < 0.5 else c for c in "big.service.consul")
+        wire = dns.message.make_query(name, "SRV").to_wire()
+        for _ in range(3):
+            raw = responder.respond(wire, udp=False)
+            assert raw is not None
+            assert len(records(dns.message.from_wire(raw).answer)) == 10
+            assert responder.cached_bytes <= budget
+    assert 0 < len(responder.tcp) < 400
+
+
 def test_invalidating_the_responder_shows_a_check_gone_critical_in_the_next_answer() -> None:
     """After a catalog change and invalidate(), the next answer is computed from the new state."""
     catalog = make_catalog()

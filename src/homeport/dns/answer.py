@@ -724,25 +724,38 @@ class Responder:
         config: Config,
         snapshot: Callable[[], Snapshot],
         rng: random.Random | None = None,
-        max_entries: int = 50_000,
+        max_bytes: int = 64 * 2**20,
         on_error: Callable[[BaseException], None] | None = None,
     ) -> None:
         self.config = config
         self._source = snapshot
         self._rng = rng if rng is not None else random.Random()
-        self._max_entries = max_entries
+        self._max_bytes = max_bytes
         self._on_error = on_error
         self._snapshot: Snapshot | None = None
         self._templates: dict[tuple[bytes, int, bool], _Template] = {}
+        #: Bytes held by templates and the byte caches: a flood of name spellings,
+        #: EDNS sizes or random names must not grow memory without bound.
+        self.cached_bytes = 0
         self.udp: dict[bytes, Iterator[bytes]] = {}
         self.tcp: dict[bytes, Iterator[bytes]] = {}
 
     def invalidate(self) -> None:
         """Forget every answer: the next query of each name is computed afresh."""
         self._snapshot = None
+        self._forget()
+
+    def _forget(self) -> None:
         self._templates.clear()
         self.udp.clear()
         self.tcp.clear()
+        self.cached_bytes = 0
+
+    def _charge(self, size: int) -> None:
+        """Account for *size* more cached bytes; over the budget, start again from empty."""
+        self.cached_bytes += size
+        if self.cached_bytes > self._max_bytes:
+            self._forget()
 
     def limit(self, query: Query, udp: bool) -> int:
         """The largest reply *query* may get."""
@@ -784,16 +797,19 @@ class Responder:
             else:
                 orders = [tuple(range(len(resolution.entries)))]
             room = limit - (OPT_SIZE if query.edns is not None else 0)
-            if len(self._templates) >= self._max_entries:
-                self._templates.clear()
-            template = self._templates[key] = _Template(query, resolution, orders, room)
-        reply = assemble(query, template.next_body(), self.config)
+            template = _Template(query, resolution, orders, room)
+            self._charge(256 + len(query.key))
+            self._templates[key] = template
+        built = template.built
+        body = template.next_body()
+        if template.built != built:
+            self._charge(len(body.data))
+        reply = assemble(query, body, self.config)
         if template.complete and (query.edns is None or not query.edns.has_options):
             # Queries with EDNS options (dig's cookies) differ every time: not worth a slot.
-            cache = self.udp if udp else self.tcp
-            if len(cache) >= self._max_entries:
-                cache.clear()
             tails = [assemble(query, body, self.config)[2:] for body in template.rotation()]
+            self._charge(sum(len(tail) + 64 for tail in tails) + len(packet))
+            cache = self.udp if udp else self.tcp
             cache[packet[2:]] = itertools.cycle(tails)
         return reply
 
