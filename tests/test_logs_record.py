@@ -209,3 +209,11 @@ def test_a_record_round_trips_through_its_json() -> None:
 
     record = record_from_fields({"msg": "a %s", "args": "('b',)", "x": "1"}, NOW)
     assert record_from_json(record.to_json(7)) == record
+
+
+def test_a_json_body_labelled_as_a_form_is_read_as_json() -> None:
+    assert parse_one(b'{"msg": "from curl -d"}').message == "from curl -d"
+    assert [r.message for r in records_from_body(FORM, b'{"msg":"a"}\n{"msg":"b"}', NOW)] == [
+        "a",
+        "b",
+    ]

@@ -252,6 +252,10 @@ def parse_ndjson_body(body: bytes) -> list[dict[str, Any]]:
 def records_from_body(content_type: str, body: bytes, now: float) -> list[Record]:
     """Whatever a POST carried -> records; :class:`BadInput` when nothing can be stored."""
     kind = content_type.split(";", 1)[0].strip().lower()
+    if kind == "application/x-www-form-urlencoded" and body.lstrip()[:1] in (b"{", b"["):
+        # ``curl -d`` and urllib label any body a form: a JSON one is JSON all the same
+        # (a form body starts with a field name).
+        kind = ""
     if not kind:
         stripped = body.lstrip()[:1]
         if stripped == b"[":
