@@ -161,6 +161,13 @@ def test_a_host_name_address_becomes_a_cname() -> None:
     assert records(reply.answer, "CNAME") == ["api.example.com."]
 
 
+def test_srv_for_a_host_name_address_targets_that_host_name() -> None:
+    """As Consul does, SRV points at the registered host name, with no ADDITIONAL."""
+    reply = ask("external.service.consul", "SRV")
+    assert records(reply.answer) == ["1 1 443 api.example.com."]
+    assert reply.additional == []
+
+
 def test_srv_gives_weight_port_node_target_and_the_address_in_additional() -> None:
     """SRV is ``1 <weight> <port> <node>.node.<dc>.<domain>.`` with A in ADDITIONAL."""
     reply = ask("web.service.consul", "SRV")
