@@ -345,6 +345,7 @@ class HomeportService(MultiService):
         super().__init__()
         self.api: Any = None
         self.catalog: Any = None
+        self.site: Any = None
         self.listeners: list[Listener] = []
 
     def startService(self) -> None:
@@ -469,6 +470,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         max_body=options["max-body-size"],
         parsePOSTFormSubmission=False,  # /log parses its own bodies; nothing else wants it
     )
+    top.site = site
 
     exposed = False
     for description in options["http"]:

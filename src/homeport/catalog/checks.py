@@ -85,6 +85,7 @@ class HealthChecker(Service):
     def startService(self) -> None:
         super().startService()
         self._unsubscribe = self.catalog.subscribe(self._changed)
+        self.catalog.ttl_listeners.append(self._ttl_touched)
         for check in list(self.catalog.checks.values()):
             self._schedule(check)
 
@@ -93,6 +94,8 @@ class HealthChecker(Service):
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
+        if self._ttl_touched in self.catalog.ttl_listeners:
+            self.catalog.ttl_listeners.remove(self._ttl_touched)
         for running in self._running.values():
             if running.call is not None and running.call.active():
                 running.call.cancel()
@@ -115,6 +118,11 @@ class HealthChecker(Service):
             else:
                 assert isinstance(change.value, Check)
                 self._schedule(change.value)
+
+    def _ttl_touched(self, node: str, check_id: str) -> None:
+        check = self.catalog.checks.get((node, check_id))
+        if check is not None:
+            self._schedule(check)
 
     def _stop(self, check_id: str) -> None:
         running = self._running.pop(check_id, None)

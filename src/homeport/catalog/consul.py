@@ -23,6 +23,7 @@ from .model import (
     CheckDefinition,
     KVEntry,
     Node,
+    ServerRefusal,
     Service,
     Weights,
     check_ids_for,
@@ -526,11 +527,11 @@ def catalog_registration(
     """``PUT /v1/catalog/register``: the node, its services and checks."""
     node_name = fields.get("Node") or ""
     if not node_name:
-        raise BadRequest("Must provide node")
+        raise ServerRefusal("Must provide node")
     skip = bool(fields.get("SkipNodeUpdate"))
     address = fields.get("Address") or ""
     if not address and not skip:
-        raise BadRequest("Must provide address if SkipNodeUpdate is not set")
+        raise ServerRefusal("Must provide address if SkipNodeUpdate is not set")
     node = Node(
         name=node_name,
         address=address,

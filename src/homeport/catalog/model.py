@@ -266,6 +266,8 @@ class Catalog:
         self.checks: dict[tuple[str, str], Check] = {}
         self.kv: dict[str, KVEntry] = {}
         self._listeners: list[Listener] = []
+        #: Told of every TTL update, even one that changes nothing (it resets the timer).
+        self.ttl_listeners: list[Callable[[str, str], None]] = []
         self._pending: list[Change] | None = None
 
     # -- listeners --------------------------------------------------------
@@ -493,7 +495,10 @@ class Catalog:
         check = self.checks.get((node, check_id))
         if check is None or not check.definition.ttl:
             raise NoTTL(check_id)
-        return self.update_check(node, check_id, status, output)
+        updated = self.update_check(node, check_id, status, output)
+        for listener in list(self.ttl_listeners):
+            listener(node, check_id)
+        return updated
 
     # -- KV -----------------------------------------------------------------
 

@@ -21,7 +21,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import parse_qs, unquote
 
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
@@ -159,11 +159,16 @@ class _Waiter:
     done: bool = False
 
 
-def parse_args(raw: dict[bytes, list[bytes]]) -> dict[str, list[str]]:
-    return {
-        k.decode("utf-8", "replace"): [v.decode("utf-8", "replace") for v in vs]
-        for k, vs in raw.items()
-    }
+def parse_args(uri: bytes) -> dict[str, list[str]]:
+    """The query string, keeping bare flags: ``?recurse`` is ``{"recurse": [""]}``.
+
+    (twisted.web's own ``request.args`` drops arguments without ``=``, and Consul's API
+    is full of them: ``?recurse``, ``?keys``, ``?raw``, ``?pretty``, ``?passing``.)
+    """
+    query = uri.partition(b"?")[2]
+    if not query:
+        return {}
+    return parse_qs(query.decode("utf-8", "replace"), keep_blank_values=True)
 
 
 class ApiResource(Resource):
@@ -270,7 +275,7 @@ class ApiResource(Resource):
             segments = [unquote(s.decode("utf-8", "replace")) for s in request.postpath or ()]
             route, params = self._match(request.method, segments)
             route_name = route.name
-            call = Call(request, params, parse_args(request.args or {}))
+            call = Call(request, params, parse_args(request.uri))
             dc = call.arg("dc")
             if dc and dc != self.datacenter:
                 raise HTTPError(500, "No path to datacenter")

@@ -1,0 +1,364 @@
+"""The Consul HTTP API, in memory through the real Site (the fast layer)."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+from .memory import APITestCase
+
+
+class FreshAgentTests(APITestCase):
+    def test_a_fresh_agent_lists_itself_and_the_consul_service(self) -> None:
+        assert self.get("/v1/catalog/services") == {"consul": []}
+        nodes = self.get("/v1/catalog/nodes")
+        assert [n["Node"] for n in nodes] == ["testnode"]
+        assert nodes[0]["Address"] == "127.0.0.1"
+        assert self.get("/v1/catalog/datacenters") == ["dc1"]
+        assert self.get("/v1/agent/services") == {}
+        assert self.get("/v1/status/leader") == "127.0.0.1:8300"
+        health = self.get("/v1/health/node/testnode")
+        assert [c["CheckID"] for c in health] == ["serfHealth"]
+        assert health[0]["Status"] == "passing"
+
+    def test_every_read_sends_consul_index_headers(self) -> None:
+        code, headers, _ = self.request("GET", "/v1/catalog/services")
+        assert code == 200
+        assert int(headers.getRawHeaders("X-Consul-Index")[0]) > 0
+        assert headers.getRawHeaders("X-Consul-KnownLeader") == ["true"]
+        assert headers.getRawHeaders("X-Consul-LastContact") == ["0"]
+
+    def test_agent_self_describes_the_agent(self) -> None:
+        me = self.get("/v1/agent/self")
+        assert me["Config"]["NodeName"] == "testnode"
+        assert me["Config"]["Datacenter"] == "dc1"
+        assert me["Member"]["Name"] == "testnode"
+
+    def test_pretty_indents(self) -> None:
+        _, _, body = self.request("GET", "/v1/catalog/services?pretty")
+        assert body.startswith(b"{\n    ")
+
+
+class ServiceTests(APITestCase):
+    def test_agent_registration_shows_in_catalog_agent_and_health(self) -> None:
+        """The seed example: a web service with a rails tag on port 80."""
+        self.put("/v1/agent/service/register", {"name": "web", "tags": ["rails"], "port": 80})
+        assert self.get("/v1/catalog/services") == {"consul": [], "web": ["rails"]}
+        [entry] = self.get("/v1/catalog/service/web")
+        assert entry["ServiceID"] == "web"
+        assert entry["ServiceName"] == "web"
+        assert entry["ServiceTags"] == ["rails"]
+        assert entry["ServicePort"] == 80
+        assert entry["ServiceAddress"] == ""
+        assert entry["ServiceWeights"] == {"Passing": 1, "Warning": 1}
+        assert entry["Node"] == "testnode"
+        assert entry["Address"] == "127.0.0.1"
+        assert entry["CreateIndex"] == entry["ModifyIndex"] > 0
+        agent = self.get("/v1/agent/services")
+        assert agent == {
+            "web": {
+                "ID": "web",
+                "Service": "web",
+                "Tags": ["rails"],
+                "Meta": {},
+                "Port": 80,
+                "Address": "",
+                "Weights": {"Passing": 1, "Warning": 1},
+                "EnableTagOverride": False,
+                "Datacenter": "dc1",
+            }
+        }
+        [health] = self.get("/v1/health/service/web")
+        assert health["Service"]["ID"] == "web"
+        assert [c["CheckID"] for c in health["Checks"]] == ["serfHealth"]
+
+    def test_tag_filters_and_passing(self) -> None:
+        self.put(
+            "/v1/agent/service/register",
+            {"ID": "web1", "Name": "web", "Tags": ["a", "b"], "Check": {"TTL": "30s"}},
+        )
+        self.put("/v1/agent/service/register", {"ID": "web2", "Name": "web", "Tags": ["a"]})
+        assert [e["ServiceID"] for e in self.get("/v1/catalog/service/web?tag=a&tag=b")] == [
+            "web1"
+        ]
+        assert len(self.get("/v1/health/service/web?tag=a")) == 2
+        # web1's TTL check starts critical: ?passing drops it.
+        passing = self.get("/v1/health/service/web?passing")
+        assert [e["Service"]["ID"] for e in passing] == ["web2"]
+        self.put("/v1/agent/check/pass/service:web1?note=ok")
+        assert len(self.get("/v1/health/service/web?passing=true")) == 2
+        code, _, body = self.request("GET", "/v1/health/service/web?passing=maybe")
+        assert (code, body) == (400, b"Invalid value for ?passing")
+
+    def test_deregistering_an_unknown_service_is_404(self) -> None:
+        code, _, body = self.request("PUT", "/v1/agent/service/deregister/nope")
+        assert code == 404
+        assert body.startswith(b'Unknown service ID "nope"')
+
+    def test_catalog_register_and_node_views(self) -> None:
+        body = {
+            "Node": "ext",
+            "Address": "10.1.2.3",
+            "Service": {"Service": "db", "Port": 5432, "Tags": ["primary"]},
+            "Check": {"CheckID": "db-check", "Name": "db", "Status": "passing", "ServiceID": "db"},
+        }
+        assert self.put("/v1/catalog/register", body) == b"true"
+        node = self.get("/v1/catalog/node/ext")
+        assert node["Node"]["Address"] == "10.1.2.3"
+        assert node["Services"]["db"]["Port"] == 5432
+        checks = self.get("/v1/health/checks/db")
+        assert [(c["CheckID"], c["Status"], c["ServiceName"]) for c in checks] == [
+            ("db-check", "passing", "db")
+        ]
+        assert [c["CheckID"] for c in self.get("/v1/health/state/passing")] == [
+            "db-check",
+            "serfHealth",
+        ]
+        assert self.put("/v1/catalog/deregister", {"Node": "ext"}) == b"true"
+        code, _, content = self.request("GET", "/v1/catalog/node/ext")
+        assert (code, content) == (200, b"null")
+        assert self.get("/v1/catalog/service/db") == []
+
+    def test_catalog_register_errors_match_consul(self) -> None:
+        code, _, body = self.request("PUT", "/v1/catalog/register", {"Address": "1.2.3.4"})
+        assert (code, body) == (500, b"Must provide node")
+        code, _, body = self.request("PUT", "/v1/catalog/register", {"Node": "x"})
+        assert (code, body) == (500, b"Must provide address if SkipNodeUpdate is not set")
+
+    def test_ttl_updates_and_their_errors(self) -> None:
+        self.put("/v1/agent/check/register", {"Name": "mem", "TTL": "15s"})
+        self.put("/v1/agent/check/warn/mem?note=high")
+        [check] = [c for c in self.get("/v1/health/node/testnode") if c["CheckID"] == "mem"]
+        assert (check["Status"], check["Output"], check["Type"]) == ("warning", "high", "ttl")
+        self.put("/v1/agent/check/register", {"Name": "port", "TCP": "127.0.0.1:1", "Interval": "10s"})
+        code, _, body = self.request("PUT", "/v1/agent/check/pass/port")
+        assert (code, body) == (500, b'CheckID "port" does not have associated TTL')
+        code, _, body = self.request("PUT", "/v1/agent/check/pass/ghost")
+        assert (code, body) == (500, b'CheckID "ghost" does not have associated TTL')
+        self.put("/v1/agent/check/deregister/mem")
+        assert "mem" not in self.get("/v1/agent/checks")
+
+    def test_maintenance_mode_adds_a_critical_check(self) -> None:
+        self.put("/v1/agent/service/register", {"Name": "web"})
+        code, _, body = self.request("PUT", "/v1/agent/service/maintenance/web")
+        assert (code, body) == (400, b"Missing value for enable")
+        self.put("/v1/agent/service/maintenance/web?enable=true&reason=deploy")
+        assert self.get("/v1/health/service/web?passing") == []
+        self.put("/v1/agent/service/maintenance/web?enable=false")
+        assert len(self.get("/v1/health/service/web?passing")) == 1
+
+
+class KVTests(APITestCase):
+    def test_put_get_raw_recurse_keys_delete(self) -> None:
+        assert self.put("/v1/kv/app/config/db", b"postgres://x") == b"true"
+        assert self.put("/v1/kv/app/config/cache?flags=42", b"redis") == b"true"
+        assert self.put("/v1/kv/app/name", b"homeport") == b"true"
+        [entry] = self.get("/v1/kv/app/config/db")
+        assert base64.b64decode(entry["Value"]) == b"postgres://x"
+        assert entry["Key"] == "app/config/db"
+        assert entry["LockIndex"] == 0
+        code, headers, raw = self.request("GET", "/v1/kv/app/config/cache?raw")
+        assert (code, raw) == (200, b"redis")
+        assert [e["Flags"] for e in self.get("/v1/kv/app/config/cache")] == [42]
+        assert [e["Key"] for e in self.get("/v1/kv/app?recurse")] == [
+            "app/config/cache",
+            "app/config/db",
+            "app/name",
+        ]
+        assert self.get("/v1/kv/app/?keys&separator=/") == ["app/config/", "app/name"]
+        assert self.get("/v1/kv/?keys") == ["app/config/cache", "app/config/db", "app/name"]
+        code, _, content = self.request("DELETE", "/v1/kv/app/config?recurse")
+        assert (code, content) == (200, b"true")
+        assert self.get("/v1/kv/?keys") == ["app/name"]
+
+    def test_missing_key_is_404_with_an_index(self) -> None:
+        code, headers, body = self.request("GET", "/v1/kv/nope")
+        assert (code, body) == (404, b"")
+        assert int(headers.getRawHeaders("X-Consul-Index")[0]) > 0
+
+    def test_cas(self) -> None:
+        assert self.put("/v1/kv/lock?cas=0", b"me") == b"true"
+        assert self.put("/v1/kv/lock?cas=0", b"you") == b"false"
+        [entry] = self.get("/v1/kv/lock")
+        assert self.put(f"/v1/kv/lock?cas={entry['ModifyIndex']}", b"you") == b"true"
+        code, _, body = self.request("DELETE", f"/v1/kv/lock?cas={entry['ModifyIndex']}")
+        assert body == b"false"
+
+    def test_empty_value_is_null(self) -> None:
+        self.put("/v1/kv/empty", b"")
+        assert self.get("/v1/kv/empty")[0]["Value"] is None
+
+    def test_empty_key_is_refused(self) -> None:
+        code, _, body = self.request("PUT", "/v1/kv/", b"x")
+        assert (code, body) == (400, b"Missing key name")
+
+
+class BadInputTests(APITestCase):
+    def test_bad_requests_get_consuls_texts_and_change_nothing(self) -> None:
+        index = self.daemon.catalog.index
+        cases = [
+            (b"{not json", 400, b"Request decode failed: "),
+            (b"", 400, b"Request decode failed: EOF"),
+            (json.dumps({"Name": "x", "Bogus": 1}).encode(), 400, b'Request decode failed: json: unknown field "Bogus"'),
+            (json.dumps({"Name": "x", "Port": "80"}).encode(), 400, b"Request decode failed: json: cannot unmarshal string"),
+            (json.dumps({"Name": ""}).encode(), 400, b"Missing service name"),
+            (json.dumps(["a"]).encode(), 400, b"Request decode failed: json: cannot unmarshal array"),
+            (b"\xff\xfe", 400, b"Request decode failed: "),
+        ]
+        for body, status, prefix in cases:
+            code, headers, content = self.request("PUT", "/v1/agent/service/register", body)
+            assert code == status, (body, code, content)
+            assert content.startswith(prefix), (body, content)
+            assert headers.getRawHeaders("Content-Type") == ["text/plain; charset=utf-8"]
+        assert self.daemon.catalog.index == index
+
+    def test_unknown_paths_and_wrong_methods(self) -> None:
+        code, _, body = self.request("GET", "/v1/nope")
+        assert (code, body) == (404, b"Invalid URL path: not a recognized HTTP API endpoint")
+        code, headers, body = self.request("POST", "/v1/catalog/register", {"Node": "x"})
+        assert (code, body) == (405, b"method POST not allowed")
+        assert "PUT" in headers.getRawHeaders("Allow")[0]
+        code, headers, _ = self.request("OPTIONS", "/v1/kv/x")
+        assert code == 200
+        assert headers.getRawHeaders("Allow") == ["DELETE, GET, OPTIONS, PUT"]
+        code, _, body = self.request("GET", "/elsewhere")
+        assert code == 404 and b"<html" not in body
+
+    def test_bad_wait_and_index(self) -> None:
+        assert self.request("GET", "/v1/catalog/services?index=abc")[::2] == (400, b"Invalid index")
+        assert self.request("GET", "/v1/catalog/services?index=1&wait=forever")[::2] == (
+            400,
+            b"Invalid wait time",
+        )
+
+    def test_unknown_datacenter(self) -> None:
+        assert self.request("GET", "/v1/catalog/services?dc=mars")[::2] == (
+            500,
+            b"No path to datacenter",
+        )
+
+    def test_oversized_bodies_are_refused_with_413(self) -> None:
+        big = b"x" * (1024 * 1024 + 1)
+        code, _, _ = self.request("PUT", "/v1/kv/big", big)
+        assert code == 413
+        assert "big" not in self.daemon.catalog.kv
+        # A value over Consul's 512 KiB KV limit, under the body limit.
+        code, _, body = self.request("PUT", "/v1/kv/big", b"x" * (600 * 1024))
+        assert code == 413 and b"too large" in body
+
+
+class TokenTests(APITestCase):
+    args = ["--token", "s3cret"]
+
+    def test_writes_need_the_token_in_any_of_consuls_places(self) -> None:
+        code, _, body = self.request("PUT", "/v1/kv/a", b"1")
+        assert code == 403
+        code, _, _ = self.request("PUT", "/v1/kv/a", b"1", {"X-Consul-Token": "wrong"})
+        assert code == 403
+        assert "a" not in self.daemon.catalog.kv
+        assert self.request("PUT", "/v1/kv/a?token=s3cret", b"1")[0] == 200
+        assert self.request("PUT", "/v1/kv/b", b"1", {"X-Consul-Token": "s3cret"})[0] == 200
+        assert (
+            self.request("PUT", "/v1/kv/c", b"1", {"Authorization": "Bearer s3cret"})[0] == 200
+        )
+        assert sorted(self.daemon.catalog.kv) == ["a", "b", "c"]
+
+    def test_reads_stay_open(self) -> None:
+        assert self.request("GET", "/v1/catalog/services")[0] == 200
+
+
+class BlockingQueryTests(APITestCase):
+    def start(self, path: str) -> object:
+        d = self.daemon.treq.request("GET", "http://127.0.0.1" + path)
+        self.daemon.treq.flush()
+        return d
+
+    def index_of(self, path: str) -> int:
+        _, headers, _ = self.request("GET", path)
+        return int(headers.getRawHeaders("X-Consul-Index")[0])
+
+    def test_a_blocking_query_returns_when_its_result_changes(self) -> None:
+        index = self.index_of("/v1/catalog/service/web")
+        d = self.start(f"/v1/catalog/service/web?index={index}&wait=1m")
+        self.assertNoResult(d)
+        self.put("/v1/agent/service/register", {"Name": "web"})
+        self.daemon.treq.flush()
+        response = self.successResultOf(d)
+        assert int(response.headers.getRawHeaders("X-Consul-Index")[0]) > index
+        body = self.successResultOf(response.json())
+        assert [e["ServiceID"] for e in body] == ["web"]
+
+    def test_unrelated_changes_do_not_wake_a_blocking_query(self) -> None:
+        """A per-query index: a KV write or another service leaves `web` watchers parked."""
+        self.put("/v1/agent/service/register", {"Name": "web"})
+        index = self.index_of("/v1/catalog/service/web")
+        d = self.start(f"/v1/catalog/service/web?index={index}&wait=1m")
+        self.put("/v1/kv/unrelated", b"x")
+        self.put("/v1/agent/service/register", {"Name": "db"})
+        self.daemon.treq.flush()
+        self.assertNoResult(d)
+        assert self.index_of("/v1/catalog/service/web") == index
+        self.daemon.reactor.advance(70)  # the wait (with up to 1/16 jitter) runs out
+        self.daemon.treq.flush()
+        response = self.successResultOf(d)
+        assert int(response.headers.getRawHeaders("X-Consul-Index")[0]) == index
+
+    def test_an_older_index_answers_at_once(self) -> None:
+        index = self.index_of("/v1/catalog/services")
+        d = self.start(f"/v1/catalog/services?index={index - 1}")
+        self.successResultOf(d)
+
+    def test_kv_blocking_on_one_key(self) -> None:
+        self.put("/v1/kv/a", b"1")
+        index = self.index_of("/v1/kv/a")
+        d = self.start(f"/v1/kv/a?index={index}")
+        self.put("/v1/kv/b", b"1")
+        self.daemon.treq.flush()
+        self.assertNoResult(d)
+        self.put("/v1/kv/a", b"2")
+        self.daemon.treq.flush()
+        response = self.successResultOf(d)
+        body = self.successResultOf(response.json())
+        assert base64.b64decode(body[0]["Value"]) == b"2"
+
+
+class TTLTests(APITestCase):
+    def test_a_ttl_check_expires_to_critical_on_the_reactor_clock(self) -> None:
+        self.put("/v1/agent/service/register", {"Name": "web", "Check": {"TTL": "10s"}})
+        self.put("/v1/agent/check/pass/service:web")
+        assert len(self.get("/v1/health/service/web?passing")) == 1
+        self.daemon.reactor.advance(9)
+        self.put("/v1/agent/check/pass/service:web")  # resets the timer
+        self.daemon.reactor.advance(9)
+        assert len(self.get("/v1/health/service/web?passing")) == 1
+        self.daemon.reactor.advance(2)
+        [entry] = self.get("/v1/health/service/web")
+        check = entry["Checks"][-1]
+        assert (check["Status"], check["Output"]) == ("critical", "TTL expired")
+
+    def test_deregister_critical_service_after(self) -> None:
+        self.put(
+            "/v1/agent/service/register",
+            {"Name": "tmp", "Check": {"TTL": "5s", "DeregisterCriticalServiceAfter": "30s"}},
+        )
+        for _ in range(10):
+            self.daemon.reactor.advance(5)
+        assert self.get("/v1/catalog/service/tmp") == []
+
+
+class MetricsTests(APITestCase):
+    def test_metrics_count_requests_per_route_and_catalog_sizes(self) -> None:
+        self.get("/v1/catalog/services")
+        self.request("GET", "/v1/nope")
+        code, headers, body = self.request("GET", "/metrics")
+        assert code == 200
+        text = body.decode()
+        assert 'homeport_http_requests_total{code="200",route="/v1/catalog/services"} 1.0' in text
+        assert 'homeport_http_requests_total{code="404",route="unmatched"} 1.0' in text
+        assert "homeport_http_request_duration_seconds_bucket" in text
+        assert "homeport_catalog_services 1.0" in text
+
+    def test_root_redirects_to_the_dashboard(self) -> None:
+        code, headers, _ = self.request("GET", "/")
+        assert code in (301, 302)
+        assert headers.getRawHeaders("Location") == ["/ui/"]

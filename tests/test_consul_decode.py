@@ -1,0 +1,103 @@
+"""Decoding request bodies the way Consul's Go decoder does."""
+
+from __future__ import annotations
+
+import pytest
+
+from homeport.catalog import consul
+from homeport.catalog.model import BadRequest, ServerRefusal
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("10s", 10), ("1m30s", 90), ("500ms", 0.5), ("1h", 3600), ("0", 0), (10_000_000_000, 10)],
+)
+def test_durations_parse_like_go(text: str | int, seconds: float) -> None:
+    assert consul.parse_duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("text", ["10", "abc", "1x", "s", True])
+def test_bad_durations_are_refused(text: object) -> None:
+    with pytest.raises(consul.DurationError):
+        consul.parse_duration(text)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(10, "10s"), (90, "1m30s"), (3600, "1h0m0s"), (0.5, "500ms"), (0, "0s"), (1.5, "1.5s")],
+)
+def test_durations_format_like_go(seconds: float, text: str) -> None:
+    assert consul.format_duration(seconds) == text
+
+
+def test_keys_match_case_insensitively_and_snake_case() -> None:
+    fields = consul.AGENT_SERVICE.decode(
+        {"name": "web", "PORT": 80, "enable_tag_override": True, "check": {"ttl": "10s"}}
+    )
+    assert fields["Name"] == "web"
+    assert fields["Port"] == 80
+    assert fields["EnableTagOverride"] is True
+    assert fields["Check"]["TTL"] == 10
+
+
+def test_unknown_fields_are_refused_with_consuls_text() -> None:
+    with pytest.raises(BadRequest) as error:
+        consul.AGENT_SERVICE.decode({"Name": "web", "Bogus": 1})
+    assert str(error.value) == 'Request decode failed: json: unknown field "Bogus"'
+
+
+def test_wrong_types_name_the_field() -> None:
+    with pytest.raises(BadRequest) as error:
+        consul.AGENT_SERVICE.decode({"Name": "web", "Port": "80"})
+    assert "Port of type int" in str(error.value)
+
+
+def test_empty_body_is_eof() -> None:
+    with pytest.raises(BadRequest) as error:
+        consul.parse_body(b"  ")
+    assert str(error.value) == "Request decode failed: EOF"
+
+
+def test_service_checks_get_consuls_ids() -> None:
+    service, checks = consul.agent_service(
+        consul.AGENT_SERVICE.decode(
+            {"Name": "web", "Checks": [{"TTL": "5s"}, {"TCP": "127.0.0.1:80", "Interval": "1s"}]}
+        ),
+        "n1",
+    )
+    assert service.id == "web"
+    assert [c.check_id for c in checks] == ["service:web:1", "service:web:2"]
+    assert [c.type for c in checks] == ["ttl", "tcp"]
+    assert all(c.status == "critical" for c in checks)
+
+
+@pytest.mark.parametrize(
+    ("check", "message"),
+    [
+        ({"HTTP": "http://x/"}, "Interval must be > 0"),
+        ({"TTL": "5s", "Interval": "1s"}, "Interval and TTL cannot both be specified"),
+        ({"Args": ["/bin/true"], "Interval": "1s"}, "not supported"),
+        ({"TTL": "5s", "Status": "bogus"}, "Invalid check status"),
+    ],
+)
+def test_invalid_checks_are_refused(check: dict[str, object], message: str) -> None:
+    with pytest.raises(BadRequest) as error:
+        consul.agent_service(consul.AGENT_SERVICE.decode({"Name": "web", "Check": check}), "n1")
+    assert message in str(error.value)
+
+
+def test_missing_name_and_bad_weights() -> None:
+    with pytest.raises(BadRequest, match="Missing service name"):
+        consul.agent_service(consul.AGENT_SERVICE.decode({"Port": 1}), "n1")
+    with pytest.raises(BadRequest, match="Invalid Weights"):
+        consul.agent_service(
+            consul.AGENT_SERVICE.decode({"Name": "a", "Weights": {"Passing": 0}}), "n1"
+        )
+
+
+def test_catalog_register_needs_node_and_address() -> None:
+    """Consul answers these with 500, and clients expect that."""
+    with pytest.raises(ServerRefusal, match="Must provide node"):
+        consul.catalog_registration(consul.CATALOG_REGISTER.decode({"Address": "1.2.3.4"}), "dc1")
+    with pytest.raises(ServerRefusal, match="Must provide address"):
+        consul.catalog_registration(consul.CATALOG_REGISTER.decode({"Node": "n"}), "dc1")
