@@ -78,9 +78,7 @@ class ServiceTests(APITestCase):
             {"ID": "web1", "Name": "web", "Tags": ["a", "b"], "Check": {"TTL": "30s"}},
         )
         self.put("/v1/agent/service/register", {"ID": "web2", "Name": "web", "Tags": ["a"]})
-        assert [e["ServiceID"] for e in self.get("/v1/catalog/service/web?tag=a&tag=b")] == [
-            "web1"
-        ]
+        assert [e["ServiceID"] for e in self.get("/v1/catalog/service/web?tag=a&tag=b")] == ["web1"]
         assert len(self.get("/v1/health/service/web?tag=a")) == 2
         # web1's TTL check starts critical: ?passing drops it.
         passing = self.get("/v1/health/service/web?passing")
@@ -130,7 +128,9 @@ class ServiceTests(APITestCase):
         self.put("/v1/agent/check/warn/mem?note=high")
         [check] = [c for c in self.get("/v1/health/node/testnode") if c["CheckID"] == "mem"]
         assert (check["Status"], check["Output"], check["Type"]) == ("warning", "high", "ttl")
-        self.put("/v1/agent/check/register", {"Name": "port", "TCP": "127.0.0.1:1", "Interval": "10s"})
+        self.put(
+            "/v1/agent/check/register", {"Name": "port", "TCP": "127.0.0.1:1", "Interval": "10s"}
+        )
         code, _, body = self.request("PUT", "/v1/agent/check/pass/port")
         assert (code, body) == (500, b'CheckID "port" does not have associated TTL')
         code, _, body = self.request("PUT", "/v1/agent/check/pass/ghost")
@@ -157,7 +157,7 @@ class KVTests(APITestCase):
         assert base64.b64decode(entry["Value"]) == b"postgres://x"
         assert entry["Key"] == "app/config/db"
         assert entry["LockIndex"] == 0
-        code, headers, raw = self.request("GET", "/v1/kv/app/config/cache?raw")
+        code, _headers, raw = self.request("GET", "/v1/kv/app/config/cache?raw")
         assert (code, raw) == (200, b"redis")
         assert [e["Flags"] for e in self.get("/v1/kv/app/config/cache")] == [42]
         assert [e["Key"] for e in self.get("/v1/kv/app?recurse")] == [
@@ -181,7 +181,7 @@ class KVTests(APITestCase):
         assert self.put("/v1/kv/lock?cas=0", b"you") == b"false"
         [entry] = self.get("/v1/kv/lock")
         assert self.put(f"/v1/kv/lock?cas={entry['ModifyIndex']}", b"you") == b"true"
-        code, _, body = self.request("DELETE", f"/v1/kv/lock?cas={entry['ModifyIndex']}")
+        _code, _, body = self.request("DELETE", f"/v1/kv/lock?cas={entry['ModifyIndex']}")
         assert body == b"false"
 
     def test_empty_value_is_null(self) -> None:
@@ -199,10 +199,22 @@ class BadInputTests(APITestCase):
         cases = [
             (b"{not json", 400, b"Request decode failed: "),
             (b"", 400, b"Request decode failed: EOF"),
-            (json.dumps({"Name": "x", "Bogus": 1}).encode(), 400, b'Request decode failed: json: unknown field "Bogus"'),
-            (json.dumps({"Name": "x", "Port": "80"}).encode(), 400, b"Request decode failed: json: cannot unmarshal string"),
+            (
+                json.dumps({"Name": "x", "Bogus": 1}).encode(),
+                400,
+                b'Request decode failed: json: unknown field "Bogus"',
+            ),
+            (
+                json.dumps({"Name": "x", "Port": "80"}).encode(),
+                400,
+                b"Request decode failed: json: cannot unmarshal string",
+            ),
             (json.dumps({"Name": ""}).encode(), 400, b"Missing service name"),
-            (json.dumps(["a"]).encode(), 400, b"Request decode failed: json: cannot unmarshal array"),
+            (
+                json.dumps(["a"]).encode(),
+                400,
+                b"Request decode failed: json: cannot unmarshal array",
+            ),
             (b"\xff\xfe", 400, b"Request decode failed: "),
         ]
         for body, status, prefix in cases:
@@ -251,16 +263,14 @@ class TokenTests(APITestCase):
     args = ["--token", "s3cret"]
 
     def test_writes_need_the_token_in_any_of_consuls_places(self) -> None:
-        code, _, body = self.request("PUT", "/v1/kv/a", b"1")
+        code, _, _body = self.request("PUT", "/v1/kv/a", b"1")
         assert code == 403
         code, _, _ = self.request("PUT", "/v1/kv/a", b"1", {"X-Consul-Token": "wrong"})
         assert code == 403
         assert "a" not in self.daemon.catalog.kv
         assert self.request("PUT", "/v1/kv/a?token=s3cret", b"1")[0] == 200
         assert self.request("PUT", "/v1/kv/b", b"1", {"X-Consul-Token": "s3cret"})[0] == 200
-        assert (
-            self.request("PUT", "/v1/kv/c", b"1", {"Authorization": "Bearer s3cret"})[0] == 200
-        )
+        assert self.request("PUT", "/v1/kv/c", b"1", {"Authorization": "Bearer s3cret"})[0] == 200
         assert sorted(self.daemon.catalog.kv) == ["a", "b", "c"]
 
     def test_reads_stay_open(self) -> None:
@@ -350,7 +360,7 @@ class MetricsTests(APITestCase):
     def test_metrics_count_requests_per_route_and_catalog_sizes(self) -> None:
         self.get("/v1/catalog/services")
         self.request("GET", "/v1/nope")
-        code, headers, body = self.request("GET", "/metrics")
+        code, _headers, body = self.request("GET", "/metrics")
         assert code == 200
         text = body.decode()
         assert 'homeport_http_requests_total{code="200",route="/v1/catalog/services"} 1.0' in text

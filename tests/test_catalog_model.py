@@ -12,8 +12,8 @@ from homeport.catalog.model import (
     Change,
     Check,
     CheckDefinition,
-    NoTTL,
     Node,
+    NoTTL,
     ServerRefusal,
     Service,
     UnknownService,
@@ -86,7 +86,7 @@ def test_unknown_service_is_an_error_when_asked() -> None:
     catalog, _ = catalog_with_node()
     with pytest.raises(UnknownService) as error:
         catalog.deregister_service("n1", "nope", missing_ok=False)
-    assert "Unknown service ID \"nope\"" in str(error.value)
+    assert 'Unknown service ID "nope"' in str(error.value)
     assert error.value.status == 404
 
 

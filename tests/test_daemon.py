@@ -1,0 +1,456 @@
+"""The real ``twist homeport`` on loopback: curl, py-consul, restarts, kill -9, signals."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import consul
+import pytest
+
+from .daemon import Daemon
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def client(daemon: Daemon, token: str | None = None) -> consul.Consul:
+    return consul.Consul(host="127.0.0.1", port=daemon.http_port, token=token)
+
+
+def curl(*args: str) -> str:
+    return subprocess.run(
+        ["curl", "-sS", "--max-time", "10", *args], check=True, capture_output=True, text=True
+    ).stdout
+
+
+# -- the README's curl examples ---------------------------------------------------------
+
+
+def test_the_readme_curl_examples_work_as_written(daemon: Daemon) -> None:
+    url = daemon.url
+    out = curl(
+        "-X",
+        "PUT",
+        "--data",
+        '{"Name": "web", "Tags": ["rails"], "Port": 80}',
+        f"{url}/v1/agent/service/register",
+    )
+    assert out == ""
+    assert json.loads(curl(f"{url}/v1/catalog/services")) == {"consul": [], "web": ["rails"]}
+    [entry] = json.loads(curl(f"{url}/v1/catalog/service/web"))
+    assert entry["ServicePort"] == 80
+    assert json.loads(curl(f"{url}/v1/health/service/web?passing"))[0]["Service"]["ID"] == "web"
+    assert curl("-X", "PUT", "--data", "hello", f"{url}/v1/kv/greeting") == "true"
+    assert curl(f"{url}/v1/kv/greeting?raw") == "hello"
+    headers = curl("-i", f"{url}/v1/catalog/services")
+    assert "X-Consul-Index:" in headers
+    # / redirects to the dashboard, which answers.
+    assert "homeport" in curl("-L", f"{url}/")
+    assert "homeport_http_requests_total" in curl(f"{url}/metrics")
+
+
+# -- the real Consul client --------------------------------------------------------------
+
+
+def test_py_consul_register_health_deregister(daemon: Daemon) -> None:
+    c = client(daemon)
+    assert c.agent.service.register("web", service_id="web1", port=8080, tags=["rails"])
+    assert c.agent.service.register(
+        "web", service_id="web2", port=8081, check=consul.Check.ttl("30s")
+    )
+    _, nodes = c.health.service("web")
+    assert sorted(n["Service"]["ID"] for n in nodes) == ["web1", "web2"]
+    _, nodes = c.health.service("web", passing=True)
+    assert [n["Service"]["ID"] for n in nodes] == ["web1"]  # web2's TTL check starts critical
+    c.agent.check.ttl_pass("service:web2", "all good")
+    _, nodes = c.health.service("web", passing=True)
+    assert len(nodes) == 2
+    _, services = c.catalog.services()
+    assert services == {"consul": [], "web": ["rails"]}
+    assert set(c.agent.services()) == {"web1", "web2"}
+    assert c.agent.service.deregister("web1")
+    _, nodes = c.catalog.service("web")
+    assert [n["ServiceID"] for n in nodes] == ["web2"]
+    assert c.agent.self()["Config"]["NodeName"] == "testnode"
+    assert c.status.leader() == "127.0.0.1:8300"
+
+
+def test_py_consul_catalog_register_for_an_external_node(daemon: Daemon) -> None:
+    c = client(daemon)
+    assert c.catalog.register(
+        "db-host",
+        "10.0.0.5",
+        service={"Service": "postgres", "Port": 5432},
+        check={"Name": "pg", "Status": "passing", "ServiceID": "postgres"},
+    )
+    _, nodes = c.catalog.nodes()
+    assert sorted(n["Node"] for n in nodes) == ["db-host", "testnode"]
+    _, entries = c.health.service("postgres", passing=True)
+    assert entries[0]["Node"]["Address"] == "10.0.0.5"
+    assert c.catalog.deregister("db-host")
+    _, nodes = c.catalog.nodes()
+    assert [n["Node"] for n in nodes] == ["testnode"]
+
+
+def test_py_consul_kv_and_a_blocking_query(daemon: Daemon) -> None:
+    c = client(daemon)
+    assert c.kv.put("config/db", "postgres://a")
+    assert c.kv.put("config/cache", "redis", flags=7)
+    index, entry = c.kv.get("config/db")
+    assert entry["Value"] == b"postgres://a"
+    _, entries = c.kv.get("config/", recurse=True)
+    assert [e["Key"] for e in entries] == ["config/cache", "config/db"]
+    _, keys = c.kv.get("", keys=True, separator="/")
+    assert keys == ["config/"]
+    assert c.kv.put("config/db", "x", cas=0) is False
+
+    result: dict[str, Any] = {}
+
+    def watch() -> None:
+        started = time.monotonic()
+        result["index"], result["entry"] = c.kv.get("config/db", index=index, wait="30s")
+        result["seconds"] = time.monotonic() - started
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    time.sleep(0.5)
+    assert c.kv.put("config/other", "unrelated")  # must not wake the watcher
+    time.sleep(0.5)
+    assert watcher.is_alive()
+    assert c.kv.put("config/db", "postgres://b")
+    watcher.join(10)
+    assert not watcher.is_alive()
+    assert result["entry"]["Value"] == b"postgres://b"
+    assert result["index"] > index
+    assert c.kv.delete("config/", recurse=True)
+    assert c.kv.get("config/db")[1] is None
+
+
+def test_py_consul_sees_403_without_the_token(daemon_factory: Any) -> None:
+    daemon = daemon_factory(["--token", "s3cret"]).start()
+    with pytest.raises(consul.ACLPermissionDenied):
+        client(daemon).kv.put("a", "1")
+    assert client(daemon, token="s3cret").kv.put("a", "1")
+    assert client(daemon).kv.get("a")[1]["Value"] == b"1"
+
+
+# -- health checks that run for real ---------------------------------------------------------
+
+
+@pytest.fixture
+def http_target() -> Iterator[tuple[str, dict[str, int]]]:
+    """A tiny HTTP server whose status code the test sets."""
+    state = {"code": 200}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(state["code"])
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"hi")
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/health", state
+    server.shutdown()
+    server.server_close()
+
+
+def check_status(daemon: Daemon, check_id: str) -> str:
+    checks = daemon.get_json("/v1/agent/checks")
+    return str(checks[check_id]["Status"]) if check_id in checks else ""
+
+
+def test_http_checks_map_status_codes(
+    daemon: Daemon, http_target: tuple[str, dict[str, int]]
+) -> None:
+    """2xx is passing, 429 warning, anything else critical; results follow the target."""
+    url, state = http_target
+    status, _, body = daemon.request(
+        "PUT", "/v1/agent/check/register", {"Name": "api", "HTTP": url, "Interval": "200ms"}
+    )
+    assert status == 200, body
+    wait_for(lambda: check_status(daemon, "api") == "passing", what="passing")
+    output = daemon.get_json("/v1/agent/checks")["api"]["Output"]
+    assert output.startswith(f"HTTP GET {url}: 200 OK Output: hi")
+    state["code"] = 429
+    wait_for(lambda: check_status(daemon, "api") == "warning", what="warning")
+    state["code"] = 503
+    wait_for(lambda: check_status(daemon, "api") == "critical", what="critical")
+
+
+def test_tcp_checks_connect(daemon: Daemon) -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        dead_port = closed.getsockname()[1]
+    daemon.request(
+        "PUT",
+        "/v1/agent/service/register",
+        {
+            "Name": "self",
+            "Port": daemon.http_port,
+            "Check": {"TCP": f"127.0.0.1:{daemon.http_port}", "Interval": "200ms"},
+        },
+    )
+    daemon.request(
+        "PUT",
+        "/v1/agent/check/register",
+        {"Name": "dead", "TCP": f"127.0.0.1:{dead_port}", "Interval": "200ms", "Status": "passing"},
+    )
+    wait_for(lambda: check_status(daemon, "service:self") == "passing", what="passing")
+    wait_for(lambda: check_status(daemon, "dead") == "critical", what="critical")
+    # "dead" is a node-level check: critical, it takes every service of the node out of
+    # ?passing, as in Consul.
+    assert daemon.get_json("/v1/health/service/self?passing") == []
+    daemon.request("PUT", "/v1/agent/check/deregister/dead")
+    assert daemon.get_json("/v1/health/service/self?passing")[0]["Service"]["ID"] == "self"
+
+
+# -- durability and process life ---------------------------------------------------------------
+
+
+def test_registrations_survive_a_restart_and_kill_9(daemon: Daemon) -> None:
+    c = client(daemon)
+    c.agent.service.register("web", service_id="web1", port=80, check=consul.Check.ttl("1h"))
+    c.agent.check.ttl_pass("service:web1")
+    c.catalog.register("ext", "10.9.9.9", service={"Service": "db"})
+    c.kv.put("k", "v")
+    daemon.stop()
+    daemon.start()
+    c = client(daemon)
+    assert set(c.agent.services()) == {"web1"}
+    assert c.health.service("web", passing=True)[1][0]["Service"]["ID"] == "web1"
+    assert c.kv.get("k")[1]["Value"] == b"v"
+    before = int(daemon.request("GET", "/v1/catalog/services")[1]["X-Consul-Index"])
+    # Every write that was answered 200 is on disk: kill -9 right after the answers.
+    for n in range(20):
+        assert c.kv.put(f"burst/{n}", str(n))
+    c.agent.service.register("late", port=1)
+    daemon.kill9()
+    daemon.start()  # the same port, at once: no "Address already in use"
+    c = client(daemon)
+    _, keys = c.kv.get("burst/", keys=True)
+    assert len(keys) == 20
+    assert "late" in c.agent.services()
+    assert "db" in c.catalog.services()[1]
+    after = int(daemon.request("GET", "/v1/catalog/services")[1]["X-Consul-Index"])
+    assert after >= before  # the index never goes back
+
+
+def test_sigterm_stops_cleanly_and_answers_parked_queries(daemon: Daemon) -> None:
+    _, headers, _ = daemon.request("GET", "/v1/catalog/services")
+    index = headers["X-Consul-Index"]
+    answers: list[int] = []
+
+    def park() -> None:
+        status, _, _ = daemon.request(
+            "GET", f"/v1/catalog/services?index={index}&wait=5m", timeout=30
+        )
+        answers.append(status)
+
+    thread = threading.Thread(target=park)
+    thread.start()
+    time.sleep(0.5)
+    code = daemon.stop(signal.SIGTERM)
+    thread.join(10)
+    assert answers == [200]
+    assert code in (0, -signal.SIGTERM)
+    assert "Traceback" not in daemon.output()
+    daemon.start()
+    assert daemon.get_json("/v1/catalog/services") == {"consul": []}
+
+
+def test_sighup_reloads_the_config_dir(daemon_factory: Any, tmp_path: Path) -> None:
+    config = tmp_path / "conf.d"
+    config.mkdir()
+    (config / "web.json").write_text('{"service": {"name": "web", "tags": ["rails"], "port": 80}}')
+    (config / "many.json").write_text(
+        json.dumps(
+            {
+                "services": [
+                    {"name": "api", "port": 9000, "check": {"ttl": "30s"}},
+                    {
+                        "name": "worker",
+                        "id": "worker-1",
+                        "checks": [{"tcp": "127.0.0.1:1", "interval": "10s"}],
+                    },
+                ]
+            }
+        )
+    )
+    (config / "broken.json").write_text('{"service": {"name": "x", "port": "eighty"}}')
+    daemon = daemon_factory(["--config-dir", str(config)]).start()
+    services = daemon.get_json("/v1/catalog/services")
+    assert services == {"api": [], "consul": [], "web": ["rails"], "worker": []}
+    assert "broken.json" in daemon.output()
+    assert "Port of type int" in daemon.output()
+    assert daemon.get_json("/v1/agent/checks")["service:api"]["Status"] == "critical"
+
+    (config / "web.json").write_text(
+        '{"service": {"name": "web", "tags": ["rails", "v2"], "port": 81}}'
+    )
+    (config / "many.json").unlink()
+    (config / "new.json").write_text('{"service": {"name": "cache", "port": 6379}}')
+    (config / "broken.json").write_text('{"service": {"name": "x", "port": 1}}')
+    daemon.signal(signal.SIGHUP)
+    wait_for(lambda: "cache" in daemon.get_json("/v1/catalog/services"), what="reload")
+    services = daemon.get_json("/v1/catalog/services")
+    assert services == {"cache": [], "consul": [], "web": ["rails", "v2"], "x": []}
+    assert daemon.get_json("/v1/catalog/service/web")[0]["ServicePort"] == 81
+    assert "service:api" not in daemon.get_json("/v1/agent/checks")
+    # Config services are the files' to change, not the API's.
+    status, _, body = daemon.request("PUT", "/v1/agent/service/deregister/web")
+    assert status == 400 and b"--config-dir" in body
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--dns", "nowhere"], "--dns 'nowhere'"),
+        (["--dns-ttl", "soon"], "--dns-ttl 'soon'"),
+        (["--http", "bogus:1"], "--http 'bogus:1'"),
+        (["--advertise", "not-an-ip"], "--advertise 'not-an-ip'"),
+        (["--max-body-size", "huge"], "--max-body-size 'huge'"),
+        (["--config-dir", "/does/not/exist"], "--config-dir '/does/not/exist'"),
+        (["--token-file", "/does/not/exist"], "--token-file '/does/not/exist'"),
+        (["--bogus"], "bogus"),
+    ],
+)
+def test_bad_options_give_one_line_and_exit_1(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "twisted", "homeport", "--data-dir", str(tmp_path / "d"), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("homeport: error: ") and message in lines[0]
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_a_port_in_use_is_one_clear_line(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "twisted",
+                "homeport",
+                "--data-dir",
+                str(tmp_path / "d"),
+                "--dns",
+                "none",
+                "--http",
+                f"tcp:{port}:interface=127.0.0.1",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=tmp_path,
+        )
+    assert result.returncode == 1
+    assert (
+        f"homeport: error: --http 'tcp:{port}:interface=127.0.0.1': cannot listen" in result.stderr
+    )
+    assert "Traceback" not in result.stderr
+
+
+def test_binding_beyond_loopback_without_a_token_warns(daemon_factory: Any) -> None:
+    daemon = daemon_factory()
+    daemon.start(["--http", "tcp:0:interface=0.0.0.0"])
+    assert "WARNING: homeport listens beyond loopback and no --token is set" in daemon.output()
+
+
+def test_help_lists_every_option_with_its_default() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "twisted", "homeport", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0
+    for option, default in [
+        ("--http", "tcp:8500:interface=127.0.0.1"),
+        ("--dns", "127.0.0.1:8600"),
+        ("--domain", "consul"),
+        ("--data-dir", "./homeport-data"),
+        ("--datacenter", "dc1"),
+        ("--config-dir", "none"),
+        ("--node", "the hostname"),
+        ("--advertise", "127.0.0.1"),
+        ("--token", ""),
+        ("--token-file", ""),
+        ("--dns-ttl", "0"),
+        ("--max-body-size", "1MiB"),
+        ("--access-log", ""),
+    ]:
+        assert option in result.stdout, option
+        assert default in result.stdout, default
+
+
+def test_access_log_is_opt_in(daemon_factory: Any) -> None:
+    quiet = daemon_factory().start()
+    quiet.get_json("/v1/catalog/services")
+    quiet.stop()
+    assert '"GET /v1/catalog/services' not in quiet.output()
+    loud = daemon_factory().start(["--access-log"])
+    loud.get_json("/v1/catalog/services")
+    wait_for(lambda: '"GET /v1/catalog/services HTTP/1.1" 200' in loud.output(), what="access log")
+
+
+def test_huge_bodies_get_413_and_the_daemon_keeps_serving(daemon: Daemon) -> None:
+    status, _, _body = daemon.request("PUT", "/v1/kv/big", b"x" * (2 * 1024 * 1024))
+    assert status == 413
+    assert daemon.get_json("/v1/catalog/services") == {"consul": []}
+    # A chunked body crossing the limit is cut off too.
+    result = subprocess.run(
+        [
+            "curl",
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-X",
+            "PUT",
+            "-H",
+            "Transfer-Encoding: chunked",
+            "--data-binary",
+            "@-",
+            f"{daemon.url}/v1/kv/big",
+        ],
+        input=b"y" * (3 * 1024 * 1024),
+        capture_output=True,
+        timeout=30,
+    )
+    assert result.stdout in (b"413", b"000")
+    assert daemon.request("GET", "/v1/kv/big")[0] == 404
