@@ -371,7 +371,9 @@ class Container:
         return int(result.stdout.strip())
 
     def remove(self) -> None:
-        subprocess.run([*PODMAN, "rm", "--force", self.name], capture_output=True, check=False)
+        subprocess.run(
+            [*PODMAN, "rm", "--force", "--volumes", self.name], capture_output=True, check=False
+        )
 
 
 @pytest.fixture
