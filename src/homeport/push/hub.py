@@ -1,0 +1,458 @@
+"""The event hub: numbered events, topic subscriptions and a bounded, persisted history.
+
+An event is ``(id, topic, data, time)``.  Ids are integers that only grow, unique for the
+life of a data directory (the last one handed out is stored with the history), so a client
+that reconnects with ``Last-Event-ID`` — even after a restart — resumes where it left off.
+
+Subscriptions name topics exactly (``catalog``) or by prefix with a trailing ``*``
+(``zmq/*``; ``*`` alone is everything).  Publishing looks up subscribers in a dict of exact
+topics and a short list of prefixes, and calls each subscriber once per event; transports
+cache their encoding of an event on the event itself (:meth:`Event.cached`), so an event
+going to 4000 SSE clients is framed once.
+
+The history is the part that can be swapped (:class:`IEventHistory`): :class:`MemoryHistory`
+keeps recent events per topic within bounds (per topic, in total, and in bytes);
+:class:`SQLiteHistory` adds a copy in ``events.sqlite3`` written in batches from the
+reactor thread (WAL, ``synchronous=NORMAL``: an event is history, not a ledger — the log
+records behind ``logs`` events are stored durably by the log sink itself).
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import sqlite3
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from zope.interface import Interface, implementer
+
+MAX_TOPIC_LENGTH = 200
+DEFAULT_PER_TOPIC = 1000
+DEFAULT_TOTAL = 100_000
+DEFAULT_TOTAL_BYTES = 64 * 1024 * 1024
+RESERVED_TOPICS = ("catalog", "kv", "logs")
+ZMQ_PREFIX = "zmq/"
+
+
+@dataclass(frozen=True)
+class BadTopic(Exception):
+    """A topic (or subscription pattern) that cannot be used; a 400 at the edge."""
+
+    topic: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"topic {self.topic!r}: {self.reason}"
+
+
+def check_topic(topic: str, pattern: bool = False) -> str:
+    """*topic* if it is usable as a topic (or, with *pattern*, a subscription)."""
+    if not topic:
+        raise BadTopic(topic, "must not be empty")
+    if len(topic) > MAX_TOPIC_LENGTH:
+        raise BadTopic(topic[:40] + "...", f"longer than {MAX_TOPIC_LENGTH} characters")
+    if any(ord(c) < 0x20 or c == "\x7f" for c in topic):
+        raise BadTopic(topic, "contains control characters")
+    star = topic.find("*")
+    if star != -1 and (not pattern or star != len(topic) - 1):
+        raise BadTopic(topic, "'*' may only end a subscription pattern")
+    return topic
+
+
+def topic_matches(pattern: str, topic: str) -> bool:
+    if pattern.endswith("*"):
+        return topic.startswith(pattern[:-1])
+    return pattern == topic
+
+
+@dataclass(frozen=True)
+class Event:
+    """One published event.  ``data`` is a JSON value (text, object, list, ...)."""
+
+    id: int
+    topic: str
+    data: Any
+    time: float
+    _cache: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def cached(self, key: str, make: Callable[[Event], Any]) -> Any:
+        """``make(self)``, computed once per *key* (one encoding per transport)."""
+        try:
+            return self._cache[key]
+        except KeyError:
+            value = self._cache[key] = make(self)
+            return value
+
+    def size(self) -> int:
+        """Roughly what the event costs in memory, for the history's byte budget."""
+        size: int = self.cached("size", _size)
+        return size
+
+    def data_text(self) -> str:
+        """The data as text: a string as is, anything else as compact JSON."""
+        text: str = self.cached("text", _text)
+        return text
+
+    def as_json(self) -> dict[str, Any]:
+        return {"id": self.id, "topic": self.topic, "data": self.data, "time": self.time}
+
+
+def _text(event: Event) -> str:
+    data = event.data
+    if isinstance(data, str):
+        return data
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+
+
+def _size(event: Event) -> int:
+    return 200 + len(event.topic) + len(event.data_text())
+
+
+# ---------------------------------------------------------------------------
+# History
+
+
+class IEventHistory(Interface):
+    """Recent events per topic, bounded; where resuming clients are served from."""
+
+    def last_id() -> int:
+        """The id of the newest event ever recorded (0 if none)."""
+
+    def add(event: Event) -> None:  # noqa: N805
+        """Record *event* (its id is greater than every recorded id)."""
+
+    def after(last_id: int, patterns: Sequence[str], limit: int) -> list[Event]:  # noqa: N805
+        """Events with id > *last_id* on topics matching *patterns*, oldest first, at most
+        *limit* (the newest ones when there are more)."""
+
+    def oldest_id(patterns: Sequence[str]) -> int | None:  # noqa: N805
+        """The id of the oldest kept event matching *patterns*, if any."""
+
+    def close() -> None:
+        """Release resources (flush what is pending)."""
+
+
+@implementer(IEventHistory)
+class MemoryHistory:
+    """Per-topic deques of recent events, bounded per topic, in total and in bytes."""
+
+    def __init__(
+        self,
+        per_topic: int = DEFAULT_PER_TOPIC,
+        total: int = DEFAULT_TOTAL,
+        total_bytes: int = DEFAULT_TOTAL_BYTES,
+    ) -> None:
+        self.per_topic = per_topic
+        self.total = total
+        self.total_bytes = total_bytes
+        self.topics: dict[str, deque[Event]] = {}
+        # Every kept event in id order; entries already trimmed from their topic are
+        # skipped when they reach the front.  Its length is bounded by ``total``.
+        self._order: deque[Event] = deque()
+        self._bytes = 0
+        self._last_id = 0
+
+    def last_id(self) -> int:
+        return self._last_id
+
+    def add(self, event: Event) -> None:
+        self._last_id = max(self._last_id, event.id)
+        kept = self.topics.get(event.topic)
+        if kept is None:
+            kept = self.topics[event.topic] = deque()
+        kept.append(event)
+        self._order.append(event)
+        self._bytes += event.size()
+        if len(kept) > self.per_topic:
+            self._bytes -= kept.popleft().size()
+        while self._order and (len(self._order) > self.total or self._bytes > self.total_bytes):
+            self._evict_oldest()
+
+    def _evict_oldest(self) -> None:
+        old = self._order.popleft()
+        kept = self.topics.get(old.topic)
+        if kept and kept[0] is old:
+            kept.popleft()
+            self._bytes -= old.size()
+            if not kept:
+                del self.topics[old.topic]
+
+    def _matching(self, patterns: Sequence[str]) -> Iterator[deque[Event]]:
+        exact = [p for p in patterns if not p.endswith("*")]
+        prefixes = [p[:-1] for p in patterns if p.endswith("*")]
+        if prefixes:
+            for topic, kept in self.topics.items():
+                if topic in exact or any(topic.startswith(p) for p in prefixes):
+                    yield kept
+        else:
+            for topic in dict.fromkeys(exact):
+                kept = self.topics.get(topic)  # type: ignore[assignment]
+                if kept:
+                    yield kept
+
+    def after(self, last_id: int, patterns: Sequence[str], limit: int) -> list[Event]:
+        streams = []
+        for kept in self._matching(patterns):
+            if kept[-1].id <= last_id:
+                continue
+            streams.append(_newer(kept, last_id))
+        merged = list(heapq.merge(*streams, key=lambda e: e.id))
+        return merged[-limit:] if limit > 0 else []
+
+    def oldest_id(self, patterns: Sequence[str]) -> int | None:
+        firsts = [kept[0].id for kept in self._matching(patterns) if kept]
+        return min(firsts) if firsts else None
+
+    def events(self) -> Iterator[Event]:
+        """Every kept event, oldest first."""
+        return heapq.merge(*self.topics.values(), key=lambda e: e.id)
+
+    def close(self) -> None:
+        pass
+
+
+def _newer(kept: deque[Event], last_id: int) -> list[Event]:
+    # Deques are in id order: walk back from the newest end.
+    out: list[Event] = []
+    for event in reversed(kept):
+        if event.id <= last_id:
+            break
+        out.append(event)
+    out.reverse()
+    return out
+
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY,
+    topic TEXT NOT NULL,
+    time REAL NOT NULL,
+    data TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_topic ON events(topic, id);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"""
+
+
+@implementer(IEventHistory)
+class SQLiteHistory:
+    """:class:`MemoryHistory` mirrored to ``events.sqlite3``, loaded at start.
+
+    New events are written in batches by :meth:`flush` (the hub's service calls it a few
+    times a second and at stop); trimmed topics are trimmed on disk in the same
+    transaction, so the file stays as bounded as the memory.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        per_topic: int = DEFAULT_PER_TOPIC,
+        total: int = DEFAULT_TOTAL,
+        total_bytes: int = DEFAULT_TOTAL_BYTES,
+    ) -> None:
+        self.memory = MemoryHistory(per_topic, total, total_bytes)
+        self.db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.executescript(SCHEMA)
+        self._pending: list[Event] = []
+        self._load()
+
+    def _load(self) -> None:
+        row = self.db.execute("SELECT value FROM meta WHERE key = 'last_id'").fetchone()
+        stored_last = int(row[0]) if row else 0
+        max_row = self.db.execute("SELECT max(id) FROM events").fetchone()
+        rows = self.db.execute(
+            "SELECT id, topic, time, data FROM events WHERE id > ("
+            "  SELECT coalesce(max(id), 0) FROM events) - ? ORDER BY id",
+            (self.memory.total * 4,),
+        )
+        for id, topic, time, data in rows:
+            try:
+                value = json.loads(data)
+            except ValueError:
+                continue
+            self.memory.add(Event(id, topic, value, time))
+        self.memory._last_id = max(stored_last, max_row[0] or 0, self.memory._last_id)
+
+    def last_id(self) -> int:
+        return self.memory.last_id()
+
+    def add(self, event: Event) -> None:
+        self.memory.add(event)
+        self._pending.append(event)
+
+    def after(self, last_id: int, patterns: Sequence[str], limit: int) -> list[Event]:
+        return self.memory.after(last_id, patterns, limit)
+
+    def oldest_id(self, patterns: Sequence[str]) -> int | None:
+        return self.memory.oldest_id(patterns)
+
+    def flush(self) -> int:
+        """Write pending events and trim what memory no longer keeps; returns how many."""
+        pending, self._pending = self._pending, []
+        if not pending:
+            return 0
+        # Only what memory still keeps is worth writing (a flood may have pushed most of
+        # the batch out already).
+        topics = {e.topic for e in pending}
+        rows = [
+            (e.id, e.topic, e.time, json.dumps(e.data, separators=(",", ":")))
+            for e in pending
+            if e.topic in self.memory.topics and e.id >= self.memory.topics[e.topic][0].id
+        ]
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.executemany(
+                "INSERT OR REPLACE INTO events (id, topic, time, data) VALUES (?, ?, ?, ?)", rows
+            )
+            for topic in topics:
+                kept = self.memory.topics.get(topic)
+                if kept:
+                    self.db.execute(
+                        "DELETE FROM events WHERE topic = ? AND id < ?", (topic, kept[0].id)
+                    )
+                else:
+                    self.db.execute("DELETE FROM events WHERE topic = ?", (topic,))
+            oldest = self.memory._order[0].id if self.memory._order else self.last_id() + 1
+            self.db.execute("DELETE FROM events WHERE id < ?", (oldest,))
+            self.db.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('last_id', ?)", (self.last_id(),)
+            )
+        return len(rows)
+
+    def close(self) -> None:
+        self.flush()
+        self.db.close()
+
+
+# ---------------------------------------------------------------------------
+# The hub
+
+
+class Subscription:
+    """Some topic patterns and a callback; ``cancel()`` when done."""
+
+    __slots__ = ("_hub", "deliver", "patterns")
+
+    def __init__(self, hub: Hub, patterns: tuple[str, ...], deliver: Callable[[Event], None]):
+        self._hub = hub
+        self.patterns = patterns
+        self.deliver = deliver
+
+    def cancel(self) -> None:
+        self._hub._remove(self)
+
+
+class Hub:
+    """Publishes events to subscribers and keeps the history.  Pure: the clock is passed in."""
+
+    log = Logger()
+
+    def __init__(
+        self, history: IEventHistory | None = None, now: Callable[[], float] = lambda: 0.0
+    ) -> None:
+        self.history: IEventHistory = history if history is not None else MemoryHistory()
+        self.now = now
+        self._exact: dict[str, dict[Subscription, None]] = {}
+        self._prefix: dict[str, dict[Subscription, None]] = {}
+        self.published = 0
+        self.subscriber_errors = 0
+
+    @property
+    def last_id(self) -> int:
+        return self.history.last_id()
+
+    def publish(self, topic: str, data: Any) -> Event:
+        """Record and deliver one event; returns it."""
+        event = Event(self.history.last_id() + 1, topic, data, self.now())
+        self.history.add(event)
+        self.published += 1
+        self._deliver(event)
+        return event
+
+    def _deliver(self, event: Event) -> None:
+        exact = self._exact.get(event.topic)
+        targets: Iterable[Subscription] = exact if exact else ()
+        if self._prefix:
+            combined: dict[Subscription, None] = dict(exact) if exact else {}
+            for prefix, subs in self._prefix.items():
+                if event.topic.startswith(prefix):
+                    combined.update(subs)
+            targets = combined
+        for sub in list(targets):
+            try:
+                sub.deliver(event)
+            except Exception:
+                self.subscriber_errors += 1
+                self.log.failure("Delivering event {id} on {topic}", id=event.id, topic=event.topic)
+
+    def subscribe(self, patterns: Iterable[str], deliver: Callable[[Event], None]) -> Subscription:
+        """Call *deliver* with each new event whose topic matches one of *patterns*."""
+        unique = tuple(dict.fromkeys(check_topic(p, pattern=True) for p in patterns))
+        sub = Subscription(self, unique, deliver)
+        for pattern in unique:
+            if pattern.endswith("*"):
+                self._prefix.setdefault(pattern[:-1], {})[sub] = None
+            else:
+                self._exact.setdefault(pattern, {})[sub] = None
+        return sub
+
+    def _remove(self, sub: Subscription) -> None:
+        for pattern in sub.patterns:
+            table = self._prefix if pattern.endswith("*") else self._exact
+            key = pattern[:-1] if pattern.endswith("*") else pattern
+            subs = table.get(key)
+            if subs is not None:
+                subs.pop(sub, None)
+                if not subs:
+                    del table[key]
+
+    def subscriber_count(self) -> int:
+        subs: set[Subscription] = set()
+        for table in (self._exact, self._prefix):
+            for group in table.values():
+                subs.update(group)
+        return len(subs)
+
+    def replay(self, last_id: int, patterns: Sequence[str], limit: int = 10_000) -> list[Event]:
+        """Kept events after *last_id* matching *patterns*, oldest first."""
+        return self.history.after(last_id, patterns, limit)
+
+
+class HubService(Service):
+    """Owns the hub's history file: flushes it a few times a second and at stop."""
+
+    def __init__(self, hub: Hub, reactor: Any, interval: float = 0.25) -> None:
+        self.hub = hub
+        self.reactor = reactor
+        self.interval = interval
+        self._loop: LoopingCall | None = None
+
+    def startService(self) -> None:
+        super().startService()
+        flush = getattr(self.hub.history, "flush", None)
+        if flush is not None:
+            self._loop = LoopingCall(self._flush)
+            self._loop.clock = self.reactor
+            self._loop.start(self.interval, now=False)
+
+    def _flush(self) -> None:
+        try:
+            self.hub.history.flush()  # type: ignore[attr-defined]
+        except sqlite3.Error:
+            self.hub.log.failure("Writing the event history")
+
+    def stopService(self) -> None:
+        super().stopService()
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        self._loop = None
+        self.hub.history.close()

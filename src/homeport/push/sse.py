@@ -1,0 +1,380 @@
+"""``GET /v1/events`` (Server-Sent Events) and ``POST /v1/events/TOPIC`` (publish).
+
+The hot path is fan-out: an event going to thousands of connections is framed once —
+``id:``/``event:``/``data:`` lines, and the HTTP/1.1 chunk header around them — cached on
+the event, and written straight to each connection's transport (``Request.write`` per
+client costs three times as much: see DESIGN.md's speed facts).
+
+Each connection is a push producer registered with its request, so the transport tells
+it when its send buffer is full (``pauseProducing``) and when it has drained
+(``resumeProducing``).  Bytes written while paused are counted; past ``queue_limit`` the
+connection is aborted — its buffers freed at once — and the browser reconnects with
+``Last-Event-ID`` and resumes from the history.  One slow reader thus costs at most the
+transport's own buffer plus the limit, never more.
+
+One timer for all connections writes the heartbeat comment every 15 s.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
+from urllib.parse import unquote
+
+from twisted.application.service import Service
+from twisted.internet.interfaces import IPushProducer
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.web.http import HTTPChannel
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request
+from zope.interface import implementer
+
+from ..logs.http import token_matches
+from ..logs.query import BadQuery, LogQuery, parse_query
+from ..web.api import parse_args
+from .hub import RESERVED_TOPICS, ZMQ_PREFIX, BadTopic, Event, Hub, check_topic, topic_matches
+from .logfilter import is_filtering, record_matches
+
+HEARTBEAT_INTERVAL = 15.0
+RETRY_MS = 2000
+DEFAULT_QUEUE_LIMIT = 1024 * 1024
+REPLAY_LIMIT = 10_000
+TEXT = b"text/plain; charset=utf-8"
+_LINES = re.compile(r"\r\n|\r|\n")
+
+
+def sse_frame(event: Event) -> bytes:
+    """One event in the text/event-stream format (a blank line ends it)."""
+    lines = [f"id: {event.id}", f"event: {event.topic}"]
+    lines.extend("data: " + line for line in _LINES.split(event.data_text()))
+    return ("\n".join(lines) + "\n\n").encode("utf-8")
+
+
+def chunk(data: bytes) -> bytes:
+    """*data* as one HTTP/1.1 chunk."""
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+def _plain(event: Event) -> bytes:
+    return sse_frame(event)
+
+
+def _chunked(event: Event) -> bytes:
+    return chunk(event.cached("sse", _plain))
+
+
+HEARTBEAT = b": heartbeat\n\n"
+HEARTBEAT_CHUNKED = chunk(HEARTBEAT)
+
+
+class CORS:
+    """The ``--cors-origin`` allow-list (``*`` allows any origin)."""
+
+    def __init__(self, origins: Sequence[str] = ()) -> None:
+        self.origins = {o.rstrip("/") for o in origins}
+
+    def apply(self, request: Request, methods: bytes = b"GET, POST, OPTIONS") -> bool:
+        """Add the CORS headers when the request's ``Origin`` is allowed."""
+        origin = request.getHeader(b"origin")
+        if not origin or not self.origins:
+            return False
+        text = origin.decode("latin-1").rstrip("/")
+        if "*" not in self.origins and text not in self.origins:
+            return False
+        request.setHeader(b"access-control-allow-origin", origin)
+        request.setHeader(b"access-control-allow-credentials", b"true")
+        request.setHeader(b"vary", b"Origin")
+        if request.method == b"OPTIONS":
+            request.setHeader(b"access-control-allow-methods", methods)
+            wanted = request.getHeader(b"access-control-request-headers")
+            request.setHeader(
+                b"access-control-allow-headers",
+                wanted or b"Content-Type, Authorization, X-Consul-Token, Last-Event-ID",
+            )
+            request.setHeader(b"access-control-max-age", b"600")
+        return True
+
+
+@implementer(IPushProducer)
+class SSEConnection:
+    """One open event stream: filters, frames and writes events; cut off when too slow."""
+
+    __slots__ = (
+        "chunked",
+        "closed",
+        "direct",
+        "log_query",
+        "paused",
+        "queued",
+        "request",
+        "service",
+        "subscription",
+        "transport",
+    )
+
+    def __init__(self, service: SSEService, request: Request, log_query: LogQuery | None) -> None:
+        self.service = service
+        self.request = request
+        self.chunked = bool(request.chunked)
+        channel = request.channel
+        self.direct = isinstance(channel, HTTPChannel) and channel.transport is not None
+        self.transport: Any = channel.transport if self.direct else None
+        self.log_query = log_query
+        self.paused = False
+        self.queued = 0
+        self.closed = False
+        self.subscription: Any = None
+
+    # -- IPushProducer (called by the transport through the HTTP channel) -----
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        self.queued = 0
+
+    def stopProducing(self) -> None:
+        self.close()
+
+    # -- writing ----------------------------------------------------------------
+
+    def deliver(self, event: Event) -> None:
+        if self.log_query is not None and event.topic == "logs":
+            if not record_matches(self.log_query, event.data):
+                return
+        if self.chunked:
+            self.write(event.cached("sse-chunked", _chunked))
+        else:
+            self.write(event.cached("sse", _plain))
+
+    def heartbeat(self) -> None:
+        self.write(HEARTBEAT_CHUNKED if self.chunked else HEARTBEAT)
+        reset = getattr(self.request.channel, "resetTimeout", None)
+        if reset is not None:
+            reset()
+
+    def write(self, data: bytes) -> None:
+        if self.closed:
+            return
+        if self.paused:
+            self.queued += len(data)
+            if self.queued > self.service.queue_limit:
+                self.service.cut_off += 1
+                self.abort()
+                return
+        if self.direct:
+            self.transport.write(data)
+        else:  # HTTP/2 and other channels: through the request
+            self.request.write(data[data.index(b"\r\n") + 2 : -2] if self.chunked else data)
+
+    def write_text(self, text: str) -> None:
+        data = text.encode("utf-8")
+        self.write(chunk(data) if self.chunked else data)
+
+    def abort(self) -> None:
+        transport: Any = self.request.channel.transport if self.request.channel else None
+        self.close()
+        if transport is not None:
+            transport.abortConnection()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self.subscription is not None:
+            self.subscription.cancel()
+            self.subscription = None
+        self.service.connections.pop(self, None)
+
+
+class SSEService(Service):
+    """The open event streams and their heartbeat timer."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        hub: Hub,
+        reactor: Any,
+        queue_limit: int = DEFAULT_QUEUE_LIMIT,
+        heartbeat: float = HEARTBEAT_INTERVAL,
+    ) -> None:
+        self.hub = hub
+        self.reactor = reactor
+        self.queue_limit = queue_limit
+        self.heartbeat_interval = heartbeat
+        self.connections: dict[SSEConnection, None] = {}
+        self.cut_off = 0
+        self._loop: LoopingCall | None = None
+
+    def startService(self) -> None:
+        super().startService()
+        self._loop = LoopingCall(self.beat)
+        self._loop.clock = self.reactor
+        self._loop.start(self.heartbeat_interval, now=False)
+
+    def stopService(self) -> None:
+        super().stopService()
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        self._loop = None
+        for connection in list(self.connections):
+            request = connection.request
+            connection.close()
+            if request.channel is not None and request.channel.transport is not None:
+                request.channel.transport.loseConnection()
+
+    def beat(self) -> None:
+        for connection in list(self.connections):
+            connection.heartbeat()
+
+    def open(
+        self,
+        request: Request,
+        patterns: Sequence[str],
+        last_id: int | None,
+        log_query: LogQuery | None,
+    ) -> SSEConnection:
+        """Start the stream on *request*: replay from *last_id*, then follow live."""
+        connection = SSEConnection(self, request, log_query)
+        self.connections[connection] = None
+        request.registerProducer(connection, True)
+        request.notifyFinish().addBoth(lambda _: connection.close())
+        if last_id is not None:
+            oldest = self.hub.history.oldest_id(patterns)
+            if last_id < self.hub.last_id:
+                events = self.hub.replay(last_id, patterns, REPLAY_LIMIT)
+                first = events[0].id if events else oldest
+                if first is not None and first > last_id + 1 and last_id > 0:
+                    connection.write_text(
+                        f": history kept from id {first}; earlier events are gone\n\n"
+                    )
+                for event in events:
+                    connection.deliver(event)
+        if not connection.closed:
+            connection.subscription = self.hub.subscribe(patterns, connection.deliver)
+        return connection
+
+
+def _text(request: Request, status: int, text: str) -> bytes:
+    request.setResponseCode(status)
+    request.setHeader(b"content-type", TEXT)
+    return text.encode("utf-8") + b"\n"
+
+
+class EventsResource(Resource):
+    """``/v1/events``: the stream (GET), and publishing (``POST /v1/events/TOPIC``)."""
+
+    isLeaf = True
+    log = Logger()
+
+    def __init__(
+        self,
+        service: SSEService,
+        now: Callable[[], float],
+        token: str | None = None,
+        cors: CORS | None = None,
+    ) -> None:
+        super().__init__()
+        self.service = service
+        self.hub = service.hub
+        self.now = now
+        self.token = token.encode() if token else None
+        self.cors = cors or CORS()
+
+    def render(self, request: Request) -> bytes | int:
+        self.cors.apply(request)
+        segments = [s for s in request.postpath or () if s]
+        if request.method == b"OPTIONS":
+            request.setHeader(b"allow", b"POST, OPTIONS" if segments else b"GET, OPTIONS")
+            return b""
+        if not segments:
+            if request.method != b"GET":
+                request.setHeader(b"allow", b"GET, OPTIONS")
+                return _text(request, 405, f"method {request.method.decode('latin-1')} not allowed")
+            return self.stream(request)
+        if request.method != b"POST":
+            request.setHeader(b"allow", b"POST, OPTIONS")
+            return _text(request, 405, f"method {request.method.decode('latin-1')} not allowed")
+        topic = "/".join(unquote(s.decode("utf-8", "replace")) for s in segments)
+        return self.publish(request, topic)
+
+    def stream(self, request: Request) -> bytes | int:
+        args = parse_args(request.uri)
+        patterns = [t for value in args.get("topic", ()) for t in value.split(",") if t]
+        if not patterns:
+            return _text(request, 400, "?topic= is required (a topic, or a prefix ending in *)")
+        try:
+            for pattern in patterns:
+                check_topic(pattern, pattern=True)
+        except BadTopic as e:
+            return _text(request, 400, str(e))
+        last_id: int | None = None
+        raw = request.getHeader(b"last-event-id")
+        given = raw.decode("latin-1") if raw is not None else None
+        if given is None and args.get("last_event_id"):
+            given = args["last_event_id"][-1]
+        if given is not None and given.strip() != "":
+            try:
+                last_id = int(given.strip())
+                if last_id < 0:
+                    raise ValueError
+            except ValueError:
+                return _text(request, 400, f"Last-Event-ID {given!r}: expected an event id")
+        log_query: LogQuery | None = None
+        if any(topic_matches(p, "logs") for p in patterns):
+            try:
+                log_query = parse_query(args, self.now())
+            except BadQuery as e:
+                return _text(request, 400, str(e))
+            if not is_filtering(log_query):
+                log_query = None
+        request.setHeader(b"content-type", b"text/event-stream; charset=utf-8")
+        request.setHeader(b"cache-control", b"no-cache")
+        request.setHeader(b"x-accel-buffering", b"no")
+        request.write(f"retry: {RETRY_MS}\n: homeport events\n\n".encode())
+        self.service.open(request, patterns, last_id, log_query)
+        return NOT_DONE_YET
+
+    def publish(self, request: Request, topic: str) -> bytes:
+        if not self._token_ok(request):
+            return _text(request, 403, "Permission denied: a valid token is required for writes")
+        try:
+            check_topic(topic)
+        except BadTopic as e:
+            return _text(request, 400, str(e))
+        if topic in RESERVED_TOPICS or topic.startswith(ZMQ_PREFIX):
+            return _text(request, 400, f"topic {topic!r}: published by homeport itself")
+        if getattr(request, "too_large", False):
+            return _text(request, 413, "Request body too large")
+        body = b""
+        if request.content is not None:
+            request.content.seek(0)
+            body = request.content.read()
+        content_type = (request.getHeader(b"content-type") or b"").lower()
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError:
+            return _text(request, 400, "The event body must be UTF-8 text or JSON")
+        data: Any = text
+        try:
+            data = json.loads(text)
+        except ValueError:
+            if b"json" in content_type:
+                return _text(request, 400, "The event body is not valid JSON")
+        event = self.hub.publish(topic, data)
+        request.setHeader(b"content-type", b"application/json")
+        return json.dumps({"id": event.id, "topic": topic}).encode()
+
+    def _token_ok(self, request: Request) -> bool:
+        if self.token is None:
+            return True
+        query = parse_args(request.uri).get("token")
+        if query and query[-1]:
+            return hmac.compare_digest(query[-1].encode(), self.token)
+        return token_matches(request, self.token)
