@@ -18,6 +18,7 @@ from twisted.python import usage
 from twisted.python.threadpool import ThreadPool
 
 from . import __version__
+from .push import OPTION_PARAMETERS as PUSH_OPTIONS
 
 DEFAULT_HTTP = "tcp:8500:interface=127.0.0.1"
 log = Logger(namespace="homeport")
@@ -108,6 +109,7 @@ class Options(usage.Options):
             "(1000000), or both (7d,1000000); 'none' keeps all.",
         ],
     ]
+    optParameters += PUSH_OPTIONS  # --socketio-*, --sse-queue-limit, --event-history
     optFlags = [
         ["access-log", None, "Log one line per HTTP request (off: it halves hot-path speed)."],
     ]
@@ -116,6 +118,24 @@ class Options(usage.Options):
         super().__init__()
         self["http"] = []
         self["config-dir"] = []
+        for name in ("zmq-connect", "zmq-bind", "zmq-topic", "cors-origin"):
+            self[name] = []
+
+    def opt_zmq_connect(self, value: str) -> None:
+        """ZeroMQ SUB socket connects to this publisher (repeatable). [default: none]"""
+        self["zmq-connect"].append(value)
+
+    def opt_zmq_bind(self, value: str) -> None:
+        """ZeroMQ SUB socket binds here for publishers (repeatable). [default: none]"""
+        self["zmq-bind"].append(value)
+
+    def opt_zmq_topic(self, value: str) -> None:
+        """ZeroMQ subscription prefix (repeatable). [default: everything]"""
+        self["zmq-topic"].append(value)
+
+    def opt_cors_origin(self, value: str) -> None:
+        """Browser origin allowed to read event streams ('*': any; repeatable)."""
+        self["cors-origin"].append(value)
 
     def opt_http(self, value: str) -> None:
         """HTTP on this Twisted endpoint (repeatable). [default: tcp:8500:interface=127.0.0.1]"""
@@ -217,6 +237,9 @@ class Options(usage.Options):
         for directory in self["config-dir"]:
             if not Path(directory).is_dir():
                 raise usage.UsageError(f"--config-dir {directory!r}: not a directory")
+        from .push import validate_options
+
+        validate_options(self)
 
 
 class ThreadPoolService(Service):
@@ -440,8 +463,21 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     pool = ThreadPool(minthreads=1, maxthreads=8, name="homeport-wsgi")
     ThreadPoolService(pool).setServiceParent(top)
 
+    from . import push as push_module
     from .logs.http import V1Dispatch
     from .logs.service import LogSink
+
+    try:
+        push = push_module.build(options, reactor, data_dir, metrics)
+    except Exception as e:
+        _fail(f"--data-dir {str(data_dir)!r}: cannot open events.sqlite3: {e}")
+    push.service.setServiceParent(top)
+
+    def catalog_events(changes: list[Any]) -> None:  # topics "catalog" and "kv"
+        for change in changes:
+            push.hub.publish(change.topic, change.as_event())
+
+    catalog.subscribe(catalog_events)
 
     max_age, max_records = options["log-retention"]
     try:
@@ -449,7 +485,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
             data_dir / "logs.sqlite3",
             reactor,
             token=options["token"],
-            publish=None,  # the event hub's publish(topic, data), once it exists
+            publish=push.hub.publish,
             max_age=max_age,
             max_records=max_records,
         )
@@ -460,6 +496,9 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     root = Root()
     v1 = V1Dispatch(api)  # /v1/logs is not a cached catalog read
     v1.putChild(b"logs", logs.search)
+    v1.putChild(b"events", push.events)
+    if push.socketio is not None:
+        root.putChild(b"socket.io", push.socketio)
     root.putChild(b"v1", v1)
     root.putChild(b"log", logs.ingest)
     root.putChild(b"metrics", MetricsResource(metrics))
