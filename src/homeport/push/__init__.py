@@ -125,7 +125,7 @@ def build(options: Any, reactor: Any, data_dir: Path, metrics: Any = None) -> Pu
         zmq_service.setServiceParent(service)
     socketio: Resource | None = None
     try:
-        from .socketio import EngineIO  # type: ignore[import-not-found,unused-ignore]
+        from .socketio import EngineIO
     except ImportError:  # pragma: no cover - the Socket.IO part lands separately
         engine = None
     else:

@@ -1,0 +1,677 @@
+"""Socket.IO v5 over Engine.IO v4 at ``/socket.io/``, native on twisted.web and autobahn.
+
+python-socketio's server cannot run its WebSocket transport under a WSGI container, so
+this speaks the protocol itself (see PROTOCOLS.md): the Engine.IO handshake, the polling
+transport (packets joined by the record separator ``\\x1e``; a POST is answered ``ok``),
+the WebSocket transport (one packet per frame, via autobahn), the ``2probe``/``3probe``/
+``5`` upgrade, server pings with a pong deadline; and, inside Engine.IO messages, the
+Socket.IO packets of namespace ``/``: CONNECT, DISCONNECT, EVENT and ACK.
+
+The application on top is the hub: a client emits ``subscribe`` with a topic or a list
+of topics (or ``{"topics": [...], "last_event_id": N}`` to resume), optionally with an
+ack, and then receives each event as ``emit(topic, {"id": ..., "data": ...})``;
+``unsubscribe`` takes topics off again.
+
+Every bad input is an error for that client only: an unknown ``sid``, a malformed
+packet, a second concurrent polling GET or an oversized payload end that session (HTTP
+400 or 413, or the WebSocket closed); nothing else is touched.  A client that does not
+read is cut off once ``queue_limit`` bytes wait for it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import secrets
+from collections.abc import Sequence
+from typing import Any
+
+from autobahn.twisted.resource import WebSocketResource
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
+from twisted.application.service import Service
+from twisted.internet.interfaces import IDelayedCall, IPushProducer
+from twisted.logger import Logger
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request
+from zope.interface import implementer
+
+from ..web.api import parse_args
+from .hub import BadTopic, Event, Hub, Subscription, check_topic
+from .sse import CORS
+
+RS = "\x1e"
+TEXT = b"text/plain; charset=UTF-8"
+DEFAULT_QUEUE_LIMIT = 1024 * 1024
+REPLAY_LIMIT = 10_000
+# Engine.IO's error codes for a refused HTTP request.
+UNKNOWN_TRANSPORT = 0
+UNKNOWN_SID = 1
+BAD_HANDSHAKE_METHOD = 2
+BAD_REQUEST = 3
+UNSUPPORTED_VERSION = 5
+_MESSAGES = {
+    UNKNOWN_TRANSPORT: "Transport unknown",
+    UNKNOWN_SID: "Session ID unknown",
+    BAD_HANDSHAKE_METHOD: "Bad handshake method",
+    BAD_REQUEST: "Bad request",
+    UNSUPPORTED_VERSION: "Unsupported protocol version",
+}
+
+
+class ProtocolError(Exception):
+    """The client broke the protocol; its session ends."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+# ---------------------------------------------------------------------------
+# Socket.IO packets (pure)
+
+
+def decode_socketio(text: str) -> tuple[int, int, str, int | None, Any]:
+    """``<type>[<n>-][<nsp>,][<ack id>][JSON]`` -> (type, attachments, nsp, ack id, data)."""
+    if not text or not text[0].isdigit():
+        raise ProtocolError("not a Socket.IO packet")
+    kind = int(text[0])
+    if kind > 6:
+        raise ProtocolError(f"unknown Socket.IO packet type {kind}")
+    i = 1
+    attachments = 0
+    if kind in (5, 6):
+        dash = text.find("-", i)
+        if dash == -1 or not text[i:dash].isdigit():
+            raise ProtocolError("a binary packet without its attachment count")
+        attachments = int(text[i:dash])
+        i = dash + 1
+    namespace = "/"
+    if text[i : i + 1] == "/":
+        comma = text.find(",", i)
+        end = comma if comma != -1 else len(text)
+        namespace = text[i:end]
+        i = end + 1 if comma != -1 else end
+    start = i
+    while i < len(text) and text[i].isdigit():
+        i += 1
+    ack = int(text[start:i]) if i > start else None
+    data: Any = None
+    if i < len(text):
+        try:
+            data = json.loads(text[i:])
+        except ValueError:
+            raise ProtocolError("the packet's JSON cannot be read") from None
+    return kind, attachments, namespace, ack, data
+
+
+def encode_socketio(kind: int, data: Any = None, ack: int | None = None, nsp: str = "/") -> str:
+    out = str(kind)
+    if nsp != "/":
+        out += nsp + ","
+    if ack is not None:
+        out += str(ack)
+    if data is not None:
+        out += json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+    return out
+
+
+def _event_packet(event: Event) -> str:
+    """An event as the Engine.IO message carrying ``emit(topic, {id, data})``."""
+    return "4" + encode_socketio(2, [event.topic, {"id": event.id, "data": event.data}])
+
+
+def _error_body(code: int) -> bytes:
+    return json.dumps({"code": code, "message": _MESSAGES[code]}).encode()
+
+
+# ---------------------------------------------------------------------------
+# Sessions
+
+
+class Session:
+    """One Engine.IO session and the Socket.IO connection on it."""
+
+    log = Logger()
+
+    def __init__(self, engine: EngineIO, sid: str, transport: str) -> None:
+        self.engine = engine
+        self.sid = sid
+        self.transport = transport  # "polling" or "websocket"
+        self.queue: list[str] = []
+        self.queued = 0
+        self.poll: Request | None = None
+        self.ws: EngineIOWebSocket | None = None
+        self.probe: EngineIOWebSocket | None = None
+        self.closed = False
+        self.connected = False
+        self.socket_sid: str | None = None
+        self.subscription: Subscription | None = None
+        self.attachments_left = 0
+        self._ping: IDelayedCall | None = None
+        self._pong: IDelayedCall | None = None
+        self.schedule_ping()
+
+    # -- heartbeat -------------------------------------------------------------
+
+    def schedule_ping(self) -> None:
+        self._ping = self.engine.reactor.callLater(self.engine.ping_interval, self._send_ping)
+
+    def _send_ping(self) -> None:
+        self._ping = None
+        self.send("2")
+        if not self.closed:
+            self._pong = self.engine.reactor.callLater(
+                self.engine.ping_timeout, self.close, "ping timeout"
+            )
+
+    def _got_pong(self) -> None:
+        if self._pong is not None and self._pong.active():
+            self._pong.cancel()
+            self._pong = None
+            if self._ping is None and not self.closed:
+                self.schedule_ping()
+
+    # -- sending ---------------------------------------------------------------
+
+    def send(self, packet: str) -> None:
+        if self.closed:
+            return
+        if self.transport == "websocket" and self.ws is not None:
+            self.ws.send_text(packet)
+            return
+        self.queue.append(packet)
+        self.queued += len(packet)
+        if self.queued > self.engine.queue_limit:
+            self.engine.cut_off += 1
+            self.close("too far behind")
+            return
+        if self.poll is not None:
+            self.flush_poll()
+
+    def send_event(self, event: Event) -> None:
+        if self.closed:
+            return
+        if self.transport == "websocket" and self.ws is not None:
+            self.ws.send_prepared(event)
+        else:
+            self.send(event.cached("eio", _event_packet))
+
+    def flush_poll(self, packets: list[str] | None = None) -> None:
+        request, self.poll = self.poll, None
+        if request is None:
+            return
+        if packets is None:
+            packets, self.queue, self.queued = self.queue, [], 0
+        body = RS.join(packets).encode("utf-8")
+        if request.channel is None:  # gone meanwhile: keep them for the next poll
+            self.queue[:0] = packets
+            self.queued += sum(len(p) for p in packets)
+            return
+        request.setHeader(b"content-type", TEXT)
+        request.setHeader(b"content-length", str(len(body)).encode())
+        request.write(body)
+        request.finish()
+
+    # -- receiving -------------------------------------------------------------
+
+    def receive(self, packet: str) -> None:
+        """One Engine.IO packet from the client (any transport)."""
+        if not packet:
+            raise ProtocolError("an empty packet")
+        kind = packet[0]
+        if kind == "4":
+            self.on_message(packet[1:])
+        elif kind == "3":
+            self._got_pong()
+        elif kind == "2":
+            self.send("3" + packet[1:])
+        elif kind == "1":
+            self.close("client close")
+        elif kind == "6":
+            pass
+        elif kind == "b":
+            try:
+                base64.b64decode(packet[1:], validate=True)
+            except (binascii.Error, ValueError):
+                raise ProtocolError("bad base64 in a binary packet") from None
+            self.on_binary()
+        else:
+            raise ProtocolError(f"unknown Engine.IO packet type {kind!r}")
+
+    def on_binary(self) -> None:
+        if self.attachments_left <= 0:
+            raise ProtocolError("a binary packet that no Socket.IO packet announced")
+        self.attachments_left -= 1  # binary payloads mean nothing here; skip them
+
+    def on_message(self, text: str) -> None:
+        if self.attachments_left:
+            raise ProtocolError("a packet where a binary attachment was expected")
+        kind, attachments, nsp, ack, data = decode_socketio(text)
+        if kind == 0:  # CONNECT
+            if nsp != "/":
+                self.send("4" + encode_socketio(4, {"message": "Invalid namespace"}, nsp=nsp))
+                return
+            if data is not None and not isinstance(data, dict):
+                raise ProtocolError("CONNECT data must be an object")
+            if self.socket_sid is None:
+                self.socket_sid = secrets.token_urlsafe(15)
+            self.connected = True
+            self.send("4" + encode_socketio(0, {"sid": self.socket_sid}))
+            return
+        if nsp != "/":
+            return  # not connected to that namespace: ignored, as Socket.IO servers do
+        if not self.connected:
+            raise ProtocolError("a packet before CONNECT")
+        if kind == 1:  # DISCONNECT
+            self.connected = False
+            self._unsubscribe()
+        elif kind == 2:  # EVENT
+            self.on_event(data, ack)
+        elif kind == 3:  # ACK of something we emitted with an id: we never ask for one
+            pass
+        elif kind in (5, 6):
+            self.attachments_left = attachments
+        else:  # CONNECT_ERROR comes from servers only
+            raise ProtocolError(f"a client may not send Socket.IO packet type {kind}")
+
+    def on_event(self, data: Any, ack: int | None) -> None:
+        if not isinstance(data, list) or not data or not isinstance(data[0], str):
+            raise ProtocolError("an EVENT must be a list starting with the event name")
+        name, args = data[0], data[1:]
+        try:
+            if name == "subscribe":
+                reply: Any = self.subscribe(args[0] if args else None)
+            elif name == "unsubscribe":
+                reply = self.unsubscribe(args[0] if args else None)
+            else:
+                reply = {"error": f"unknown event {name!r}: use subscribe or unsubscribe"}
+        except BadTopic as e:
+            reply = {"error": str(e)}
+        if ack is not None:
+            self.send("4" + encode_socketio(3, [reply], ack=ack))
+        elif "error" in reply:
+            self.send("4" + encode_socketio(2, ["error", reply]))
+
+    # -- subscriptions ---------------------------------------------------------
+
+    @staticmethod
+    def _topics(value: Any) -> tuple[list[str], int | None]:
+        last_id = None
+        if isinstance(value, dict):
+            raw_last = value.get("last_event_id")
+            if raw_last is not None:
+                if not isinstance(raw_last, int) or isinstance(raw_last, bool) or raw_last < 0:
+                    raise BadTopic(str(raw_last), "last_event_id must be an event id")
+                last_id = raw_last
+            value = value.get("topics", value.get("topic"))
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not value or not all(isinstance(t, str) for t in value):
+            raise BadTopic(repr(value)[:40], "give a topic or a list of topics")
+        return [check_topic(t, pattern=True) for t in value], last_id
+
+    def subscribe(self, value: Any) -> dict[str, Any]:
+        topics, last_id = self._topics(value)
+        current = list(self.subscription.patterns) if self.subscription else []
+        self._unsubscribe()
+        patterns = list(dict.fromkeys(current + topics))
+        if last_id is not None:
+            for event in self.engine.hub.replay(last_id, topics, REPLAY_LIMIT):
+                self.send_event(event)
+        self.subscription = self.engine.hub.subscribe(patterns, self.send_event)
+        return {"topics": patterns}
+
+    def unsubscribe(self, value: Any) -> dict[str, Any]:
+        topics, _ = self._topics(value)
+        current = list(self.subscription.patterns) if self.subscription else []
+        self._unsubscribe()
+        patterns = [t for t in current if t not in topics]
+        if patterns:
+            self.subscription = self.engine.hub.subscribe(patterns, self.send_event)
+        return {"topics": patterns}
+
+    def _unsubscribe(self) -> None:
+        if self.subscription is not None:
+            self.subscription.cancel()
+            self.subscription = None
+
+    # -- transports ------------------------------------------------------------
+
+    def upgraded(self, ws: EngineIOWebSocket) -> None:
+        """The client sent ``5`` on its probe WebSocket: switch to it."""
+        self.probe = None
+        self.ws = ws
+        self.transport = "websocket"
+        if self.poll is not None:
+            self.flush_poll(["6"])
+        queued, self.queue, self.queued = self.queue, [], 0
+        for packet in queued:
+            ws.send_text(packet)
+
+    def close(self, reason: str = "") -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._unsubscribe()
+        for timer in (self._ping, self._pong):
+            if timer is not None and timer.active():
+                timer.cancel()
+        self._ping = self._pong = None
+        self.engine.sessions.pop(self.sid, None)
+        if self.poll is not None:
+            request, self.poll = self.poll, None
+            if request.channel is not None:
+                request.setHeader(b"content-type", TEXT)
+                request.write(b"1")
+                request.finish()
+        for ws in (self.ws, self.probe):
+            if ws is not None:
+                ws.session = None
+                ws.dropConnection(abort=reason != "client close")
+        self.ws = self.probe = None
+
+
+# ---------------------------------------------------------------------------
+# WebSocket transport
+
+
+@implementer(IPushProducer)
+class EngineIOWebSocket(WebSocketServerProtocol):
+    """One WebSocket: a session's own transport, or a probe that may upgrade one."""
+
+    log = Logger()
+    factory: EngineIOWebSocketFactory
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.session: Session | None = None
+        self.probing = False
+        self.paused = False
+        self.queued = 0
+
+    # flow control, as for SSE: bytes written while the transport is full are counted
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        self.queued = 0
+
+    def stopProducing(self) -> None:
+        pass
+
+    def onConnect(self, request: ConnectionRequest) -> None:
+        engine = self.factory.engine
+        params = request.params
+        if params.get("EIO", [""])[0] != "4":
+            raise ConnectionDeny(400, "Unsupported protocol version")
+        sid = params.get("sid", [None])[0]
+        if sid is not None:
+            session = engine.sessions.get(sid)
+            if session is None or session.transport != "polling" or session.probe is not None:
+                raise ConnectionDeny(400, "Session ID unknown or already upgraded")
+            session.probe = self
+            self.session = session
+            self.probing = True
+
+    def onOpen(self) -> None:
+        # The HTTP channel this connection came in on was the transport's producer.
+        transport: Any = self.transport
+        try:
+            transport.unregisterProducer()
+            transport.registerProducer(self, True)
+        except (AttributeError, RuntimeError):  # not a plain TCP/TLS transport
+            pass
+        if self.session is None:
+            session = self.factory.engine.new_session("websocket")
+            session.ws = self
+            self.session = session
+            self.send_text(self.factory.engine.open_packet(session, upgrades=[]))
+
+    def send_text(self, packet: str) -> None:
+        self._write(packet.encode("utf-8"), None)
+
+    def send_prepared(self, event: Event) -> None:
+        prepared = event.cached("eio-ws", self.factory.prepare)
+        self._write(None, prepared)
+
+    def _write(self, payload: bytes | None, prepared: Any) -> None:
+        if self.paused:
+            self.queued += len(payload) if payload is not None else len(prepared.payload)
+            if self.queued > self.factory.engine.queue_limit:
+                self.factory.engine.cut_off += 1
+                session = self.session
+                if session is not None:
+                    session.close("too far behind")
+                return
+        if prepared is not None:
+            self.sendPreparedMessage(prepared)
+        else:
+            self.sendMessage(payload, isBinary=False)
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        session = self.session
+        if session is None:
+            return
+        try:
+            if isBinary:
+                if self.probing:
+                    raise ProtocolError("binary data on a probe")
+                session.on_binary()
+                return
+            try:
+                text = payload.decode("utf-8")
+            except UnicodeDecodeError:
+                raise ProtocolError("a text frame that is not UTF-8") from None
+            if self.probing:
+                if text == "2probe":
+                    self.send_text("3probe")
+                    if session.poll is not None:
+                        session.flush_poll(["6"])
+                elif text == "5":
+                    self.probing = False
+                    session.upgraded(self)
+                else:
+                    raise ProtocolError("expected 2probe or 5 on a probe")
+                return
+            session.receive(text)
+        except ProtocolError as e:
+            self.log.info(
+                "Socket.IO session {sid} closed: {reason}", sid=session.sid, reason=e.reason
+            )
+            session.close(e.reason)
+            self.dropConnection(abort=True)
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        session, self.session = self.session, None
+        if session is None:
+            return
+        if session.ws is self:
+            session.ws = None
+            session.close("transport close")
+        elif session.probe is self:
+            session.probe = None
+
+
+class EngineIOWebSocketFactory(WebSocketServerFactory):
+    protocol = EngineIOWebSocket  # type: ignore[assignment]
+
+    def __init__(self, engine: EngineIO, reactor: Any) -> None:
+        super().__init__(reactor=reactor)
+        self.engine = engine
+        self.setProtocolOptions(
+            maxFramePayloadSize=engine.max_payload,
+            maxMessagePayloadSize=engine.max_payload,
+            autoPingInterval=0,
+            openHandshakeTimeout=10,
+            closeHandshakeTimeout=5,
+        )
+
+    def prepare(self, event: Event) -> Any:
+        return self.prepareMessage(event.cached("eio", _event_packet).encode("utf-8"))
+
+
+# ---------------------------------------------------------------------------
+# The service and the HTTP resource
+
+
+class EngineIO(Service):
+    """All Engine.IO sessions; the resource for ``/socket.io/``."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        hub: Hub,
+        reactor: Any,
+        ping_interval: float = 25.0,
+        ping_timeout: float = 20.0,
+        max_payload: int = 1_000_000,
+        cors: CORS | None = None,
+        queue_limit: int = DEFAULT_QUEUE_LIMIT,
+    ) -> None:
+        self.hub = hub
+        self.reactor = reactor
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
+        self.max_payload = max_payload
+        self.queue_limit = queue_limit
+        self.cors = cors or CORS()
+        self.sessions: dict[str, Session] = {}
+        self.cut_off = 0
+        self.ws_factory = EngineIOWebSocketFactory(self, reactor)
+        websocket: Any = WebSocketResource(self.ws_factory)
+        self.resource = EngineIOResource(self, websocket)
+
+    def stopService(self) -> None:
+        super().stopService()
+        for session in list(self.sessions.values()):
+            session.close("server shutting down")
+
+    def new_session(self, transport: str) -> Session:
+        sid = secrets.token_urlsafe(15)
+        session = Session(self, sid, transport)
+        self.sessions[sid] = session
+        return session
+
+    def open_packet(self, session: Session, upgrades: Sequence[str]) -> str:
+        return "0" + json.dumps(
+            {
+                "sid": session.sid,
+                "upgrades": list(upgrades),
+                "pingInterval": int(self.ping_interval * 1000),
+                "pingTimeout": int(self.ping_timeout * 1000),
+                "maxPayload": self.max_payload,
+            },
+            separators=(",", ":"),
+        )
+
+
+class EngineIOResource(Resource):
+    """``/socket.io/``: the polling transport, and the door to the WebSocket one."""
+
+    isLeaf = True
+    log = Logger()
+
+    def __init__(self, engine: EngineIO, websocket: Resource) -> None:
+        super().__init__()
+        self.engine = engine
+        self.websocket = websocket
+
+    def _refuse(self, request: Request, code: int, status: int = 400) -> bytes:
+        request.setResponseCode(status)
+        request.setHeader(b"content-type", b"application/json")
+        return _error_body(code)
+
+    def render(self, request: Request) -> bytes | int:
+        engine = self.engine
+        engine.cors.apply(request, b"GET, POST, OPTIONS")
+        if request.method == b"OPTIONS":
+            request.setHeader(b"allow", b"GET, POST, OPTIONS")
+            return b""
+        args = parse_args(request.uri)
+
+        def arg(name: str) -> str | None:
+            values = args.get(name)
+            return values[-1] if values else None
+
+        if arg("EIO") != "4":
+            return self._refuse(request, UNSUPPORTED_VERSION)
+        transport = arg("transport")
+        sid = arg("sid")
+        if transport == "websocket":
+            if request.method != b"GET" or (request.getHeader(b"upgrade") or b"").lower() != (
+                b"websocket"
+            ):
+                return self._refuse(request, BAD_REQUEST)
+            if sid is not None:
+                session = engine.sessions.get(sid)
+                if session is None or session.transport != "polling" or session.probe is not None:
+                    return self._refuse(request, UNKNOWN_SID)
+            result: bytes | int = self.websocket.render(request)
+            return result
+        if transport != "polling":
+            return self._refuse(request, UNKNOWN_TRANSPORT)
+        if sid is None:
+            if request.method != b"GET":
+                return self._refuse(request, BAD_HANDSHAKE_METHOD)
+            session = engine.new_session("polling")
+            request.setHeader(b"content-type", TEXT)
+            return engine.open_packet(session, upgrades=["websocket"]).encode()
+        session = engine.sessions.get(sid)
+        if session is None:
+            return self._refuse(request, UNKNOWN_SID)
+        if session.transport != "polling":
+            return self._refuse(request, BAD_REQUEST)  # upgraded: polling is over
+        if request.method == b"GET":
+            return self._poll(request, session)
+        if request.method == b"POST":
+            return self._post(request, session)
+        request.setHeader(b"allow", b"GET, POST, OPTIONS")
+        return self._refuse(request, BAD_HANDSHAKE_METHOD, 405)
+
+    def _poll(self, request: Request, session: Session) -> bytes | int:
+        if session.poll is not None:
+            session.close("a second concurrent poll")
+            return self._refuse(request, BAD_REQUEST)
+        session.poll = request
+
+        def gone(_: object) -> None:
+            if session.poll is request:
+                session.poll = None
+
+        request.notifyFinish().addErrback(gone)
+        if session.queue:
+            session.flush_poll()
+        return NOT_DONE_YET
+
+    def _post(self, request: Request, session: Session) -> bytes:
+        if getattr(request, "too_large", False):
+            session.close("payload too large")
+            return self._refuse(request, BAD_REQUEST, 413)
+        body = b""
+        if request.content is not None:
+            request.content.seek(0)
+            body = request.content.read(self.engine.max_payload + 1)
+        if len(body) > self.engine.max_payload:
+            session.close("payload too large")
+            return self._refuse(request, BAD_REQUEST, 413)
+        try:
+            try:
+                text = body.decode("utf-8")
+            except UnicodeDecodeError:
+                raise ProtocolError("the body is not UTF-8") from None
+            for packet in text.split(RS):
+                session.receive(packet)
+                if session.closed:
+                    break
+        except ProtocolError as e:
+            self.log.info(
+                "Socket.IO session {sid} closed: {reason}", sid=session.sid, reason=e.reason
+            )
+            session.close(e.reason)
+            return self._refuse(request, BAD_REQUEST)
+        request.setHeader(b"content-type", b"text/html")
+        return b"ok"
