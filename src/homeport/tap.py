@@ -19,6 +19,7 @@ from twisted.python.threadpool import ThreadPool
 
 from . import __version__
 from .push import OPTION_PARAMETERS as PUSH_OPTIONS
+from .tls.options import OPTION_PARAMETERS as TLS_OPTIONS
 
 DEFAULT_HTTP = "tcp:8500:interface=127.0.0.1"
 log = Logger(namespace="homeport")
@@ -110,6 +111,7 @@ class Options(usage.Options):
         ],
     ]
     optParameters += PUSH_OPTIONS  # --socketio-*, --sse-queue-limit, --event-history
+    optParameters += TLS_OPTIONS  # --acme-directory, --acme-ca-file, --acme-email
     optFlags = [
         ["access-log", None, "Log one line per HTTP request (off: it halves hot-path speed)."],
     ]
@@ -118,6 +120,7 @@ class Options(usage.Options):
         super().__init__()
         self["http"] = []
         self["config-dir"] = []
+        self["empty-file"] = []
         for name in ("zmq-connect", "zmq-bind", "zmq-topic", "cors-origin"):
             self[name] = []
 
@@ -144,6 +147,10 @@ class Options(usage.Options):
     def opt_config_dir(self, value: str) -> None:
         """Consul-style service definitions, reloaded on SIGHUP (repeatable). [default: none]"""
         self["config-dir"].append(value)
+
+    def opt_empty_file(self, value: str) -> None:
+        """Create this file empty unless it exists; with le: asks for its name's certificate."""
+        self["empty-file"].append(value)
 
     def opt_version(self) -> None:
         """Print the version and exit."""
@@ -238,8 +245,10 @@ class Options(usage.Options):
             if not Path(directory).is_dir():
                 raise usage.UsageError(f"--config-dir {directory!r}: not a directory")
         from .push import validate_options
+        from .tls.options import validate_options as validate_tls_options
 
         validate_options(self)
+        validate_tls_options(self)
 
 
 class ThreadPoolService(Service):
@@ -511,10 +520,30 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     )
     top.site = site
 
+    from .tls.options import create_empty_files
+    from .tls.wiring import wire_tls
+
+    error = create_empty_files(options["empty-file"])
+    if error is not None:
+        _fail(error)
+    endpoints = [(d, serverFromString(reactor, d), exposed_interfaces(d)) for d in options["http"]]
+    # ACME: http-01 on the root, an issuing service per le:/lets: cert dir, HTTPS redirects.
+    factories = wire_tls(
+        endpoints,
+        root,
+        site,
+        lambda resource: HomeportSite(
+            resource, access_log=options["access-log"], max_body=options["max-body-size"]
+        ),
+        top,
+        reactor,
+        acme_directory=options["acme-directory"],
+        ca_file=options["acme-ca-file"],
+        email=options["acme-email"],
+    )
     exposed = False
-    for description in options["http"]:
-        endpoint = serverFromString(reactor, description)
-        listener = Listener(description, endpoint, site, reactor)
+    for (description, endpoint, _), factory in zip(endpoints, factories, strict=True):
+        listener = Listener(description, endpoint, factory, reactor)
         listener.setServiceParent(top)
         top.listeners.append(listener)
         exposed = exposed or exposed_interfaces(description)
