@@ -15,6 +15,14 @@ INSTALL_REQUIRES = [
     "pyzmq==27.3.0",  # ZeroMQ SUB socket for event push (issue 5); wheels bundle libzmq
     "autobahn==26.10.2",  # WebSocket transport of Socket.IO on twisted.web (issue 5)
     "txaio==26.6.1",  # autobahn's Twisted/asyncio shim, pinned with it
+    # TLS from ACME v2 (issue 7): certbot's maintained client (txacme is ACME v1 only) ...
+    "acme==5.9.0",
+    "josepy==2.2.0",  # ... its JOSE/JWK layer (account key, thumbprint), imported directly
+    "cryptography==50.0.2",  # keys, CSRs, certificates (also pulled in by Twisted[tls])
+    "pyOpenSSL==26.4.0",  # SNI and ALPN callbacks on the le: listener (Twisted[tls] too)
+    "requests==2.34.2",  # acme's HTTP client; its exceptions are turned into log lines
+    "certifi==2026.5.20",  # the usual roots, extended by --acme-ca-file
+    "pyRFC3339==2.1.1",  # acme's timestamp parser, pinned with it
 ]
 
 TEST_REQUIRES = [
