@@ -22,7 +22,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import NameOID
 from OpenSSL import SSL
-from OpenSSL.crypto import X509, PKey
 from twisted.internet import defer
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import (
@@ -52,12 +51,14 @@ def _context(
     alpn: Callable[[SSL.Connection, list[bytes]], Any],
 ) -> SSL.Context:
     """A server context with Twisted's defaults (protocols, ciphers) and our ALPN."""
-    options = CertificateOptions(
-        privateKey=PKey.from_cryptography_key(key),
-        certificate=X509.from_cryptography(chain[0]),
-        extraCertChain=[X509.from_cryptography(c) for c in chain[1:]],
-    )
+    # Twisted's defaults (protocol versions, ciphers, session ids), our key and chain.
+    options = CertificateOptions()
     context: SSL.Context = options.getContext()
+    context.use_certificate(chain[0])
+    context.use_privatekey(key)
+    for certificate in chain[1:]:
+        context.add_extra_chain_cert(certificate)
+    context.check_privatekey()
     context.set_alpn_select_callback(alpn)
     return context
 

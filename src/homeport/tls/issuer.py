@@ -424,7 +424,7 @@ class AcmeIssuingService(Service):
         for name in listing.wanted:
             self._want(name, "requested")
         for name, certificate in sorted(listing.certificates.items()):
-            if certificate.expires - now < self.renew_before:
+            if certificate.expires - now <= self.renew_before:
                 self._want(name, "renewal")
 
     def _want(self, name: str, why: str) -> None:
