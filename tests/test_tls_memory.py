@@ -44,6 +44,7 @@ from homeport.tls.issuer import (
     DAY,
     AcmeIssuingService,
     ICertificateAuthority,
+    Issued,
     IssuingFailed,
     RateLimited,
     parse_retry_after,
@@ -162,7 +163,7 @@ class LocalAuthority:
 
     def issue(
         self, name: str, csr_pem: bytes, challenges: Challenges, preference: Sequence[str]
-    ) -> bytes:
+    ) -> Issued:
         self.requests.append((name, self.clock.seconds(), tuple(preference)))
         if self.down:
             raise IssuingFailed("cannot reach the ACME server (connection refused)")
@@ -177,7 +178,7 @@ class LocalAuthority:
             now,
             now + datetime.timedelta(days=self.days),
         )
-        return _pem(leaf) + self.ca.pem
+        return Issued(_pem(leaf) + self.ca.pem, (preference[0],))
 
     def cancel(self) -> None:
         pass

@@ -83,6 +83,14 @@ class RateLimited(Exception):
         return f"rate limited: {self.detail}"
 
 
+@dataclass(frozen=True)
+class Issued:
+    """A certificate chain (PEM) and the challenge types that validated its names."""
+
+    chain: bytes
+    challenges: tuple[str, ...] = ()
+
+
 class Cancelled(Exception):
     """The service stopped while an order was under way."""
 
@@ -97,8 +105,8 @@ class ICertificateAuthority(Interface):
         csr_pem: bytes,
         challenges: Challenges,
         preference: Sequence[str],
-    ) -> bytes:
-        """Validate *name* with the first usable challenge type and return the PEM chain."""
+    ) -> Issued:
+        """Validate *name* with the first usable challenge type; the PEM chain."""
 
     def cancel() -> None:
         """Make a running :meth:`issue` give up soon (called from the reactor thread)."""
@@ -237,7 +245,7 @@ class AcmeAuthority:
 
     def issue(
         self, name: str, csr_pem: bytes, challenges: Challenges, preference: Sequence[str]
-    ) -> bytes:
+    ) -> Issued:
         self._cancelled.clear()
         try:
             return self._issue(name, csr_pem, challenges, preference)
@@ -247,12 +255,13 @@ class AcmeAuthority:
 
     def _issue(
         self, name: str, csr_pem: bytes, challenges: Challenges, preference: Sequence[str]
-    ) -> bytes:
+    ) -> Issued:
         acme = self._connect()
         thumbprint = b64encode(self._jwk.thumbprint()).decode("ascii")
         order = acme.new_order(csr_pem)
         tokens: list[str] = []
         names: list[str] = []
+        used: list[str] = []
         try:
             pending = []
             for authorization in order.authorizations:
@@ -269,6 +278,7 @@ class AcmeAuthority:
                         f"{', '.join(sorted(str(k) for k in offered))}"
                     )
                 body = offered[kind]
+                used.append(kind)
                 token = body.to_partial_json()["token"]
                 answer = _key_authorization(token, thumbprint)
                 if kind == HTTP_01:
@@ -278,7 +288,9 @@ class AcmeAuthority:
                     challenges.tlsalpn01[identifier] = tls_alpn_certificate(identifier, answer)
                     names.append(identifier)
                 self._check_cancelled()
-                acme.answer_challenge(body, _Ready())
+                # Not acme.answer_challenge: it insists on a Link "up" header that
+                # RFC 8555 servers need not send (pebble 2.4 does not).
+                acme.net.post(body.uri, _Ready(), new_nonce_url=acme.directory["newNonce"])
                 pending.append(authorization)
             deadline = time.monotonic() + self.validation_deadline
             for authorization in pending:
@@ -288,7 +300,7 @@ class AcmeAuthority:
                 order,
                 datetime.datetime.now() + datetime.timedelta(seconds=self.validation_deadline),
             )
-            return str(finished.fullchain_pem).encode("ascii")
+            return Issued(str(finished.fullchain_pem).encode("ascii"), tuple(used))
         finally:
             for token in tokens:
                 challenges.http01.pop(token, None)
@@ -322,6 +334,11 @@ class _Ready(acme_challenges.ChallengeResponse):
     """The RFC 8555 challenge response: an empty object meaning "validate now"."""
 
     typ = "ready"
+
+    def __bool__(self) -> bool:
+        # acme signs an empty payload (POST-as-GET) for a falsy object, and a response
+        # with no fields is falsy; the server must get "{}" to start validating.
+        return True
 
 
 class _Network(acme_client.ClientNetwork):
@@ -453,28 +470,30 @@ class AcmeIssuingService(Service):
         d.addCallbacks(self._issued, self._failed, callbackArgs=(name,), errbackArgs=(name,))
         d.addBoth(self._next)
 
-    def _issue(self, name: str, preference: Sequence[str]) -> Certificate:
+    def _issue(self, name: str, preference: Sequence[str]) -> tuple[Certificate, Issued]:
         """In the worker thread: a new key, a CSR, the order, the file."""
         key = new_certificate_key()
         private = key_pem(key)
-        chain = self.authority.issue(
+        issued = self.authority.issue(
             name, make_csr(private, [name]), self.sni.challenges, preference
         )
-        pem = private + chain
+        pem = private + issued.chain
         try:
             certificate = parse_pem(name, pem)
         except ValueError as e:
             raise IssuingFailed(f"the server sent an unusable certificate: {e}") from None
         self.store.save(name, pem)
-        return certificate
+        return certificate, issued
 
-    def _issued(self, certificate: Certificate, name: str) -> None:
+    def _issued(self, result: tuple[Certificate, Issued], name: str) -> None:
+        certificate, issued = result
         self.failures.pop(name, None)
         self._busy.discard(name)
         log.info(
-            "Got a certificate for {name} from {server}, valid until {until}",
+            "Got a certificate for {name} from {server} ({how}), valid until {until}",
             name=name,
             server=self.authority.server,
+            how=", ".join(issued.challenges) or "already authorized",
             until=certificate.not_after.isoformat(),
         )
         self.sni.reload()
