@@ -3,6 +3,8 @@ pure parts of the transports (SSE framing, ZeroMQ shapes, Socket.IO packets, log
 
 from __future__ import annotations
 
+import gc
+import weakref
 from pathlib import Path
 
 import pytest
@@ -147,6 +149,14 @@ class HistoryContract:
         kept = hub.replay(0, ["big"])
         assert 0 < len(kept) <= 10
         assert kept[-1].data.endswith("99")
+
+
+def test_events_trimmed_from_a_topic_are_not_held_anywhere() -> None:
+    """A flood on one topic leaves only the kept events alive (bounded memory)."""
+    hub = Hub(MemoryHistory(per_topic=2))
+    refs = [weakref.ref(hub.publish("flood", "x" * 100)) for _ in range(50)]
+    gc.collect()
+    assert sum(ref() is not None for ref in refs) == 2
 
 
 class TestMemoryHistory(HistoryContract):

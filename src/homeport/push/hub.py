@@ -153,9 +153,10 @@ class MemoryHistory:
         self.total = total
         self.total_bytes = total_bytes
         self.topics: dict[str, deque[Event]] = {}
-        # Every kept event in id order; entries already trimmed from their topic are
-        # skipped when they reach the front.  Its length is bounded by ``total``.
-        self._order: deque[Event] = deque()
+        # (id, topic) of every kept event in id order — not the events: entries already
+        # trimmed from their topic are skipped when they reach the front, and must not
+        # hold their data meanwhile.  Its length is bounded by ``total``.
+        self._order: deque[tuple[int, str]] = deque()
         self._bytes = 0
         self._last_id = 0
 
@@ -168,7 +169,7 @@ class MemoryHistory:
         if kept is None:
             kept = self.topics[event.topic] = deque()
         kept.append(event)
-        self._order.append(event)
+        self._order.append((event.id, event.topic))
         self._bytes += event.size()
         if len(kept) > self.per_topic:
             self._bytes -= kept.popleft().size()
@@ -176,13 +177,12 @@ class MemoryHistory:
             self._evict_oldest()
 
     def _evict_oldest(self) -> None:
-        old = self._order.popleft()
-        kept = self.topics.get(old.topic)
-        if kept and kept[0] is old:
-            kept.popleft()
-            self._bytes -= old.size()
+        old_id, topic = self._order.popleft()
+        kept = self.topics.get(topic)
+        if kept and kept[0].id == old_id:
+            self._bytes -= kept.popleft().size()
             if not kept:
-                del self.topics[old.topic]
+                del self.topics[topic]
 
     def _matching(self, patterns: Sequence[str]) -> Iterator[deque[Event]]:
         exact = [p for p in patterns if not p.endswith("*")]
@@ -321,7 +321,7 @@ class SQLiteHistory:
                     )
                 else:
                     self.db.execute("DELETE FROM events WHERE topic = ?", (topic,))
-            oldest = self.memory._order[0].id if self.memory._order else self.last_id() + 1
+            oldest = self.memory._order[0][0] if self.memory._order else self.last_id() + 1
             self.db.execute("DELETE FROM events WHERE id < ?", (oldest,))
             self.db.execute(
                 "INSERT OR REPLACE INTO meta (key, value) VALUES ('last_id', ?)", (self.last_id(),)

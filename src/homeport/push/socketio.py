@@ -39,7 +39,7 @@ from zope.interface import implementer
 
 from ..web.api import parse_args
 from .hub import BadTopic, Event, Hub, Subscription, check_topic
-from .sse import CORS
+from .sse import CORS, queued_bytes
 
 RS = "\x1e"
 TEXT = b"text/plain; charset=UTF-8"
@@ -438,14 +438,13 @@ class EngineIOWebSocket(WebSocketServerProtocol):
         self._write(None, prepared)
 
     def _write(self, payload: bytes | None, prepared: Any) -> None:
-        if self.paused:
-            self.queued += len(payload) if payload is not None else len(prepared.payload)
-            if self.queued > self.factory.engine.queue_limit:
-                self.factory.engine.cut_off += 1
-                session = self.session
-                if session is not None:
-                    session.close("too far behind")
-                return
+        size = len(payload) if payload is not None else len(prepared.payload)
+        if self.paused and queued_bytes(self, size) > self.factory.engine.queue_limit:
+            self.factory.engine.cut_off += 1
+            session = self.session
+            if session is not None:
+                session.close("too far behind")
+            return
         if prepared is not None:
             self.sendPreparedMessage(prepared)
         else:

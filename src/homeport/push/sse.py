@@ -7,10 +7,10 @@ client costs three times as much: see DESIGN.md's speed facts).
 
 Each connection is a push producer registered with its request, so the transport tells
 it when its send buffer is full (``pauseProducing``) and when it has drained
-(``resumeProducing``).  Bytes written while paused are counted; past ``queue_limit`` the
-connection is aborted — its buffers freed at once — and the browser reconnects with
-``Last-Event-ID`` and resumes from the history.  One slow reader thus costs at most the
-transport's own buffer plus the limit, never more.
+(``resumeProducing``).  While it is full, what waits in it is measured at each write;
+past ``queue_limit`` the connection is aborted — its buffers freed at once — and the
+browser reconnects with ``Last-Event-ID`` and resumes from the history.  One slow reader
+thus costs at most the limit, never more.
 
 One timer for all connections writes the heartbeat comment every 15 s.
 """
@@ -99,6 +99,22 @@ class CORS:
         return True
 
 
+def queued_bytes(connection: SSEConnection | Any, size: int) -> int:
+    """What would wait in *connection*'s transport with *size* more bytes.
+
+    Only asked while the transport has said it is full.  For a plain TCP transport this
+    reads its buffer sizes (Twisted's ``FileDescriptor`` has kept them under these names
+    for twenty years); otherwise it counts the bytes written since the pause.
+    """
+    transport = connection.transport
+    try:
+        waiting = len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+    except (AttributeError, TypeError):
+        connection.queued += size
+        return int(connection.queued)
+    return int(waiting) + size
+
+
 @implementer(IPushProducer)
 class SSEConnection:
     """One open event stream: filters, frames and writes events; cut off when too slow."""
@@ -161,12 +177,10 @@ class SSEConnection:
     def write(self, data: bytes) -> None:
         if self.closed:
             return
-        if self.paused:
-            self.queued += len(data)
-            if self.queued > self.service.queue_limit:
-                self.service.cut_off += 1
-                self.abort()
-                return
+        if self.paused and queued_bytes(self, len(data)) > self.service.queue_limit:
+            self.service.cut_off += 1
+            self.abort()
+            return
         if self.direct:
             self.transport.write(data)
         else:  # HTTP/2 and other channels: through the request

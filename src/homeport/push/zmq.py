@@ -5,8 +5,9 @@ is *edge-triggered* — it signals that the socket's state changed, not that a m
 waiting — so:
 
 * every wake-up drains with ``recv_multipart(NOBLOCK)`` while ``EVENTS`` says ``POLLIN``,
-  at most ``budget`` messages per reactor turn; if more are waiting, the rest is drained
-  on the next turn (``callLater(0)``), so a flood never starves HTTP;
+  at most ``budget`` messages (and about ``byte_budget`` bytes) per reactor turn; if more
+  are waiting, the rest is drained on the next turn (``callLater(0)``), so a flood never
+  starves HTTP;
 * ``EVENTS`` is checked again after every other socket operation (subscribe, connect,
   bind), which can swallow the edge;
 * a slow safety timer drains anyway, in case an edge was missed.
@@ -37,7 +38,12 @@ from zope.interface import implementer
 
 from .hub import ZMQ_PREFIX, BadTopic, Hub, check_topic
 
-DEFAULT_BUDGET = 500
+# Per reactor turn: at most this many messages and about this many bytes.  A TCP
+# transport sends at most 128 KiB per turn (twisted's SEND_LIMIT), so a turn must add
+# well under that to a subscriber's buffer, or even a reader that keeps up would see its
+# buffer grow under a flood until it is cut off.
+DEFAULT_BUDGET = 200
+DEFAULT_BYTE_BUDGET = 48 * 1024
 DEFAULT_HWM = 10_000
 DEFAULT_MAX_MESSAGE = 1024 * 1024
 SAFETY_INTERVAL = 1.0
@@ -114,6 +120,7 @@ class ZmqSubscriber(Service):
         bind: Sequence[str] = (),
         topics: Sequence[str] = (),
         budget: int = DEFAULT_BUDGET,
+        byte_budget: int = DEFAULT_BYTE_BUDGET,
         hwm: int = DEFAULT_HWM,
         max_message: int = DEFAULT_MAX_MESSAGE,
     ) -> None:
@@ -123,6 +130,7 @@ class ZmqSubscriber(Service):
         self.bind_to = list(bind)
         self.topics = list(topics) or [""]
         self.budget = budget
+        self.byte_budget = byte_budget
         self.hwm = hwm
         self.max_message = max_message
         self.received = 0
@@ -206,7 +214,10 @@ class ZmqSubscriber(Service):
         socket = self.socket
         if socket is None:
             return
+        taken = 0
         for _ in range(self.budget):
+            if taken > self.byte_budget:
+                break
             try:
                 if not socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
                     return
@@ -217,6 +228,7 @@ class ZmqSubscriber(Service):
                 self.log.error("ZeroMQ receive failed: {error}", error=str(e))
                 return
             self.received += 1
+            taken += sum(len(f) for f in frames)
             self.handle(frames)
         self._schedule()
 
