@@ -1,17 +1,20 @@
 """``/metrics`` in Prometheus text format, on prometheus_client.
 
-Each daemon has its own registry (no global state, so tests can run several).  The
-per-request cost is kept to a dict lookup and two additions: label children are cached
-per (route, code).
+Each daemon has its own registry (no global state, so tests can run several).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any
+from bisect import bisect_left
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 from twisted.web.resource import Resource
 from twisted.web.server import Request
@@ -30,23 +33,60 @@ class _Gauges(Collector):
             yield family
 
 
+BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 5.0, 60.0, 600.0)
+
+
+class _Requests(Collector):
+    """Request counts and latency histograms kept in plain ints and floats.
+
+    prometheus_client's Counter and Histogram take a lock and walk label lookups on
+    every observation (~5 us), a third of a cached catalog read; here an observation is
+    a dict lookup, a bisect and three additions, and the library only formats at scrape.
+    """
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[str, str], int] = {}
+        #: route -> [bucket counts..., +Inf count, sum]
+        self.latency: dict[str, list[float]] = {}
+
+    def observe(self, route: str, code: int, seconds: float) -> None:
+        key = (route, str(code))
+        self.counts[key] = self.counts.get(key, 0) + 1
+        row = self.latency.get(route)
+        if row is None:
+            row = self.latency[route] = [0.0] * (len(BUCKETS) + 2)
+        row[bisect_left(BUCKETS, seconds)] += 1
+        row[-1] += seconds
+
+    def collect(self) -> Iterable[Metric]:
+        requests = CounterMetricFamily(
+            "homeport_http_requests",
+            "HTTP requests answered, by route and status code",
+            labels=["route", "code"],
+        )
+        for (route, code), count in sorted(self.counts.items()):
+            requests.add_metric([route, code], count)
+        yield requests
+        latency = HistogramMetricFamily(
+            "homeport_http_request_duration_seconds",
+            "Time to answer an HTTP request, by route",
+            labels=["route"],
+        )
+        for route, row in sorted(self.latency.items()):
+            cumulative = 0.0
+            buckets = []
+            for bound, count in zip((*BUCKETS, float("inf")), row[:-1], strict=True):
+                cumulative += count
+                buckets.append((str(bound) if bound != float("inf") else "+Inf", cumulative))
+            latency.add_metric([route], buckets, row[-1])
+        yield latency
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self.requests = Counter(
-            "homeport_http_requests",
-            "HTTP requests answered, by route and status code",
-            ["route", "code"],
-            registry=self.registry,
-        )
-        self.latency = Histogram(
-            "homeport_http_request_duration_seconds",
-            "Time to answer an HTTP request, by route",
-            ["route"],
-            registry=self.registry,
-            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1, 5, 60, 600),
-        )
-        self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
+        self._requests = _Requests()
+        self.registry.register(self._requests)
         self._gauges: dict[str, tuple[str, Callable[[], float]]] = {}
         self.registry.register(_Gauges(self._gauges))
 
@@ -55,18 +95,10 @@ class Metrics:
         self._gauges[name] = (doc, read)
 
     def observe(self, route: str, code: int | None, seconds: float) -> None:
-        key = (route, code or 200)
-        children = self._children.get(key)
-        if children is None:
-            children = self._children[key] = (
-                self.requests.labels(route, str(key[1])),
-                self.latency.labels(route),
-            )
-        children[0].inc()
-        children[1].observe(seconds)
+        self._requests.observe(route, code or 200, seconds)
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        return bytes(generate_latest(self.registry))
 
 
 class MetricsResource(Resource):

@@ -1,0 +1,232 @@
+#!/usr/bin/env python3
+"""Catalog reads under load: homeport vs twisted.web's own floor vs nginx, in one run.
+
+Registers 100 instances of ``web`` in a fresh daemon, then runs ``wrk`` against
+``GET /v1/catalog/service/web`` on
+
+1. homeport (the real daemon, the real route, cached bytes + Consul headers),
+2. a minimal twisted.web resource returning the same bytes (the framework's floor),
+3. nginx serving the same bytes as a static file (for scale),
+
+and prints requests/s, latency and the ratios.  Target: homeport >= 0.9 x the minimal
+twisted.web resource.
+
+    python3 bench/catalog.py [--seconds 10] [--connections 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+MINIMAL_SERVER = r"""
+import sys
+from twisted.internet import reactor
+from twisted.web import resource, server
+
+body = open(sys.argv[1], "rb").read()
+
+class Bytes(resource.Resource):
+    isLeaf = True
+    def render_GET(self, request):
+        request.setHeader(b"content-type", b"application/json")
+        return body
+
+site = server.Site(Bytes())
+site.log = lambda request: None
+port = reactor.listenTCP(0, site, interface="127.0.0.1")
+print(port.getHost().port, flush=True)
+reactor.run()
+"""
+
+NGINX_CONF = """
+worker_processes 1;
+daemon off;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/tmp; proxy_temp_path {dir}/tmp;
+    fastcgi_temp_path {dir}/tmp; uwsgi_temp_path {dir}/tmp; scgi_temp_path {dir}/tmp;
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{ root {dir}/www; default_type application/json; }}
+    }}
+}}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_http(url: str, timeout: float = 20) -> bytes:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                return bytes(r.read())
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def wrk(url: str, seconds: int, connections: int) -> tuple[float, str]:
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    latency = re.search(r"Latency\s+(\S+)", out).group(1)  # type: ignore[union-attr]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if errors:
+        raise SystemExit(f"wrk saw {errors.group(1)} error answers from {url}")
+    return rps, latency
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="alternate the servers this many times and keep each one's best round "
+        "(so a burst of background load does not decide the ratio)",
+    )
+    args = parser.parse_args()
+    for tool in ("wrk", "nginx"):
+        if not shutil.which(tool) and not Path(f"/usr/sbin/{tool}").exists():
+            raise SystemExit(f"{tool} is missing: apt-get install wrk nginx-light")
+
+    work = Path(tempfile.mkdtemp(prefix="homeport-bench-"))
+    work.chmod(0o755)  # nginx workers may run as another user
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        port = free_port()
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "twisted",
+                    "homeport",
+                    "--http",
+                    f"tcp:{port}:interface=127.0.0.1",
+                    "--dns",
+                    "none",
+                    "--data-dir",
+                    str(work / "data"),
+                    "--node",
+                    "bench",
+                    "--advertise",
+                    "10.0.0.1",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                cwd=work,
+            )
+        )
+        base = f"http://127.0.0.1:{port}"
+        wait_http(base + "/v1/status/leader")
+        for n in range(100):
+            body = json.dumps(
+                {
+                    "Node": f"node{n:03d}",
+                    "Address": f"10.0.{n // 250}.{n % 250 + 1}",
+                    "Service": {
+                        "ID": f"web-{n}",
+                        "Service": "web",
+                        "Port": 8000 + n,
+                        "Tags": ["rails", f"shard{n % 4}"],
+                        "Meta": {"version": "1.2.3"},
+                    },
+                }
+            ).encode()
+            req = urllib.request.Request(base + "/v1/catalog/register", data=body, method="PUT")
+            urllib.request.urlopen(req).read()
+        path = "/v1/catalog/service/web"
+        payload = wait_http(base + path)
+        assert len(json.loads(payload)) == 100
+        (work / "payload.json").write_bytes(payload)
+
+        minimal = subprocess.Popen(
+            [sys.executable, "-c", MINIMAL_SERVER, str(work / "payload.json")],
+            stdout=subprocess.PIPE,
+            cwd=work,
+        )
+        procs.append(minimal)
+        assert minimal.stdout is not None
+        minimal_port = int(minimal.stdout.readline())
+
+        www = work / "www" / "v1" / "catalog" / "service"
+        www.mkdir(parents=True)
+        (work / "tmp").mkdir()
+        (www / "web").write_bytes(payload)
+        nginx_port = free_port()
+        (work / "nginx.conf").write_text(NGINX_CONF.format(dir=work, port=nginx_port))
+        nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+        procs.append(
+            subprocess.Popen(
+                [nginx, "-c", str(work / "nginx.conf"), "-e", str(work / "error.log")], cwd=work
+            )
+        )
+        assert wait_http(f"http://127.0.0.1:{nginx_port}{path}") == payload
+        assert wait_http(f"http://127.0.0.1:{minimal_port}{path}") == payload
+
+        print(
+            f"GET {path}: {len(payload)} bytes, 100 instances; wrk -t1 "
+            f"-c{args.connections} -d{args.seconds}s x {args.rounds} alternating rounds "
+            f"on {os.cpu_count()} cores"
+        )
+        targets = [
+            ("homeport", base + path),
+            ("twisted.web minimal resource", f"http://127.0.0.1:{minimal_port}{path}"),
+            ("nginx static file", f"http://127.0.0.1:{nginx_port}{path}"),
+        ]
+        results: dict[str, tuple[float, str]] = {}
+        for _, url in targets:
+            wrk(url, 2, args.connections)  # warm up
+        for _ in range(args.rounds):
+            for name, url in targets:
+                result = wrk(url, args.seconds, args.connections)
+                if name not in results or result[0] > results[name][0]:
+                    results[name] = result
+        for name, _ in targets:
+            rps, latency = results[name]
+            print(f"  {name:30s} {rps:10.0f} req/s   avg latency {latency}")
+        ours = results["homeport"][0]
+        floor = results["twisted.web minimal resource"][0]
+        print(f"homeport / minimal twisted.web = {ours / floor:.2f}  (target >= 0.90)")
+        print(f"homeport / nginx               = {ours / results['nginx static file'][0]:.2f}")
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
