@@ -5,8 +5,8 @@ Each daemon has its own registry (no global state, so tests can run several).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
 from bisect import bisect_left
+from collections.abc import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
