@@ -161,7 +161,7 @@ class _Entry:
         headers.setRawHeaders(b"x-consul-lastcontact", [b"0"])
         for name, value in self.reply.headers:
             headers.setRawHeaders(name, [value])
-        self.headers = dict(headers.getAllRawHeaders())
+        self.headers = {name: list(values) for name, values in headers.getAllRawHeaders()}
 
 
 @dataclass
