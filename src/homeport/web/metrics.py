@@ -75,8 +75,8 @@ class _Requests(Collector):
         for route, row in sorted(self.latency.items()):
             cumulative = 0.0
             buckets = []
-            for bound, count in zip((*BUCKETS, float("inf")), row[:-1], strict=True):
-                cumulative += count
+            for bound, observed in zip((*BUCKETS, float("inf")), row[:-1], strict=True):
+                cumulative += observed
                 buckets.append((str(bound) if bound != float("inf") else "+Inf", cumulative))
             latency.add_metric([route], buckets, row[-1])
         yield latency
