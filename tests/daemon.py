@@ -72,7 +72,7 @@ class Daemon:
                     self.http_port = int(line.rsplit(" ", 1)[1])
                 if "homeport-port dns " in line:
                     self.dns_port = int(line.rsplit(" ", 1)[1])
-            if self.http_port and "homeport-port http " in text:
+            if "homeport-ports-done" in text:
                 return self
             if self.process.poll() is not None:
                 raise RuntimeError(f"homeport exited with {self.process.returncode}:\n{text}")

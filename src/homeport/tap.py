@@ -599,4 +599,5 @@ def _print_ports(top: HomeportService) -> None:
         port = getattr(service, "port", None)
         if isinstance(port, int):
             sys.stdout.write(f"homeport-port dns {port}\n")
+    sys.stdout.write("homeport-ports-done\n")
     sys.stdout.flush()
