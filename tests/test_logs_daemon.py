@@ -101,11 +101,12 @@ def test_the_homeport_handler_sends_batches_without_blocking_the_caller(
 def test_search_filters_through_http_and_bad_filters_are_400(
     daemon: Daemon, logger: logging.Logger
 ) -> None:
-    logger.addHandler(HomeportHandler(daemon.url))
+    handler = HomeportHandler(daemon.url)
+    logger.addHandler(handler)
     logger.debug("cache warm")
     logger.error("disk full on %s", "/var", extra={"host": "web-1"})
     logger.error("disk full on %s", "/srv", extra={"host": "web-2"})
-    logger.handlers[0].flush()
+    handler.flush()
     assert [r["message"] for r in search(daemon, "level=ERROR&field.host=web-2")] == [
         "disk full on /srv"
     ]
@@ -120,14 +121,13 @@ def test_with_a_token_only_basic_or_bearer_credentials_are_stored(
     daemon_factory: type[Daemon], logger: logging.Logger
 ) -> None:
     daemon = daemon_factory(["--token", "s3cret"]).start()  # type: ignore[call-arg]
-    logger.addHandler(
-        logging.handlers.HTTPHandler(
-            host(daemon), "/log", method="POST", credentials=("app", "s3cret")
-        )
+    good = logging.handlers.HTTPHandler(
+        host(daemon), "/log", method="POST", credentials=("app", "s3cret")
     )
+    logger.addHandler(good)
     logger.info("with credentials")
-    logger.handlers[0].close()
-    logger.removeHandler(logger.handlers[0])
+    logger.removeHandler(good)
+    good.close()
     logger.addHandler(
         logging.handlers.HTTPHandler(host(daemon), "/log", method="POST", credentials=("a", "x"))
     )

@@ -217,3 +217,9 @@ def test_a_json_body_labelled_as_a_form_is_read_as_json() -> None:
         "a",
         "b",
     ]
+
+
+def test_raw_utf8_bytes_in_a_form_body_are_read_as_utf8() -> None:
+    record = parse_one("msg=Grüße+%C3%BC&user=é;x".encode())
+    assert record.message == "Grüße ü"
+    assert record.extra == {"user": "é;x"}

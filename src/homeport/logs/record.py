@@ -24,7 +24,7 @@ import logging
 import re
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import unquote_to_bytes
+from urllib.parse import parse_qsl, unquote_to_bytes
 
 # Every attribute of a logging.LogRecord (3.11-3.13), plus the ``message`` that a
 # Formatter adds.  Anything else a client sends is an ``extra=`` field.
@@ -82,7 +82,7 @@ LEVEL_NAMES = {
 MAX_WIDTH = 10_000
 # A printf conversion: flags, width, precision, length, type.
 _CONVERSION = re.compile(r"%(?:\([^)]*\))?[#0 +-]*(\*|\d+)?(?:\.(\*|\d+))?[hlL]?(.)", re.S)
-_FORM_SPLIT = re.compile(rb"[&;]")
+_FORM_SPLIT = re.compile(rb"&")  # as parse_qsl since Python 3.10: ';' is data
 
 
 @dataclass(frozen=True)
@@ -198,6 +198,17 @@ def parse_form(body: bytes) -> tuple[dict[str, str], list[str]]:
 
     Repeated names keep the last value, as a dict does.
     """
+    if not _BAD_ESCAPE.search(body):
+        try:
+            # The common case, well-formed UTF-8: the standard library's parser, which
+            # skips unquoting values without escapes, is about twice as fast as below.
+            pairs = parse_qsl(
+                body.decode("utf-8"), keep_blank_values=True, encoding="utf-8", errors="strict"
+            )
+        except UnicodeDecodeError:
+            pass
+        else:
+            return dict(pairs), []
     problems: list[str] = []
     out: dict[str, str] = {}
     for pair in _FORM_SPLIT.split(body):

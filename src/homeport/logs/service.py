@@ -18,7 +18,7 @@ from .record import Record
 from .retention import RetentionService
 from .store import LogStore
 
-Publish = Callable[[str, dict[str, Any]], None]
+Publish = Callable[[str, dict[str, Any]], object]  # what it returns is ignored
 TOPIC = "logs"
 
 
