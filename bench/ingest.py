@@ -1,0 +1,232 @@
+"""Log ingest throughput: durable ``POST /log`` against parse-and-discard, same run.
+
+    python3 bench/ingest.py [--seconds 10] [--connections 64] [--senders 8]
+
+1. Starts the real daemon (``twist homeport``, durable: WAL, synchronous=FULL, group
+   commit, a console line per record) and, as the peer, the same site and ingest
+   resource with a sink that parses and discards (``--serve-discard``).
+2. Drives both with ``wrk`` (many concurrent keep-alive clients) posting the body a real
+   ``logging.handlers.HTTPHandler`` sends, and prints records/s and the ratio
+   (target: durable >= 0.7 of parse-and-discard).
+3. Runs *senders* processes logging through stock ``HTTPHandler`` (a connection per
+   record, blocking) at the daemon, and prints the records/s they reach end to end and
+   that all of them were stored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import logging.handlers
+import os
+import re
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def handler_body() -> bytes:
+    handler = logging.handlers.HTTPHandler("localhost", "/log", method="POST")
+    record = logging.LogRecord(
+        "bench.worker",
+        logging.WARNING,
+        "/srv/app/worker.py",
+        42,
+        "job %s took %d ms",
+        ("a1", 37),
+        None,
+    )
+    record.user = "bench"
+    return urlencode(handler.mapLogRecord(record)).encode()
+
+
+def serve_discard() -> None:
+    """The peer: the daemon's own site and ingest resource, records parsed then dropped."""
+    from twisted.internet import reactor
+    from twisted.web.resource import Resource
+
+    from homeport.logs.http import LogIngestResource
+    from homeport.web.server import HomeportSite
+
+    def discard(records: Any, done: Any) -> None:
+        done([0] * len(records))
+
+    root = Resource()
+    root.putChild(b"log", LogIngestResource(discard, reactor.seconds))  # type: ignore[attr-defined]
+    site = HomeportSite(root, parsePOSTFormSubmission=False)
+    port = reactor.listenTCP(0, site, interface="127.0.0.1")  # type: ignore[attr-defined]
+    print(f"homeport-port http {port.getHost().port}", flush=True)
+    reactor.run()  # type: ignore[attr-defined]
+
+
+def start(command: list[str], log: Path) -> tuple[subprocess.Popen[bytes], int]:
+    out = open(log, "wb")
+    env = dict(os.environ, HOMEPORT_PRINT_PORTS="1", PYTHONPATH=str(ROOT / "src"))
+    process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        match = re.search(r"homeport-port http (\d+)", log.read_text(errors="replace"))
+        if match:
+            return process, int(match.group(1))
+        if process.poll() is not None:
+            break
+        time.sleep(0.05)
+    raise SystemExit(f"server did not start:\n{log.read_text(errors='replace')}")
+
+
+def wrk(port: int, body: bytes, seconds: int, connections: int, workdir: Path) -> float:
+    script = workdir / "post.lua"
+    script.write_text(
+        'wrk.method = "POST"\n'
+        f'wrk.body = "{body.decode()}"\n'  # urlencoded: no quotes or backslashes in it
+        'wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"\n'
+    )
+    result = subprocess.run(
+        [
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{seconds}s",
+            "-s",
+            str(script),
+            f"http://127.0.0.1:{port}/log",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    if "Non-2xx" in result.stdout or "Socket errors" in result.stdout:
+        print(result.stdout)
+    match = re.search(r"Requests/sec:\s+([\d.]+)", result.stdout)
+    assert match, result.stdout
+    return float(match.group(1))
+
+
+def sender(port: int, seconds: float, name: str) -> None:
+    log = logging.getLogger(name)
+    log.propagate = False
+    log.addHandler(logging.handlers.HTTPHandler(f"127.0.0.1:{port}", "/log", method="POST"))
+    deadline = time.monotonic() + seconds
+    sent = 0
+    while time.monotonic() < deadline:
+        log.warning("job %s took %d ms", "s", sent)
+        sent += 1
+    print(sent)
+
+
+def count(data_dir: Path, prefix: str) -> int:
+    db = sqlite3.connect(f"file:{data_dir / 'logs.sqlite3'}?mode=ro", uri=True)
+    try:
+        return int(
+            db.execute("SELECT count(*) FROM logs WHERE logger LIKE ?", (prefix + "%",)).fetchone()[
+                0
+            ]
+        )
+    finally:
+        db.close()
+
+
+def _rounds(values: list[float]) -> str:
+    return "(" + ", ".join(f"{v:.0f}" for v in values) + ")"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--senders", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--serve-discard", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--send", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_discard:
+        serve_discard()
+        return
+    if args.send:
+        sender(int(args.send[0]), float(args.send[1]), args.send[2])
+        return
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is needed (apt-get install wrk)")
+    body = handler_body()
+    workdir = Path(tempfile.mkdtemp(prefix="homeport-bench-"))
+    data_dir = workdir / "data"
+    daemon, daemon_port = start(
+        [
+            sys.executable,
+            "-m",
+            "twisted",
+            "--log-format=text",
+            "homeport",
+            "--http",
+            "tcp:0:interface=127.0.0.1",
+            "--dns",
+            "none",
+            "--data-dir",
+            str(data_dir),
+        ],
+        workdir / "daemon.log",
+    )
+    peer, peer_port = start([sys.executable, __file__, "--serve-discard"], workdir / "discard.log")
+    try:
+        wrk(peer_port, body, 2, args.connections, workdir)  # warm up both
+        wrk(daemon_port, body, 2, args.connections, workdir)
+        before = count(data_dir, "bench.worker")
+        # Alternate the two, several rounds, and compare medians: other load on the
+        # machine then hits both alike.
+        discards: list[float] = []
+        durables: list[float] = []
+        for _ in range(args.rounds):
+            discards.append(wrk(peer_port, body, args.seconds, args.connections, workdir))
+            durables.append(wrk(daemon_port, body, args.seconds, args.connections, workdir))
+        stored = count(data_dir, "bench.worker") - before
+        discard = statistics.median(discards)
+        durable = statistics.median(durables)
+        print(
+            f"wrk: {args.connections} keep-alive connections, "
+            f"{args.rounds} rounds of {args.seconds}s each (medians)"
+        )
+        print(f"  parse-and-discard : {discard:9.0f} records/s  {_rounds(discards)}")
+        print(f"  durable (homeport): {durable:9.0f} records/s  {_rounds(durables)}")
+        print(f"  ({stored} records stored durably)")
+        print(f"  ratio durable/discard: {durable / discard:.2f}  (target >= 0.70)")
+        if os.environ.get("HOMEPORT_BENCH_SHOW_LOG"):
+            print(
+                re.sub(r"(?m)^\d{4}-\d\d-\d\d \d\d:.*\n", "", (workdir / "daemon.log").read_text())
+            )
+
+        if not args.senders:
+            return
+        seconds = max(3, args.seconds // 2)
+        senders = [
+            subprocess.Popen(
+                [sys.executable, __file__, "--send", str(daemon_port), str(seconds), f"s{n}.bench"],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            for n in range(args.senders)
+        ]
+        sent = sum(int((p.communicate()[0] or "0").strip() or 0) for p in senders)
+        landed = count(data_dir, "s")
+        print(f"stock HTTPHandler, {args.senders} processes, {seconds}s:")
+        print(
+            f"  {sent / seconds:9.0f} records/s end to end "
+            f"({sent} sent, {landed} stored, {sent / seconds / args.senders:.0f}/s per process)"
+        )
+    finally:
+        for process in (daemon, peer):
+            process.terminate()
+            process.wait(20)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
