@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import queue
+import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -66,7 +68,9 @@ class APITestCase(SynchronousTestCase):
     args: list[str] = []
 
     def setUp(self) -> None:
-        self.daemon = InMemoryDaemon(Path(self.mktemp()), self.args)
+        data = Path(tempfile.mkdtemp(prefix="homeport-test-"))
+        self.addCleanup(shutil.rmtree, data, True)
+        self.daemon = InMemoryDaemon(data, self.args)
         self.addCleanup(self.daemon.stop)
 
     def request(

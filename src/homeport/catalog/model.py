@@ -79,7 +79,10 @@ class UnknownCheck(CatalogError):
     status = 404
 
     def message(self) -> str:
-        return f'Unknown check ID "{self.check_id}". Ensure that the check ID is passed, not the check name.'
+        return (
+            f'Unknown check ID "{self.check_id}". '
+            "Ensure that the check ID is passed, not the check name."
+        )
 
 
 @dataclass
