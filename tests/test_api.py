@@ -372,3 +372,12 @@ class MetricsTests(APITestCase):
         code, headers, _ = self.request("GET", "/")
         assert code in (301, 302)
         assert headers.getRawHeaders("Location") == ["/ui/"]
+
+
+class VolatileTests(APITestCase):
+    def test_agent_self_uptime_moves_without_catalog_changes(self) -> None:
+        """Answers that depend on the clock are never served stale from the cache."""
+        first = self.get("/v1/agent/self")["Stats"]["homeport"]["uptime_seconds"]
+        self.daemon.reactor.advance(42)
+        second = self.get("/v1/agent/self")["Stats"]["homeport"]["uptime_seconds"]
+        assert int(second) - int(first) == 42

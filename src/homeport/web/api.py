@@ -118,6 +118,7 @@ class Route:
     name: str
     write: bool
     rest: bool  # the last parameter takes the rest of the path
+    volatile: bool = False  # the answer changes without a catalog change (uptime...)
 
     def match(self, segments: list[str]) -> dict[str, str] | None:
         pattern = self.pattern
