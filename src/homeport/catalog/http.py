@@ -139,7 +139,7 @@ class ConsulAPI:
         r("GET", "/v1/agent/services", self.agent_services)
         r("GET", "/v1/agent/service/:id", self.agent_service)
         r("GET", "/v1/agent/checks", self.agent_checks)
-        r("GET", "/v1/agent/self", self.agent_self)
+        r("GET", "/v1/agent/self", self.agent_self, volatile=True)
         r("GET", "/v1/agent/members", self.agent_members)
         r("PUT", "/v1/agent/check/register", self.check_register)
         r("PUT", "/v1/agent/check/deregister/:id", self.check_deregister)

@@ -214,7 +214,14 @@ class ApiResource(Resource):
 
     # -- routes -----------------------------------------------------------------
 
-    def route(self, methods: str, path: str, handler: Handler, write: bool | None = None) -> None:
+    def route(
+        self,
+        methods: str,
+        path: str,
+        handler: Handler,
+        write: bool | None = None,
+        volatile: bool = False,
+    ) -> None:
         """Add ``handler`` for ``METHOD[,METHOD] /v1/a/:param/*rest``."""
         pattern = tuple(path.strip("/").split("/"))
         assert pattern[0] == "v1"
@@ -228,6 +235,7 @@ class ApiResource(Resource):
             name="/v1/" + "/".join(pattern),
             write=is_write,
             rest=pattern[-1].startswith("*"),
+            volatile=volatile,
         )
         self.routes.setdefault(pattern[0], []).append(route)
 
@@ -257,7 +265,7 @@ class ApiResource(Resource):
 
     def _fresh(self, key: tuple[Any, ...], route: Route, call: Call) -> _Entry:
         entry = self.cache.get(key)
-        if entry is not None and entry.generation == self.generation:
+        if entry is not None and entry.generation == self.generation and not route.volatile:
             self.cache.move_to_end(key)
             return entry
         reply = route.handler(call)
@@ -408,7 +416,7 @@ class ApiResource(Resource):
             ),
         )
         entry = self._fresh(key, route, call)
-        if min_index is None and call.request.method == b"GET":
+        if min_index is None and call.request.method == b"GET" and not route.volatile:
             if len(self._prepared) >= CACHE_SIZE:
                 self._prepared.clear()
             self._prepared[call.request.uri] = (route.name, key)
