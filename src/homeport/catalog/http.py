@@ -231,35 +231,29 @@ class ConsulAPI:
             call, [consul.catalog_service_json(nodes.get(s.node), s, dc) for s in services]
         )
 
-    def catalog_node(self, call: Call) -> Reply:
+    def _node_and_services(self, call: Call, as_map: bool) -> Reply:
+        """/v1/catalog/node/:node (services by ID) and node-services/:node (a list)."""
         node = self.catalog.nodes.get(call.params["node"])
         if node is None:
             return self._json(call, None)
-        services = sorted(
-            (s for s in self.catalog.services.values() if s.node == node.name), key=lambda s: s.id
-        )
+        services = [
+            consul.node_service_json(s)
+            for s in sorted(self.catalog.services.values(), key=lambda s: s.id)
+            if s.node == node.name
+        ]
         return self._json(
             call,
             {
                 "Node": consul.node_json(node),
-                "Services": {s.id: consul.node_service_json(s) for s in services},
+                "Services": {s["ID"]: s for s in services} if as_map else services,
             },
         )
 
+    def catalog_node(self, call: Call) -> Reply:
+        return self._node_and_services(call, as_map=True)
+
     def catalog_node_services(self, call: Call) -> Reply:
-        node = self.catalog.nodes.get(call.params["node"])
-        if node is None:
-            return self._json(call, None)
-        services = sorted(
-            (s for s in self.catalog.services.values() if s.node == node.name), key=lambda s: s.id
-        )
-        return self._json(
-            call,
-            {
-                "Node": consul.node_json(node),
-                "Services": [consul.node_service_json(s) for s in services],
-            },
-        )
+        return self._node_and_services(call, as_map=False)
 
     # -- agent --------------------------------------------------------------------------
 
