@@ -381,3 +381,27 @@ class VolatileTests(APITestCase):
         self.daemon.reactor.advance(42)
         second = self.get("/v1/agent/self")["Stats"]["homeport"]["uptime_seconds"]
         assert int(second) - int(first) == 42
+
+
+class CORSTests(APITestCase):
+    args = ["--cors-origin", "https://dash.example.com"]
+
+    def test_allowed_origins_may_read_the_api_and_its_index(self) -> None:
+        origin = {"Origin": "https://dash.example.com"}
+        code, headers, _ = self.request("GET", "/v1/catalog/services", headers=origin)
+        assert code == 200
+        assert headers.getRawHeaders("Access-Control-Allow-Origin") == ["https://dash.example.com"]
+        assert "X-Consul-Index" in headers.getRawHeaders("Access-Control-Expose-Headers")[0]
+        code, headers, _ = self.request(
+            "OPTIONS",
+            "/v1/kv/a",
+            headers={**origin, "Access-Control-Request-Method": "PUT"},
+        )
+        assert code == 200
+        assert "PUT" in headers.getRawHeaders("Access-Control-Allow-Methods")[0]
+
+    def test_other_origins_get_no_cors_headers(self) -> None:
+        _, headers, _ = self.request(
+            "GET", "/v1/catalog/services", headers={"Origin": "https://evil.example"}
+        )
+        assert headers.getRawHeaders("Access-Control-Allow-Origin") is None

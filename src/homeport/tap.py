@@ -402,6 +402,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     from .catalog.model import Catalog
     from .catalog.store import CatalogStore
     from .web.api import ApiResource
+    from .web.cors import CORS
     from .web.metrics import Metrics, MetricsResource
     from .web.server import HomeportSite, Root
     from .web.ui import create_app
@@ -447,7 +448,14 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     metrics.gauge("homeport_kv_entries", "Keys in the KV store", lambda: len(catalog.kv))
     metrics.gauge("homeport_catalog_index", "The catalog's current index", lambda: catalog.index)
 
-    api = ApiResource(reactor, lambda: catalog.index, metrics, options["token"], catalog.datacenter)
+    api = ApiResource(
+        reactor,
+        lambda: catalog.index,
+        metrics,
+        options["token"],
+        catalog.datacenter,
+        cors=CORS(options["cors-origin"]),
+    )
     ConsulAPI(api, catalog, agent, reactor)
     top.api = api
 

@@ -101,7 +101,8 @@ class Push:
 
 def build(options: Any, reactor: Any, data_dir: Path, metrics: Any = None) -> Push:
     """Every push part from *options* (already validated); nothing runs until started."""
-    from .sse import CORS, EventsResource, SSEService
+    from ..web.cors import CORS
+    from .sse import EventsResource, SSEService
 
     service = MultiService()
     history = SQLiteHistory(data_dir / "events.sqlite3", per_topic=options["event-history"])

@@ -38,8 +38,9 @@ from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
 from ..web.api import parse_args
+from ..web.cors import CORS
 from .hub import BadTopic, Event, Hub, Subscription, check_topic
-from .sse import CORS, queued_bytes
+from .sse import queued_bytes
 
 RS = "\x1e"
 TEXT = b"text/plain; charset=UTF-8"

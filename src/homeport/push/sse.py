@@ -36,6 +36,7 @@ from zope.interface import implementer
 from ..logs.http import token_matches
 from ..logs.query import BadQuery, LogQuery, parse_query
 from ..web.api import parse_args
+from ..web.cors import CORS
 from .hub import RESERVED_TOPICS, ZMQ_PREFIX, BadTopic, Event, Hub, check_topic, topic_matches
 from .logfilter import is_filtering, record_matches
 
@@ -69,34 +70,6 @@ def _chunked(event: Event) -> bytes:
 
 HEARTBEAT = b": heartbeat\n\n"
 HEARTBEAT_CHUNKED = chunk(HEARTBEAT)
-
-
-class CORS:
-    """The ``--cors-origin`` allow-list (``*`` allows any origin)."""
-
-    def __init__(self, origins: Sequence[str] = ()) -> None:
-        self.origins = {o.rstrip("/") for o in origins}
-
-    def apply(self, request: Request, methods: bytes = b"GET, POST, OPTIONS") -> bool:
-        """Add the CORS headers when the request's ``Origin`` is allowed."""
-        origin = request.getHeader(b"origin")
-        if not origin or not self.origins:
-            return False
-        text = origin.decode("latin-1").rstrip("/")
-        if "*" not in self.origins and text not in self.origins:
-            return False
-        request.setHeader(b"access-control-allow-origin", origin)
-        request.setHeader(b"access-control-allow-credentials", b"true")
-        request.setHeader(b"vary", b"Origin")
-        if request.method == b"OPTIONS":
-            request.setHeader(b"access-control-allow-methods", methods)
-            wanted = request.getHeader(b"access-control-request-headers")
-            request.setHeader(
-                b"access-control-allow-headers",
-                wanted or b"Content-Type, Authorization, X-Consul-Token, Last-Event-ID",
-            )
-            request.setHeader(b"access-control-max-age", b"600")
-        return True
 
 
 def queued_bytes(connection: SSEConnection | Any, size: int) -> int:

@@ -31,6 +31,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 
 from ..catalog.consul import DurationError, parse_duration
 from ..catalog.model import BadRequest, CatalogError
+from .cors import CORS
 from .metrics import Metrics
 
 DEFAULT_WAIT = 300.0
@@ -198,8 +199,10 @@ class ApiResource(Resource):
         metrics: Metrics,
         token: str | None = None,
         datacenter: str = "dc1",
+        cors: CORS | None = None,
     ) -> None:
         super().__init__()
+        self.cors = cors or CORS()
         self.reactor = reactor
         self.current_index = index
         self.metrics = metrics
@@ -294,6 +297,8 @@ class ApiResource(Resource):
 
     def render(self, request: Request) -> bytes | int:
         started = time.perf_counter()
+        if self.cors.origins:
+            self.cors.apply(request, b"GET, PUT, DELETE, OPTIONS")
         if request.method == b"GET":
             # The hot path: a URI seen before whose cached answer is still fresh.
             prepared = self._prepared.get(request.uri)
