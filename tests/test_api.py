@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 
 from .memory import APITestCase
 
@@ -312,6 +313,24 @@ class BlockingQueryTests(APITestCase):
         self.daemon.treq.flush()
         response = self.successResultOf(d)
         assert int(response.headers.getRawHeaders("X-Consul-Index")[0]) == index
+
+    def test_thousands_of_parked_queries_use_no_threads(self) -> None:
+        """2000 waiting clients are timers and dict entries, not threads; one change
+        answers every one of them."""
+        index = self.index_of("/v1/catalog/service/web")
+        threads = threading.active_count()
+        waiting = [
+            self.start(f"/v1/catalog/service/web?index={index}&wait=5m") for _ in range(2000)
+        ]
+        assert threading.active_count() == threads
+        for d in waiting[::100]:
+            self.assertNoResult(d)
+        self.put("/v1/agent/service/register", {"Name": "web"})
+        self.daemon.treq.flush()
+        for d in waiting:
+            assert self.successResultOf(d).code == 200
+        # Their wait timers (5 minutes and jitter) were all cancelled.
+        assert [c for c in self.daemon.reactor.getDelayedCalls() if c.getTime() >= 300] == []
 
     def test_an_older_index_answers_at_once(self) -> None:
         index = self.index_of("/v1/catalog/services")
