@@ -1,19 +1,201 @@
-"""The dashboard: a Flask app hosted by twisted.web's WSGIResource at ``/ui/``."""
+"""The dashboard: a Flask app hosted by twisted.web's WSGIResource at ``/ui/``.
+
+The pages are thin HTML shells: the header facts and a first, server-rendered view come
+from *info*; the live parts are small vanilla scripts in ``static/`` that read the
+public JSON API (``/v1/catalog``, ``/v1/health``, ``/v1/kv``, ``/v1/logs``) and follow
+``/v1/events`` over Server-Sent Events.  Nothing comes from another origin.
+
+Templates and static files are read through the package (Jinja's ``PackageLoader`` and
+:mod:`importlib.resources`), never from paths next to ``__file__``, so the dashboard
+works the same from a checkout, an installed wheel and a pex.
+
+With a token (``--token``) every page asks for it once: the login form checks it and
+keeps it in a ``SameSite=Strict`` cookie on ``/``, so the browser also sends it with
+the dashboard's event stream.  Scripts that write (publishing a test event) get it
+from the page and send it as ``X-Consul-Token``.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
+import mimetypes
 from collections.abc import Callable
+from importlib import resources
 from typing import Any
+from urllib.parse import urlsplit
 
-from flask import Flask, render_template
+from flask import Flask, Response, abort, redirect, render_template, request, url_for
+from jinja2 import PackageLoader
+from werkzeug.wrappers.response import Response as BaseResponse
+
+COOKIE = "homeport_token"
+COOKIE_MAX_AGE = 400 * 24 * 3600  # Chromium's upper bound for a cookie's lifetime
+PAGES = ("services", "logs", "events", "kv")
 
 
-def create_app(info: Callable[[], dict[str, Any]]) -> Flask:
-    """The dashboard app; *info* gives the header facts (node, datacenter, counts...)."""
-    app = Flask("homeport.web")
+def format_uptime(seconds: float) -> str:
+    """``93784`` -> ``1d 2h 3m``; under an hour with seconds (``4m 5s``)."""
+    total = max(0, int(seconds))
+    days, rest = divmod(total, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours}h {minutes}m"
+    if hours:
+        return f"{hours}h {minutes}m"
+    return f"{minutes}m {secs}s"
+
+
+def safe_next(target: str | None) -> str | None:
+    """A same-site path to go back to after the login, or None (no open redirects)."""
+    if not target:
+        return None
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
+        return None
+    return target
+
+
+class Static:
+    """Files of ``homeport.web/static``, read once through the package, with ETags."""
+
+    def __init__(self, package: str = "homeport.web", folder: str = "static") -> None:
+        self.root = resources.files(package).joinpath(folder)
+        self.cache: dict[str, tuple[bytes, str, str]] = {}
+
+    def get(self, name: str) -> tuple[bytes, str, str] | None:
+        """(body, content type, etag) of *name*, or None when there is no such file."""
+        if name in self.cache:
+            return self.cache[name]
+        if not name or "/" in name or "\\" in name or name.startswith("."):
+            return None
+        entry = self.root.joinpath(name)
+        if not entry.is_file():
+            return None
+        body = entry.read_bytes()
+        kind = mimetypes.guess_type(name)[0] or "application/octet-stream"
+        if kind.startswith("text/") or kind in ("application/javascript", "image/svg+xml"):
+            kind += "; charset=utf-8"
+        etag = hashlib.sha256(body).hexdigest()[:20]
+        self.cache[name] = (body, kind, etag)
+        return self.cache[name]
+
+
+def create_app(info: Callable[[], dict[str, Any]], token: str | None = None) -> Flask:
+    """The dashboard app.
+
+    *info* gives the header facts (``node``, ``datacenter``, ``version``,
+    ``uptime_seconds``, ``counts``, ``services``); it is called on a WSGI thread, so
+    it must be safe there.  *token*, when given, is asked for before any page shows.
+    """
+    app = Flask("homeport.web", static_folder=None)
+    app.jinja_loader = PackageLoader("homeport.web", "templates")
+    static = Static()
+    secret = token.encode() if token else None
+
+    def authorised() -> bool:
+        if secret is None:
+            return True
+        given = request.cookies.get(COOKIE, "")
+        return bool(given) and hmac.compare_digest(given.encode(), secret)
+
+    def facts() -> dict[str, Any]:
+        data = dict(info())
+        seconds = float(data.get("uptime_seconds", 0))
+        data["uptime_seconds"] = int(seconds)
+        data.setdefault("uptime", format_uptime(seconds))
+        data.setdefault("counts", {})
+        data.setdefault("services", {})
+        return data
+
+    def page(name: str, **extra: Any) -> Response | BaseResponse:
+        if not authorised():
+            here = request.script_root + request.full_path.rstrip("?")
+            return redirect(url_for("login", next=here))
+        html = render_template(
+            f"{name}.html",
+            page=name,
+            pages=PAGES,
+            info=facts(),
+            write_token=token or "",
+            **extra,
+        )
+        response = Response(html, content_type="text/html; charset=utf-8")
+        response.headers["Cache-Control"] = "no-store"
+        response.headers["Referrer-Policy"] = "same-origin"
+        return response
 
     @app.get("/")
-    def index() -> str:
-        return render_template("index.html", **info())
+    def services() -> Response | BaseResponse:
+        return page("services")
+
+    @app.get("/logs")
+    def logs() -> Response | BaseResponse:
+        return page("logs")
+
+    @app.get("/logs/<int:record_id>")
+    def log_record(record_id: int) -> Response | BaseResponse:
+        return page("record", record_id=record_id)
+
+    @app.get("/events")
+    def events() -> Response | BaseResponse:
+        return page("events")
+
+    @app.get("/kv")
+    def kv() -> Response | BaseResponse:
+        return page("kv")
+
+    @app.get("/info.json")
+    def info_json() -> Response | BaseResponse:
+        if not authorised():
+            return Response('{"error":"token required"}\n', 403, mimetype="application/json")
+        data = facts()
+        keys = ("node", "datacenter", "version", "uptime_seconds", "counts")
+        response = Response(json.dumps({k: data[k] for k in keys}), mimetype="application/json")
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
+    @app.route("/login", methods=["GET", "POST"])
+    def login() -> Response | BaseResponse:
+        target = safe_next(request.values.get("next")) or url_for("services")
+        if secret is None:
+            return redirect(target)
+        error = None
+        if request.method == "POST":
+            given = request.form.get("token", "").strip()
+            if given and hmac.compare_digest(given.encode(), secret):
+                response = redirect(target, code=303)
+                response.set_cookie(
+                    COOKIE,
+                    given,
+                    max_age=COOKIE_MAX_AGE,
+                    path="/",  # the event stream (/v1/events) gets it too
+                    httponly=True,
+                    samesite="Strict",
+                    secure=request.scheme == "https",
+                )
+                return response
+            error = "That is not the token this homeport was started with."
+        html = render_template("login.html", next=target, error=error, page="login", pages=())
+        return Response(html, 403 if error else 200, content_type="text/html; charset=utf-8")
+
+    @app.post("/logout")
+    def logout() -> BaseResponse:
+        response = redirect(url_for("login"), code=303)
+        response.delete_cookie(COOKIE, path="/", samesite="Strict")
+        return response
+
+    @app.get("/static/<name>")
+    def static_file(name: str) -> BaseResponse:
+        found = static.get(name)
+        if found is None:
+            abort(404)
+        body, kind, etag = found
+        response = Response(body, content_type=kind)
+        response.set_etag(etag)
+        response.headers["Cache-Control"] = "no-cache"  # revalidate: cheap 304s
+        return response.make_conditional(request)
 
     return app
