@@ -459,23 +459,34 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     ConsulAPI(api, catalog, agent, reactor)
     top.api = api
 
-    def ui_info() -> dict[str, Any]:
+    def ui_facts() -> dict[str, Any]:  # on the reactor thread: the catalog is not locked
         services: dict[str, dict[str, Any]] = {}
         for service in sorted(catalog.services.values(), key=lambda s: s.name):
             row = services.setdefault(service.name, {"instances": 0, "tags": set()})
             row["instances"] += 1
             row["tags"].update(service.tags)
-        uptime = int(reactor.seconds() - agent.started)
+        counts = {"services": len(services), "instances": len(catalog.services)}
+        counts.update(passing=0, warning=0, critical=0)
+        for check in catalog.checks.values():
+            counts[check.status] = counts.get(check.status, 0) + 1
+        counts.update(nodes=len(catalog.nodes), keys=len(catalog.kv))
         return {
             "node": agent.node,
             "datacenter": agent.datacenter,
             "version": __version__,
-            "uptime": f"{uptime // 3600}h {uptime % 3600 // 60}m {uptime % 60}s",
+            "uptime_seconds": reactor.seconds() - agent.started,
+            "counts": counts,
             "services": {
                 k: {"instances": v["instances"], "tags": sorted(v["tags"])}
                 for k, v in services.items()
             },
         }
+
+    def ui_info() -> dict[str, Any]:  # called by the dashboard on a WSGI thread
+        from twisted.internet.threads import blockingCallFromThread
+
+        info: dict[str, Any] = blockingCallFromThread(reactor, ui_facts)
+        return info
 
     pool = ThreadPool(minthreads=1, maxthreads=8, name="homeport-wsgi")
     ThreadPoolService(pool).setServiceParent(top)
@@ -519,7 +530,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     root.putChild(b"v1", v1)
     root.putChild(b"log", logs.ingest)
     root.putChild(b"metrics", MetricsResource(metrics))
-    root.putChild(b"ui", WSGIResource(reactor, pool, create_app(ui_info)))
+    root.putChild(b"ui", WSGIResource(reactor, pool, create_app(ui_info, options["token"])))
     site = HomeportSite(
         root,
         access_log=options["access-log"],
