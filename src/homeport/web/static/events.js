@@ -56,6 +56,7 @@
     const stream = HP.anyStream(topics, {}, {
       onEvent: (ev) => {
         list.prepend(row(ev));
+        if (ev.topic === "catalog" || ev.topic === "kv") HP.refreshFacts();
         while (list.children.length > KEEP) list.lastElementChild.remove();
       },
       onComment: (text) => { if (text.startsWith("history kept")) note(text); },
