@@ -72,6 +72,7 @@ class Browser:
         self.origin = origin
         self.problems: list[str] = []
         self.foreign: list[str] = []
+        self.streams: list[Any] = []  # requests for /v1/events
         context.set_default_timeout(TIMEOUT_MS)
         expect.set_options(timeout=TIMEOUT_MS)
 
@@ -98,6 +99,8 @@ class Browser:
 
     def _request(self, request: Any) -> None:
         url = request.url
+        if url.startswith(self.origin + "/v1/events?"):
+            self.streams.append(request)
         if not (url.startswith(self.origin + "/") or url.startswith(("data:", "blob:"))):
             self.foreign.append(url)
 
@@ -529,6 +532,10 @@ def test_with_a_token_the_dashboard_asks_once_and_the_stream_uses_it(
     expect(page.locator("#tail-status")).to_have_text("live")
     cookie = next(c for c in browser.context.cookies() if c["name"] == "homeport_token")
     assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and cookie["path"] == "/"
+
+    # The live tail's stream carries the token's cookie (EventSource cannot set headers).
+    (stream,) = [r for r in browser.streams if "topic=logs" in r.url]
+    assert "homeport_token=s3cret-token" in stream.all_headers().get("cookie", "")
 
     status, _, _ = daemon.request("POST", "/log", "name=x&msg=no+token&levelno=20")
     assert status == 401  # writes without the token are refused ...
