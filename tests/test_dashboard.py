@@ -322,8 +322,9 @@ def test_level_filter_keeps_lower_records_out_of_history_and_tail(
     daemon: Daemon, open_browser: Callable[[Daemon], Browser]
 ) -> None:
     """With level WARNING chosen, INFO records stay out of the page, both those already
-    stored and those arriving live, while WARNING ones still arrive; the filter is in
-    the URL, so a reload keeps it."""
+    stored and those arriving live, while WARNING ones still arrive; logger prefix,
+    fields and time range narrow it the same way; the filter is in the URL, so a
+    reload keeps it."""
     send_log(daemon, "app", logging.INFO, "stored info before")
     send_log(daemon, "app", logging.ERROR, "stored error before")
     browser = open_browser(daemon)
@@ -355,7 +356,17 @@ def test_level_filter_keeps_lower_records_out_of_history_and_tail(
     expect(page.locator("#records")).to_contain_text("right tenant")
     expect(page.locator("#records")).not_to_contain_text("wrong tenant")
 
+    # a time range: nothing was logged before 2001
+    page.fill("#f-until", "2000-12-31T23:59:59Z")
+    page.click("#apply")
+    expect(page.locator("#no-records")).to_be_visible()
+    page.fill("#f-until", "")
+    page.fill("#f-since", "1h")
+    page.click("#apply")
+    expect(page.locator("#records li.rec")).to_have_count(1)
+
     page.reload()
+    expect(page.locator("#f-since")).to_have_value("1h")
     expect(page.locator("#f-level")).to_have_value("WARNING")
     expect(page.locator("#f-fields")).to_have_value("tenant=acme")
     expect(page.locator("#records li.rec")).to_have_count(1)
