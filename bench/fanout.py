@@ -19,10 +19,15 @@ Then the ratios homeport / nchan.  Target: homeport's p99 no worse than nchan's 
 N, and under 10 KB per connection.
 
     python3 bench/fanout.py [--clients 1000,4000] [--events 40] [--interval 0.25]
-                            [--procs 2] [--servers homeport,nchan] [--profile DIR]
+                            [--procs 2] [--rounds 2] [--servers homeport,nchan]
+                            [--profile DIR]
 
-``--profile DIR`` runs py-spy on homeport during the publishing phase and writes a
-flame graph SVG and a raw (collapsed stacks) file per N to DIR.
+The servers alternate ``--rounds`` times per N and each keeps its lowest-p99 round.  The
+clients are Python: at these rates their own read loop is part of every figure, the
+same for both servers.
+
+``--profile DIR`` runs py-spy on homeport during the publishing phase and writes its
+collapsed stacks (``homeport-N.txt``, py-spy's raw format) to DIR.
 """
 
 from __future__ import annotations
@@ -588,6 +593,13 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=0.25, help="seconds between events")
     parser.add_argument("--procs", type=int, default=2, help="client processes")
     parser.add_argument("--servers", default="homeport,nchan")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="alternate the servers this many times per N and keep each one's best p99 "
+        "(background load only ever adds latency)",
+    )
     parser.add_argument("--profile", type=Path, help="py-spy homeport into this directory")
     args = parser.parse_args()
 
@@ -599,7 +611,7 @@ def main() -> None:
     if "nchan" in args.servers and not Path(NCHAN_MODULE).exists():
         raise SystemExit("nchan is missing: apt-get install libnginx-mod-nchan")
 
-    servers: dict[str, Callable[[], Server]] = {"homeport": Homeport, "nchan": Nchan}
+    servers: dict[str, type[Server]] = {"homeport": Homeport, "nchan": Nchan}
     chosen = [s for s in args.servers.split(",") if s]
     print(
         f"SSE fan-out, {args.events} events {args.interval}s apart, {args.procs} client "
@@ -610,19 +622,32 @@ def main() -> None:
     results: dict[tuple[str, int], Result] = {}
     try:
         for n in sizes:
-            for key in chosen:
-                server = servers[key]()
-                result = measure(server, clients, n, args.events, args.interval, args.profile)
-                results[(key, n)] = result
-                print(
-                    f"  N={n:5d} {server.name:12s} p50 {result.p50_ms:7.1f} ms   "
-                    f"p99 {result.p99_ms:7.1f} ms   max {result.max_ms:7.1f} ms   "
-                    f"{result.kib_per_conn:5.1f} KiB/conn   "
-                    f"received {result.received}/{result.expected}",
-                    flush=True,
-                )
+            for round_ in range(args.rounds):
+                for key in chosen:
+                    server = servers[key]()
+                    result = measure(server, clients, n, args.events, args.interval, args.profile)
+                    best = results.get((key, n))
+                    if best is None or result.p99_ms < best.p99_ms:
+                        results[(key, n)] = result
+                    print(
+                        f"  N={n:5d} {server.name:12s} p50 {result.p50_ms:7.1f} ms   "
+                        f"p99 {result.p99_ms:7.1f} ms   max {result.max_ms:7.1f} ms   "
+                        f"{result.kib_per_conn:5.1f} KiB/conn   "
+                        f"received {result.received}/{result.expected}   "
+                        f"(round {round_ + 1})",
+                        flush=True,
+                    )
     finally:
         clients.stop()
+    if args.rounds > 1:
+        print(f"best round (lowest p99) of {args.rounds} for each:")
+        for n in sizes:
+            for key in chosen:
+                result = results[(key, n)]
+                print(
+                    f"  N={n:5d} {servers[key].name:12s} p50 {result.p50_ms:7.1f} ms   "
+                    f"p99 {result.p99_ms:7.1f} ms   {result.kib_per_conn:5.1f} KiB/conn"
+                )
     if "homeport" in chosen and "nchan" in chosen:
         print("homeport / nchan (lower is better for homeport):")
         for n in sizes:
