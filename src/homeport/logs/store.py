@@ -4,9 +4,10 @@
 connection); tests use it directly.  :class:`LogStore` is the service the daemon runs:
 
 * **one writer thread** owns the write connection.  Requests hand their parsed records to
-  :meth:`LogStore.add` with a callback; the writer takes everything queued (while one
-  commit is under way the next requests queue up, so they share the next one), inserts it
-  in one statement and commits (WAL, ``synchronous=FULL``: on disk when the statement
+  :meth:`LogStore.add` with a callback; those of one reactor turn go to the writer
+  together, and the writer takes everything queued (while one commit is under way the
+  next requests queue up, so they share the next one), inserts it in one statement and
+  commits (WAL, ``synchronous=FULL``: on disk when the statement
   returns).  Only then are the callbacks called, on the reactor thread, so a 200 means
   the record survives ``kill -9``.
 * **reads** run in a small thread pool, each thread with its own read-only connection
@@ -204,16 +205,20 @@ class LogStore(Service):
         listeners: Iterable[Callable[[Stored], None]] = (),
         linger: float = 0.0,
         max_batch: int = 2000,
+        hand_over_every: int = 16,
     ) -> None:
         self.path = path
         self.reactor = reactor
         self.listeners = list(listeners)
         self.linger = linger
         self.max_batch = max_batch
+        self.hand_over_every = hand_over_every
         # Opened now, so that a broken data dir stops start-up with a clear message.
         self.database = LogDatabase(path)
         self._cond = threading.Condition()
         self._queue: deque[_Pending] = deque()
+        self._incoming: list[_Pending] = []  # added this reactor turn, not yet handed over
+        self._hand_over_scheduled = False
         self._jobs: list[tuple[Callable[[LogDatabase], Any], Deferred[Any]]] = []
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -241,6 +246,7 @@ class LogStore(Service):
         self._readers.clear()
         stopped: Deferred[None] = Deferred()
         self._stopped = stopped
+        self._hand_over()  # what was added this turn is still written before the end
         with self._cond:
             self._stopping = True
             self._cond.notify()
@@ -250,11 +256,34 @@ class LogStore(Service):
 
     def add(self, records: Sequence[Record], done: Done) -> None:
         """Queue *records*; ``done(ids)`` (or ``done(error)``) on the reactor thread once
-        they are committed (or could not be)."""
+        they are committed (or could not be).
+
+        Requests read in the same reactor turn are handed to the writer together, once
+        the turn is over (or every *hand_over_every* requests in a long turn, so that a
+        commit overlaps reading the rest): one wake-up of the writer thread, and so one
+        GIL hand-over and one commit, per turn instead of one per request.
+        """
+        if self._stopping:
+            raise RuntimeError("the log store is stopping")
+        self._incoming.append(_Pending(records, done))
+        if len(self._incoming) >= self.hand_over_every:
+            self._hand_over()
+        elif not self._hand_over_scheduled:
+            # callFromThread works from the reactor thread too: it runs the hand-over at
+            # the start of the next turn, after every request ready now has been read.
+            self._hand_over_scheduled = True
+            self.reactor.callFromThread(self._scheduled_hand_over)
+
+    def _scheduled_hand_over(self) -> None:
+        self._hand_over_scheduled = False
+        self._hand_over()
+
+    def _hand_over(self) -> None:
+        incoming, self._incoming = self._incoming, []
+        if not incoming:
+            return
         with self._cond:
-            if self._stopping:
-                raise RuntimeError("the log store is stopping")
-            self._queue.append(_Pending(records, done))
+            self._queue.extend(incoming)
             self._cond.notify()
 
     def run_job(self, job: Callable[[LogDatabase], Any]) -> Deferred[Any]:
