@@ -12,9 +12,10 @@ going to 4000 SSE clients is framed once.
 
 The history is the part that can be swapped (:class:`IEventHistory`): :class:`MemoryHistory`
 keeps recent events per topic within bounds (per topic, in total, and in bytes);
-:class:`SQLiteHistory` adds a copy in ``events.sqlite3`` written in batches from the
-reactor thread (WAL, ``synchronous=NORMAL``: an event is history, not a ledger — the log
-records behind ``logs`` events are stored durably by the log sink itself).
+:class:`SQLiteHistory` adds a copy in ``events.sqlite3`` written in batches, gathered on
+the reactor thread and written by a thread of :class:`HubService` (WAL,
+``synchronous=NORMAL``: an event is history, not a ledger — the log records behind
+``logs`` events are stored durably by the log sink itself).
 """
 
 from __future__ import annotations
@@ -29,8 +30,12 @@ from pathlib import Path
 from typing import Any
 
 from twisted.application.service import Service
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorThreads
 from twisted.internet.task import LoopingCall
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
 from zope.interface import Interface, implementer
 
 MAX_TOPIC_LENGTH = 200
@@ -239,6 +244,23 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS events_topic ON events(topic, id);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
+# A batch of events is one parameter, a JSON list of [id, topic, time, data] rows, so the
+# writing thread takes the GIL once per statement, not once per row.
+INSERT_ROWS = (
+    "INSERT OR REPLACE INTO events (id, topic, time, data) "
+    "SELECT value->>0, value->>1, value->>2, value->3 FROM json_each(?)"
+)
+
+
+@dataclass(frozen=True)
+class HistoryBatch:
+    """Pending events of a :class:`SQLiteHistory`, ready to be written by any thread."""
+
+    rows: str  # a JSON list of [id, topic, time, data]
+    count: int
+    trims: list[tuple[str, int | None]]  # (topic, first id still kept, None: all gone)
+    oldest: int  # the oldest id kept in memory: older ones go from the file
+    last_id: int
 
 
 @implementer(IEventHistory)
@@ -297,36 +319,69 @@ class SQLiteHistory:
 
     def flush(self) -> int:
         """Write pending events and trim what memory no longer keeps; returns how many."""
+        batch = self.prepare()
+        return self.write(batch) if batch is not None else 0
+
+    def prepare(self) -> HistoryBatch | None:
+        """Take the pending events as one batch for :meth:`write` (None if there are none).
+
+        Only this half looks at the in-memory history, so it runs on the thread that
+        publishes; :meth:`write` may then run on another thread.
+        """
         pending, self._pending = self._pending, []
         if not pending:
-            return 0
+            return None
         # Only what memory still keeps is worth writing (a flood may have pushed most of
-        # the batch out already).
-        topics = {e.topic for e in pending}
-        rows = [
-            (e.id, e.topic, e.time, json.dumps(e.data, separators=(",", ":")))
-            for e in pending
-            if e.topic in self.memory.topics and e.id >= self.memory.topics[e.topic][0].id
-        ]
+        # the batch out already).  Each event's JSON is the text transports already made
+        # (Event.data_text), not a second encoding; the rows go to SQLite as one JSON
+        # list, so the insert is one statement however many events there are.
+        kept_topics = self.memory.topics
+        topics: dict[str, str] = {}
+        rows: list[str] = []
+        for e in pending:
+            topic = topics.get(e.topic)
+            if topic is None:
+                topic = topics[e.topic] = json.dumps(e.topic, ensure_ascii=False)
+            kept = kept_topics.get(e.topic)
+            if not kept or e.id < kept[0].id:
+                continue
+            data = e.data_text()
+            if isinstance(e.data, str):
+                data = json.dumps(data, ensure_ascii=False)
+            rows.append(f"[{e.id},{topic},{float(e.time)!r},{data}]")
+        trims = []
+        for name in topics:
+            kept = kept_topics.get(name)
+            trims.append((name, kept[0].id if kept else None))
+        order = self.memory._order
+        return HistoryBatch(
+            rows="[" + ",".join(rows) + "]",
+            count=len(rows),
+            trims=trims,
+            oldest=order[0][0] if order else self.last_id() + 1,
+            last_id=self.last_id(),
+        )
+
+    def write(self, batch: HistoryBatch) -> int:
+        """Write a batch from :meth:`prepare` in one transaction; how many events it held.
+
+        Batches must be written one at a time and in the order they were prepared.
+        """
         with self.db:
             self.db.execute("BEGIN")
-            self.db.executemany(
-                "INSERT OR REPLACE INTO events (id, topic, time, data) VALUES (?, ?, ?, ?)", rows
-            )
-            for topic in topics:
-                kept = self.memory.topics.get(topic)
-                if kept:
+            self.db.execute(INSERT_ROWS, (batch.rows,))
+            for topic, first_kept in batch.trims:
+                if first_kept is not None:
                     self.db.execute(
-                        "DELETE FROM events WHERE topic = ? AND id < ?", (topic, kept[0].id)
+                        "DELETE FROM events WHERE topic = ? AND id < ?", (topic, first_kept)
                     )
                 else:
                     self.db.execute("DELETE FROM events WHERE topic = ?", (topic,))
-            oldest = self.memory._order[0][0] if self.memory._order else self.last_id() + 1
-            self.db.execute("DELETE FROM events WHERE id < ?", (oldest,))
+            self.db.execute("DELETE FROM events WHERE id < ?", (batch.oldest,))
             self.db.execute(
-                "INSERT OR REPLACE INTO meta (key, value) VALUES ('last_id', ?)", (self.last_id(),)
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('last_id', ?)", (batch.last_id,)
             )
-        return len(rows)
+        return batch.count
 
     def close(self) -> None:
         self.flush()
@@ -428,31 +483,77 @@ class Hub:
 
 
 class HubService(Service):
-    """Owns the hub's history file: flushes it a few times a second and at stop."""
+    """Owns the hub's history file: flushes it a few times a second and at stop.
+
+    With a reactor that runs threads, the SQLite writes happen on a thread of the
+    service's own (the reactor thread only gathers the pending events into one JSON
+    parameter): a flush under a flood of log records costs the reactor no disk I/O and
+    no per-row work.  With a bare :class:`~twisted.internet.task.Clock` (tests) the
+    flush is written inline.
+    """
 
     def __init__(self, hub: Hub, reactor: Any, interval: float = 0.25) -> None:
         self.hub = hub
         self.reactor = reactor
         self.interval = interval
         self._loop: LoopingCall | None = None
+        self._pool: ThreadPool | None = None
+        self._writing: Deferred[Any] | None = None
 
     def startService(self) -> None:
         super().startService()
-        flush = getattr(self.hub.history, "flush", None)
-        if flush is not None:
+        history = self.hub.history
+        if getattr(history, "flush", None) is not None:
+            if getattr(history, "prepare", None) is not None and IReactorThreads.providedBy(
+                self.reactor
+            ):
+                self._pool = ThreadPool(minthreads=1, maxthreads=1, name="homeport-events-write")
+                self._pool.start()
             self._loop = LoopingCall(self._flush)
             self._loop.clock = self.reactor
             self._loop.start(self.interval, now=False)
 
     def _flush(self) -> None:
-        try:
-            self.hub.history.flush()  # type: ignore[attr-defined]
-        except sqlite3.Error:
-            self.hub.log.failure("Writing the event history")
+        history: Any = self.hub.history
+        if self._pool is None:
+            try:
+                history.flush()
+            except sqlite3.Error:
+                self.hub.log.failure("Writing the event history")
+            return
+        if self._writing is not None:
+            return  # the last batch is still being written: the next tick takes these too
+        batch = history.prepare()
+        if batch is None:
+            return
+        writing: Deferred[int] = deferToThreadPool(self.reactor, self._pool, history.write, batch)
+        writing.addErrback(lambda f: self.hub.log.failure("Writing the event history", f))
+        writing.addBoth(self._written)
+        if not writing.called:
+            self._writing = writing
 
-    def stopService(self) -> None:
+    def _written(self, _: object) -> None:
+        self._writing = None
+
+    def stopService(self) -> Deferred[None] | None:
         super().stopService()
         if self._loop is not None and self._loop.running:
             self._loop.stop()
         self._loop = None
-        self.hub.history.close()
+        if self._writing is None:
+            self._close()
+            return None
+        done: Deferred[None] = Deferred()
+
+        def close(_: object) -> None:
+            self._close()
+            done.callback(None)
+
+        self._writing.addBoth(close)
+        return done
+
+    def _close(self) -> None:
+        if self._pool is not None:
+            self._pool.stop()
+            self._pool = None
+        self.hub.history.close()  # writes what is still pending, on this thread
