@@ -205,10 +205,13 @@ class TestSQLiteHistory(HistoryContract):
 
 
 def test_sse_frames_have_id_event_and_one_data_line_per_payload_line() -> None:
+    """Frames also carry the publish time in a ``time:`` field, which EventSource ignores."""
     frame = sse_frame(Event(7, "zmq/build", "line one\nline two\r\nthree", 0.0))
-    assert frame == (b"id: 7\nevent: zmq/build\ndata: line one\ndata: line two\ndata: three\n\n")
-    assert sse_frame(Event(8, "kv", {"key": "a"}, 0.0)) == (
-        b'id: 8\nevent: kv\ndata: {"key":"a"}\n\n'
+    assert frame == (
+        b"id: 7\nevent: zmq/build\ntime: 0.000\ndata: line one\ndata: line two\ndata: three\n\n"
+    )
+    assert sse_frame(Event(8, "kv", {"key": "a"}, 1795318829.6292)) == (
+        b'id: 8\nevent: kv\ntime: 1795318829.629\ndata: {"key":"a"}\n\n'
     )
     assert chunk(b"hello") == b"5\r\nhello\r\n"
 

@@ -252,7 +252,7 @@ def test_curl_follows_the_stream(daemon: Daemon) -> None:
     time.sleep(0.5)
     event_id = publish(daemon, "curl", {"hello": "curl"})
     assert curl.stdout is not None
-    lines = [curl.stdout.readline() for _ in range(6)]
+    lines = [curl.stdout.readline() for _ in range(7)]
     curl.kill()
     curl.wait()
     assert f"id: {event_id}\n".encode() in lines

@@ -81,10 +81,10 @@ def test_a_reader_that_stalls_later_gets_every_frame_whole_and_in_order(
         data += reader.recv(1 << 16)
     reader.close()
     text = dechunk(bytes(data)) if chunked else bytes(data)
-    frames = re.findall(rb"id: (\d+)\nevent: stall\ndata: (\d+) (x*)\n\n", text)
+    frames = re.findall(rb"id: (\d+)\nevent: stall\ntime: [\d.]+\ndata: (\d+) (x*)\n\n", text)
     assert [int(f[0]) for f in frames] == ids
     assert [int(f[1]) for f in frames] == list(range(EVENTS))
     assert all(f[2] == PAYLOAD.encode() for f in frames)
     # Nothing but the preamble, the frames and perhaps heartbeats.
-    rest = re.sub(rb"id: \d+\nevent: stall\ndata: \d+ x*\n\n", b"", text)
+    rest = re.sub(rb"id: \d+\nevent: stall\ntime: [\d.]+\ndata: \d+ x*\n\n", b"", text)
     assert rest.replace(b": heartbeat\n\n", b"") == b"retry: 2000\n: homeport events\n\n"

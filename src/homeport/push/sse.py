@@ -54,8 +54,12 @@ _LINES = re.compile(r"\r\n|\r|\n")
 
 
 def sse_frame(event: Event) -> bytes:
-    """One event in the text/event-stream format (a blank line ends it)."""
-    lines = [f"id: {event.id}", f"event: {event.topic}"]
+    """One event in the text/event-stream format (a blank line ends it).
+
+    ``time:`` (publish time, Unix seconds) is not a standard field: ``EventSource``
+    ignores it, as the spec says of unknown fields; the dashboard's stream reader shows it.
+    """
+    lines = [f"id: {event.id}", f"event: {event.topic}", f"time: {event.time:.3f}"]
     lines.extend("data: " + line for line in _LINES.split(event.data_text()))
     return ("\n".join(lines) + "\n\n").encode("utf-8")
 

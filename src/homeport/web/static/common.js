@@ -184,7 +184,7 @@ const HP = (() => {
             if (id !== null) self.lastId = id;
             let data = frame.data;
             try { data = JSON.parse(frame.data); } catch (_) { /* plain text */ }
-            handlers.onEvent({ id, topic: frame.event || "message", data, raw: frame.data });
+            handlers.onEvent({ id, topic: frame.event || "message", data, raw: frame.data, time: frame.time });
           });
         } catch (err) {
           if (self.closed) return;
@@ -223,7 +223,7 @@ const HP = (() => {
         buffer = buffer.slice(nl + (buffer.startsWith("\r\n", nl) ? 2 : 1));
         if (line === "") {
           if (frame.data.length || frame.id !== undefined || frame.event !== undefined) {
-            onFrame({ id: frame.id, event: frame.event, data: frame.data.join("\n") });
+            onFrame({ id: frame.id, event: frame.event, time: frame.time, data: frame.data.join("\n") });
           }
           frame = { data: [] };
         } else if (line.startsWith(":")) {
@@ -236,6 +236,7 @@ const HP = (() => {
           if (field === "data") frame.data.push(val);
           else if (field === "id") frame.id = val;
           else if (field === "event") frame.event = val;
+          else if (field === "time") frame.time = Number(val);
         }
       }
     }

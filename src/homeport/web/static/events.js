@@ -32,7 +32,7 @@
     const text = typeof ev.data === "string" ? ev.data : JSON.stringify(ev.data);
     return el("tr", { class: "ev fresh", "data-id": ev.id ?? "", "data-topic": ev.topic },
       el("td", { class: "id" }, ev.id ?? ""),
-      el("td", { class: "time" }, HP.clock(Date.now() / 1000)),
+      el("td", { class: "time" }, HP.clock(ev.time ?? Date.now() / 1000)),
       el("td", { class: "topic" }, ev.topic),
       el("td", { class: "data" }, text.length > 2000 ? `${text.slice(0, 2000)}…` : text));
   }
