@@ -29,6 +29,7 @@ from playwright.sync_api import BrowserContext, Page, Playwright, expect, sync_p
 
 from homeport.logging import FormattedHTTPHandler
 
+from .browser import CHROMIUM, CHROMIUM_FLAGS
 from .daemon import Daemon
 
 pytestmark = pytest.mark.slow
@@ -36,17 +37,6 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts" / "dashboard"
 README_IMAGES = ROOT / "docs" / "img"
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-quic",
-]
 TIMEOUT_MS = 15_000
 
 
@@ -113,7 +103,7 @@ def open_browser(playwright: Playwright, tmp_path: Path) -> Iterator[Callable[[D
     def open_for(daemon: Daemon) -> Browser:
         profile = tmp_path / f"chromium-{len(opened)}"
         context = playwright.chromium.launch_persistent_context(
-            str(profile), executable_path=CHROMIUM, args=FLAGS, headless=True
+            str(profile), executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True
         )
         browser = Browser(context, daemon.url)
         opened.append(browser)

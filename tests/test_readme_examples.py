@@ -22,20 +22,10 @@ from pathlib import Path
 
 import pytest
 
+from .browser import CHROMIUM, CHROMIUM_FLAGS
 from .daemon import Daemon
 
 README = Path(__file__).resolve().parent.parent / "README.md"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-quic",
-]
 
 
 def example(name: str) -> str:
