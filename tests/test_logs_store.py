@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import queue
 import sqlite3
 import time
@@ -226,12 +227,11 @@ class ThreadReactor:
 
 def test_concurrent_requests_share_one_commit_and_hear_back_only_after_it(tmp_path: Path) -> None:
     reactor = ThreadReactor()
-    stored: list[int] = []
+    stored: list[tuple[int, Record, str]] = []
     store = LogStore(
         tmp_path / "logs.sqlite3",
         reactor,
-        listeners=[lambda batch: stored.extend(i for i, _ in batch)],
-        linger=0.05,
+        listeners=[stored.extend],
     )
     store.startService()
     answers: dict[int, list[int] | BaseException] = {}
@@ -241,11 +241,17 @@ def test_concurrent_requests_share_one_commit_and_hear_back_only_after_it(tmp_pa
     assert sorted(i for ids in answers.values() if isinstance(ids, list) for i in ids) == list(
         range(1, 21)
     )
-    assert stored == list(range(1, 21))
+    assert [id for id, _, _ in stored] == list(range(1, 21))
+    # listeners get each record's JSON text: the stored body, the event feed's data
+    for id, record, text in stored:
+        assert json.loads(text) == record.to_json(id)
     # every answer came after the commit: a fresh connection sees all 20
     check = sqlite3.connect(tmp_path / "logs.sqlite3")
     assert check.execute("SELECT count(*) FROM logs").fetchone()[0] == 20
+    assert [json.loads(b) for (b,) in check.execute("SELECT body FROM logs ORDER BY id")] == [
+        json.loads(text) for _, _, text in stored
+    ]
     check.close()
-    assert store.commits <= 2
+    assert store.commits == 2  # 16 handed over at once, then the 4 that waited for them
     stopping = store.stopService()
     reactor.pump(lambda: stopping.called)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import ipaddress
 import os
 import re
@@ -605,7 +606,22 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     )
     if os.environ.get("HOMEPORT_PRINT_PORTS"):
         reactor.callWhenRunning(_print_ports, top)
+    reactor.callWhenRunning(reactor.callLater, 1.0, settle_heap)
     return top
+
+
+def settle_heap() -> None:
+    """Move everything built at start-up out of the garbage collector's sight.
+
+    The daemon imports a lot (twisted, Flask, cryptography, acme, ...) and keeps all of
+    it for its life.  Without this, every full collection walks those ~10^5 objects
+    again; under an ingest flood, where requests waiting for a commit live long enough
+    to reach the old generation, full collections come often and the reactor thread
+    spent ~15% more CPU per log record (measured with bench/ingest.py).  ``gc.freeze``
+    after one last collection leaves only what is made while serving to be scanned.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def _print_ports(top: HomeportService) -> None:

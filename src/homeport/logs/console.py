@@ -7,17 +7,25 @@ line (newlines shown as ``\\n``); a traceback adds its last line in brackets.
 
 from __future__ import annotations
 
+import functools
+import math
 import sys
 import time
 from typing import TextIO
 
 from .record import Record
+from .store import Stored
 
 MAX_LINE = 2000
 
 
+@functools.lru_cache(maxsize=64)
+def _stamp(second: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
+
+
 def format_line(record: Record) -> str:
-    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.created))
+    stamp = _stamp(math.floor(record.created))  # a busy second's records share one
     message = record.message
     exc_text = record.exc_text
     if exc_text:
@@ -40,10 +48,10 @@ class ConsolePrinter:
     def __init__(self, stream: TextIO | None = None) -> None:
         self.stream = stream if stream is not None else (sys.__stdout__ or sys.stdout)
 
-    def __call__(self, stored: list[tuple[int, Record]]) -> None:
+    def __call__(self, stored: Stored) -> None:
         if not stored:
             return
-        text = "".join(format_line(record) + "\n" for _, record in stored)
+        text = "".join(format_line(record) + "\n" for _, record, _ in stored)
         try:
             self.stream.write(text)
             self.stream.flush()

@@ -8,26 +8,31 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from twisted.application.service import MultiService
 
 from .console import ConsolePrinter
 from .http import LogIngestResource, LogSearchResource
-from .record import Record
 from .retention import RetentionService
-from .store import LogStore
+from .store import LogStore, Stored
 
-Publish = Callable[[str, dict[str, Any]], object]  # what it returns is ignored
 TOPIC = "logs"
 
 
-def publisher(publish: Publish) -> Callable[[list[tuple[int, Record]]], None]:
-    """A stored-records listener that puts each record on the event feed (topic ``logs``)."""
+class Publish(Protocol):
+    """:meth:`homeport.push.hub.Hub.publish`: *text*, when given, is *data* as JSON."""
 
-    def listener(stored: list[tuple[int, Record]]) -> None:
-        for id, record in stored:
-            publish(TOPIC, record.to_json(id))
+    def __call__(self, topic: str, data: Any, text: str | None = None) -> object: ...
+
+
+def publisher(publish: Publish) -> Callable[[Stored], None]:
+    """A stored-records listener that puts each record on the event feed (topic ``logs``),
+    with the JSON text the store already made for it."""
+
+    def listener(stored: Stored) -> None:
+        for id, record, text in stored:
+            publish(TOPIC, record.to_json(id), text)
 
     return listener
 
@@ -44,7 +49,7 @@ class LogSink(MultiService):
         console: bool = True,
     ) -> None:
         super().__init__()
-        listeners: list[Callable[[list[tuple[int, Record]]], None]] = []
+        listeners: list[Callable[[Stored], None]] = []
         if console:
             listeners.append(ConsolePrinter())
         if publish is not None:

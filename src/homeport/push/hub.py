@@ -425,9 +425,15 @@ class Hub:
     def last_id(self) -> int:
         return self.history.last_id()
 
-    def publish(self, topic: str, data: Any) -> Event:
-        """Record and deliver one event; returns it."""
+    def publish(self, topic: str, data: Any, text: str | None = None) -> Event:
+        """Record and deliver one event; returns it.
+
+        *text*, when the publisher already has it, is *data* encoded as compact JSON: it
+        is used as the event's :meth:`~Event.data_text` instead of encoding *data* again.
+        """
         event = Event(self.history.last_id() + 1, topic, data, self.now())
+        if text is not None:
+            event._cache["text"] = text
         self.history.add(event)
         self.published += 1
         self._deliver(event)
