@@ -18,6 +18,7 @@ connection); tests use it directly.  :class:`LogStore` is the service the daemon
 from __future__ import annotations
 
 import json
+import queue
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -210,6 +211,12 @@ class _Pending:
 
 
 @dataclass
+class _Job:
+    job: Callable[[LogDatabase], Any]
+    done: Deferred[Any]
+
+
+@dataclass
 class _Commit:
     """One batch on its way through the writer thread, and the requests behind it."""
 
@@ -253,11 +260,9 @@ class LogStore(Service):
         self.hand_over_every = hand_over_every
         # Opened now, so that a broken data dir stops start-up with a clear message.
         self.database = LogDatabase(path)
-        self._cond = threading.Condition()
-        # shared with the writer thread, under _cond:
-        self._commit: _Commit | None = None  # handed over, not yet taken by the writer
-        self._jobs: list[tuple[Callable[[LogDatabase], Any], Deferred[Any]]] = []
-        self._exit = False
+        # To the writer thread: commits, jobs and, last, None.  A SimpleQueue: the writer
+        # blocks in C and retakes the GIL once per item.
+        self._queue: queue.SimpleQueue[_Commit | _Job | None] = queue.SimpleQueue()
         # the reactor thread's own:
         self._incoming: list[_Pending] = []  # not yet handed over
         self._in_flight: _Commit | None = None  # handed over, not yet answered
@@ -275,7 +280,7 @@ class LogStore(Service):
 
     def startService(self) -> None:
         super().startService()
-        self._stopping = self._exit = False
+        self._stopping = False
         self._thread = threading.Thread(target=self._run, name="homeport-logs-write", daemon=True)
         self._thread.start()
         self.pool.start()
@@ -336,9 +341,7 @@ class LogStore(Service):
             self.reactor.callLater(0, self._hand_over)
             return
         commit = self._in_flight = _Commit(requests, batch)
-        with self._cond:
-            self._commit = commit
-            self._cond.notify()
+        self._queue.put(commit)
 
     def _committed(self, commit: _Commit) -> None:
         """The writer is done with *commit*: start the next one, then answer this one."""
@@ -351,17 +354,22 @@ class LogStore(Service):
         self._finish_if_idle()
 
     def _finish_if_idle(self) -> None:
-        if self._stopping and self._in_flight is None and not self._incoming:
-            with self._cond:
-                self._exit = True
-                self._cond.notify()
+        if (
+            self._stopping
+            and self._thread is not None
+            and self._in_flight is None
+            and not self._incoming
+        ):
+            self._queue.put(None)
+            self._thread = None  # told to finish: no more work goes to it
 
     def run_job(self, job: Callable[[LogDatabase], Any]) -> Deferred[Any]:
         """Run ``job(database)`` on the writer thread, between commits."""
         d: Deferred[Any] = Deferred()
-        with self._cond:
-            self._jobs.append((job, d))
-            self._cond.notify()
+        if self._thread is None:
+            d.errback(RuntimeError("the log store is not running"))
+        else:
+            self._queue.put(_Job(job, d))
         return d
 
     def prune(self, cutoff: float | None, max_records: int | None) -> Deferred[int]:
@@ -422,28 +430,21 @@ class LogStore(Service):
 
     def _run(self) -> None:
         database = self.database
-        while True:
-            with self._cond:
-                while self._commit is None and not self._jobs and not self._exit:
-                    self._cond.wait()
-                commit, self._commit = self._commit, None
-                jobs, self._jobs = self._jobs, []
-                if commit is None and not jobs:
-                    break  # told to exit, and everything is written
-            if commit is not None:
+        while (item := self._queue.get()) is not None:
+            if isinstance(item, _Commit):
                 try:
-                    database.write(commit.batch)
+                    database.write(item.batch)
                 except Exception as e:
-                    self.log.failure("Storing {count} log records", count=len(commit.batch.texts))
-                    commit.error = e
-                self.reactor.callFromThread(self._committed, commit)
-            for job, d in jobs:
+                    self.log.failure("Storing {count} log records", count=len(item.batch.texts))
+                    item.error = e
+                self.reactor.callFromThread(self._committed, item)
+            else:
                 try:
-                    value = job(database)
+                    value = item.job(database)
                 except Exception as e:
-                    self.reactor.callFromThread(d.errback, e)
+                    self.reactor.callFromThread(item.done.errback, e)
                 else:
-                    self.reactor.callFromThread(d.callback, value)
+                    self.reactor.callFromThread(item.done.callback, value)
         database.close()
         if self._stopped is not None:
             self.reactor.callFromThread(self._stopped.callback, None)
