@@ -18,7 +18,6 @@ connection); tests use it directly.  :class:`LogStore` is the service the daemon
 from __future__ import annotations
 
 import json
-import queue
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -28,6 +27,7 @@ from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorProcess
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
@@ -113,6 +113,10 @@ class Batch:
     def ids(self) -> list[int]:
         return list(range(self.first_id, self.first_id + len(self.texts)))
 
+    def param(self) -> str:
+        """The INSERT's one parameter: a JSON list of the texts."""
+        return "[" + ",".join(self.texts) + "]"
+
 
 class LogDatabase:
     """The log table on one connection; every method runs synchronously."""
@@ -143,7 +147,11 @@ class LogDatabase:
 
     def write(self, batch: Batch) -> None:
         """Store *batch* in one transaction (one statement in autocommit mode)."""
-        self.db.execute(INSERT, ("[" + ",".join(batch.texts) + "]",))
+        self.write_param(batch.param())
+
+    def write_param(self, param: str) -> None:
+        """Store the records of a :meth:`Batch.param` in one transaction."""
+        self.db.execute(INSERT, (param,))
 
     def insert(self, records: Sequence[Record]) -> list[int]:
         """Store *records* in one transaction; their ids once committed."""
@@ -212,13 +220,14 @@ class _Pending:
 
 @dataclass
 class _Job:
-    job: Callable[[LogDatabase], Any]
+    operation: str
+    args: list[Any]
     done: Deferred[Any]
 
 
 @dataclass
 class _Commit:
-    """One batch on its way through the writer thread, and the requests behind it."""
+    """One batch on its way through the writer, and the requests behind it."""
 
     requests: list[_Pending]
     batch: Batch
@@ -226,7 +235,7 @@ class _Commit:
 
 
 class LogStore(Service):
-    """The daemon's log store: group-committing writer thread, pooled readers.
+    """The daemon's log store: group commit through one writer, pooled readers.
 
     Group commit is driven from the reactor thread, with one commit in flight at a time:
 
@@ -236,11 +245,9 @@ class LogStore(Service):
       are handed over, all of them as the next batch, the moment it is done.
 
     All the Python work — ids, the JSON text of each record, the statement's parameter —
-    is done on the reactor thread, where it would wait for the GIL anyway.  The writer
-    thread only runs the statement: it takes the GIL a handful of times per commit, not
-    per record, so it hardly ever makes the reactor thread wait for the GIL (measured:
-    with the encoding on the writer thread and small batches the reactor thread spent
-    ~40% more CPU per request, most of it in GIL hand-overs).
+    is done on the reactor thread.  The writer (see :mod:`homeport.logs.writer`: a child
+    process when the reactor can spawn one, else a thread) only runs the statement.  If
+    the child dies, what it had is answered with an error and a new one is started.
     """
 
     log = Logger()
@@ -252,23 +259,23 @@ class LogStore(Service):
         listeners: Iterable[Callable[[Stored], None]] = (),
         max_batch: int = 2000,
         hand_over_every: int = 16,
+        process: bool | None = None,
+        restart_delay: float = 1.0,
     ) -> None:
         self.path = path
         self.reactor = reactor
         self.listeners = list(listeners)
         self.max_batch = max_batch
         self.hand_over_every = hand_over_every
+        self.process = IReactorProcess.providedBy(reactor) if process is None else process
+        self.restart_delay = restart_delay
         # Opened now, so that a broken data dir stops start-up with a clear message.
         self.database = LogDatabase(path)
-        # To the writer thread: commits, jobs and, last, None.  A SimpleQueue: the writer
-        # blocks in C and retakes the GIL once per item.
-        self._queue: queue.SimpleQueue[_Commit | _Job | None] = queue.SimpleQueue()
-        # the reactor thread's own:
+        self._writer: Any = None  # a ChildWriter or ThreadWriter while one runs
         self._incoming: list[_Pending] = []  # not yet handed over
         self._in_flight: _Commit | None = None  # handed over, not yet answered
         self._hand_over_scheduled = False
         self._stopping = False
-        self._thread: threading.Thread | None = None
         self._stopped: Deferred[None] | None = None
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
@@ -281,9 +288,18 @@ class LogStore(Service):
     def startService(self) -> None:
         super().startService()
         self._stopping = False
-        self._thread = threading.Thread(target=self._run, name="homeport-logs-write", daemon=True)
-        self._thread.start()
+        self._start_writer()
         self.pool.start()
+
+    def _start_writer(self) -> None:
+        from .writer import ChildWriter, ThreadWriter
+
+        if self.process:
+            writer: Any = ChildWriter(self.reactor, self.path, self._finished, self._writer_ended)
+        else:
+            writer = ThreadWriter(self.reactor, self.database, self._finished, self._writer_ended)
+        writer.start()
+        self._writer = writer
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
@@ -294,8 +310,8 @@ class LogStore(Service):
         stopped: Deferred[None] = Deferred()
         self._stopped = stopped
         self._stopping = True
-        if self._thread is None:
-            stopped.callback(None)
+        if self._writer is None:
+            self._closed()
             return stopped
         self._hand_over()  # what was added before the stop is still written
         self._finish_if_idle()
@@ -323,7 +339,7 @@ class LogStore(Service):
 
     def _hand_over(self) -> None:
         """Give the writer the waiting records (up to *max_batch*) unless it is busy."""
-        if self._in_flight is not None or not self._incoming:
+        if self._in_flight is not None or not self._incoming or self._writer is None:
             return
         count = taken = 0
         for pending in self._incoming:
@@ -334,6 +350,7 @@ class LogStore(Service):
         requests, self._incoming = self._incoming[:count], self._incoming[count:]
         try:
             batch = self.database.prepare(r for pending in requests for r in pending.records)
+            param = batch.param()
         except Exception as e:  # an encoder bug: refuse these, keep serving the rest
             self.log.failure("Encoding {count} log records", count=taken)
             for pending in requests:
@@ -341,7 +358,24 @@ class LogStore(Service):
             self.reactor.callLater(0, self._hand_over)
             return
         commit = self._in_flight = _Commit(requests, batch)
-        self._queue.put(commit)
+        self._writer.insert(commit, param)
+
+    def _finished(self, item: _Commit | _Job, error: BaseException | None, value: Any) -> None:
+        """The writer is done with *item* (on the reactor thread, in order)."""
+        if isinstance(item, _Job):
+            if error is None:
+                item.done.callback(value)
+            else:
+                item.done.errback(error)
+            return
+        if error is not None:
+            self.log.error(
+                "Storing {count} log records failed: {error}",
+                count=len(item.batch.texts),
+                error=error,
+            )
+        item.error = error
+        self._committed(item)
 
     def _committed(self, commit: _Commit) -> None:
         """The writer is done with *commit*: start the next one, then answer this one."""
@@ -354,22 +388,41 @@ class LogStore(Service):
         self._finish_if_idle()
 
     def _finish_if_idle(self) -> None:
-        if (
-            self._stopping
-            and self._thread is not None
-            and self._in_flight is None
-            and not self._incoming
-        ):
-            self._queue.put(None)
-            self._thread = None  # told to finish: no more work goes to it
+        if self._stopping and self._in_flight is None and not self._incoming:
+            writer, self._writer = self._writer, None  # no more work goes to it
+            if writer is not None:
+                writer.finish()
 
-    def run_job(self, job: Callable[[LogDatabase], Any]) -> Deferred[Any]:
-        """Run ``job(database)`` on the writer thread, between commits."""
+    def _writer_ended(self, error: BaseException | None) -> None:
+        if error is None or self._stopping:
+            self._writer = None
+            self._closed()
+            return
+        self.log.error("{error}; starting a new one", error=error)
+        self._writer = None
+        self.reactor.callLater(self.restart_delay, self._restart_writer)
+
+    def _restart_writer(self) -> None:
+        if self._stopping:
+            return
+        self._start_writer()
+        self._hand_over()
+
+    def _closed(self) -> None:
+        incoming, self._incoming = self._incoming, []  # only if the writer was down
+        for pending in incoming:
+            pending.done(RuntimeError("the log store stopped before it could write them"))
+        self.database.close()
+        if self._stopped is not None and not self._stopped.called:
+            self._stopped.callback(None)
+
+    def run_job(self, operation: str, *args: Any) -> Deferred[Any]:
+        """Run ``LogDatabase.<operation>(*args)`` in the writer, between commits."""
         d: Deferred[Any] = Deferred()
-        if self._thread is None:
-            d.errback(RuntimeError("the log store is not running"))
+        if self._writer is None:
+            d.errback(RuntimeError("the log store's writer is not running"))
         else:
-            self._queue.put(_Job(job, d))
+            self._writer.job(_Job(operation, list(args), d), operation, list(args))
         return d
 
     def prune(self, cutoff: float | None, max_records: int | None) -> Deferred[int]:
@@ -381,13 +434,11 @@ class LogStore(Service):
             nonlocal total
             total += deleted
             if deleted >= PRUNE_CHUNK and self.running:
-                self.run_job(lambda db: db.prune(cutoff, max_records)).addCallbacks(
-                    step, result.errback
-                )
+                self.run_job("prune", cutoff, max_records).addCallbacks(step, result.errback)
             else:
                 result.callback(total)
 
-        self.run_job(lambda db: db.prune(cutoff, max_records)).addCallbacks(step, result.errback)
+        self.run_job("prune", cutoff, max_records).addCallbacks(step, result.errback)
         return result
 
     def search(self, query: query_module.LogQuery) -> Deferred[bytes]:
@@ -425,26 +476,3 @@ class LogStore(Service):
                 listener(stored)
             except Exception:
                 self.log.failure("A stored-log listener failed")
-
-    # -- the writer thread ------------------------------------------------------
-
-    def _run(self) -> None:
-        database = self.database
-        while (item := self._queue.get()) is not None:
-            if isinstance(item, _Commit):
-                try:
-                    database.write(item.batch)
-                except Exception as e:
-                    self.log.failure("Storing {count} log records", count=len(item.batch.texts))
-                    item.error = e
-                self.reactor.callFromThread(self._committed, item)
-            else:
-                try:
-                    value = item.job(database)
-                except Exception as e:
-                    self.reactor.callFromThread(item.done.errback, e)
-                else:
-                    self.reactor.callFromThread(item.done.callback, value)
-        database.close()
-        if self._stopped is not None:
-            self.reactor.callFromThread(self._stopped.callback, None)
