@@ -7,12 +7,15 @@ import http.client
 import json
 import logging
 import logging.handlers
+import os
+import signal
 import subprocess
 import sys
 import threading
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -217,15 +220,66 @@ def test_a_record_answered_200_survives_kill_9_right_after(daemon_factory: type[
     deadline = time.monotonic() + 10
     while len(acknowledged) < 300 and time.monotonic() < deadline:
         time.sleep(0.01)
+    [writer] = writer_processes(daemon)
     daemon.kill9()
     stop.set()
     for thread in threads:
         thread.join(10)
     assert len(acknowledged) >= 300
+    # the orphaned writer finishes what it has and exits when its input ends
+    deadline = time.monotonic() + 10
+    while writer in writer_processes(daemon) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert writer not in writer_processes(daemon)
     daemon.start()
     stored = {r["message"] for r in search(daemon, "logger=dur&limit=10000")}
     missing = set(acknowledged) - stored
     assert not missing, f"{len(missing)} acknowledged records lost"
+
+
+def writer_processes(daemon: Daemon) -> list[int]:
+    """Pids of the log writer children working on *daemon*'s data dir."""
+    wanted = f"homeport.logs.writer\0{daemon.data_dir / 'logs.sqlite3'}".encode()
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes()
+                state = (entry / "stat").read_text().rpartition(")")[2].split()[0]
+            except OSError:
+                continue
+            if wanted in cmdline and state != "Z":
+                pids.append(int(entry.name))
+    return pids
+
+
+def test_a_dead_writer_process_is_replaced_and_ingest_goes_on(daemon: Daemon) -> None:
+    """kill -9 of the writer child: requests it had get a 503, never a 500 or a hang;
+    a new writer starts and every record answered 200 is stored."""
+    status, _ = _post(daemon, b"msg=before&name=wr", "application/x-www-form-urlencoded")
+    assert status == 200
+    [writer] = writer_processes(daemon)
+    os.kill(writer, signal.SIGKILL)
+    statuses: list[int] = []
+    deadline = time.monotonic() + 15
+    n = 0
+    while time.monotonic() < deadline:
+        status, _ = _post(
+            daemon, f"msg=after {n}&name=wr".encode(), "application/x-www-form-urlencoded"
+        )
+        statuses.append(status)
+        n += 1
+        if status == 200 and statuses.count(200) >= 3:
+            break
+        time.sleep(0.05)
+    assert set(statuses) <= {200, 503}, statuses
+    assert statuses[-1] == 200
+    [replacement] = writer_processes(daemon)
+    assert replacement != writer
+    stored = {r["message"] for r in search(daemon, "logger=wr&limit=1000")}
+    answered = {f"after {i}" for i, status in enumerate(statuses) if status == 200}
+    assert answered | {"before"} <= stored
+    assert "starting a new one" in daemon.output()
 
 
 def test_a_bad_retention_value_stops_start_up_with_one_line(tmp_path: Any) -> None:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import json
 import queue
+import signal
 import sqlite3
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,6 +18,7 @@ import pytest
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 
+from homeport.logs import writer
 from homeport.logs.query import BadQuery, LogQuery, parse_query, parse_time
 from homeport.logs.record import Record, record_from_fields
 from homeport.logs.retention import RetentionError, RetentionService, parse_retention
@@ -255,3 +260,53 @@ def test_concurrent_requests_share_one_commit_and_hear_back_only_after_it(tmp_pa
     assert store.commits == 2  # 16 handed over at once, then the 4 that waited for them
     stopping = store.stopService()
     reactor.pump(lambda: stopping.called)
+
+
+def test_the_writer_child_answers_each_frame_in_order_and_reports_errors(tmp_path: Path) -> None:
+    """The child's loop (``python -m homeport.logs.writer``) on in-memory pipes: an
+    insert, a frame it cannot run and a prune each get their answer, in order."""
+    path = tmp_path / "logs.sqlite3"
+    parent = LogDatabase(path)  # the daemon's side: ids and texts
+    batch = parent.prepare([rec("one"), rec("two", created=T0 - 10 * 86400)])
+    frames = (
+        writer.insert_frame(batch.param())
+        + writer.insert_frame("[not json")
+        + writer.job_frame("prune", [T0 - 86400, None])
+    )
+    out = io.BytesIO()
+    writer.serve(path, io.BytesIO(frames), out)
+    answers = []
+    data = out.getvalue()
+    while data:
+        kind, length = writer.HEADER.unpack_from(data)
+        answers.append((kind, data[writer.HEADER.size : writer.HEADER.size + length]))
+        data = data[writer.HEADER.size + length :]
+    assert answers[0] == (b"K", b"null")
+    assert answers[1][0] == b"E" and b"malformed JSON" in answers[1][1]
+    assert answers[2] == (b"K", b"1")  # "two" was older than a day
+    assert messages(parent) == ["one"]
+    parent.close()
+
+
+def test_the_writer_child_stops_at_the_end_of_its_input_and_ignores_sigterm(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "logs.sqlite3"
+    child = subprocess.Popen(
+        [sys.executable, "-m", "homeport.logs.writer", str(path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    assert child.stdin is not None and child.stdout is not None
+    batch = LogDatabase(path).prepare([rec("kept")])
+    child.stdin.write(writer.insert_frame(batch.param()))
+    child.stdin.flush()
+    assert child.stdout.read(writer.HEADER.size + 4) == writer.HEADER.pack(b"K", 4) + b"null"
+    child.send_signal(signal.SIGTERM)
+    time.sleep(0.2)
+    assert child.poll() is None  # the daemon, not a signal, ends it
+    child.stdin.close()
+    assert child.wait(10) == 0
+    check = sqlite3.connect(path)
+    assert check.execute("SELECT message FROM logs").fetchall() == [("kept",)]
+    check.close()

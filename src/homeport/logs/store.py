@@ -3,16 +3,16 @@
 :class:`LogDatabase` is the synchronous core (schema, insert, prune, search on one
 connection); tests use it directly.  :class:`LogStore` is the service the daemon runs:
 
-* **one writer thread** owns the write connection.  Requests hand their parsed records to
-  :meth:`LogStore.add` with a callback; those of one reactor turn go to the writer
-  together, and the writer takes everything queued (while one commit is under way the
-  next requests queue up, so they share the next one), inserts it in one statement and
-  commits (WAL, ``synchronous=FULL``: on disk when the statement
-  returns).  Only then are the callbacks called, on the reactor thread, so a 200 means
-  the record survives ``kill -9``.
+* **one writer** (a helper process, see :mod:`homeport.logs.writer`) owns the write
+  connection.  Requests hand their parsed records to :meth:`LogStore.add` with a
+  callback; those of one reactor turn go to the writer together, and while one commit
+  is under way the next requests wait, so they share the next one.  Each batch is one
+  statement, committed (WAL, ``synchronous=FULL``: on disk when the statement returns)
+  before the writer answers.  Only then are the callbacks called, on the reactor
+  thread, so a 200 means the record survives ``kill -9``.
 * **reads** run in a small thread pool, each thread with its own read-only connection
   (WAL lets them read while the writer writes), so a search never blocks the reactor.
-* **pruning** is a job for the writer thread done in chunks, so ingest keeps flowing.
+* **pruning** is a job for the writer done in chunks, so ingest keeps flowing.
 """
 
 from __future__ import annotations
