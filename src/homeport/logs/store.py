@@ -97,9 +97,13 @@ def open_connection(path: Path, readonly: bool = False) -> sqlite3.Connection:
     return db
 
 
+# One encoder for every record: json.dumps with options builds a new one per call.
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
+
+
 def record_text(id: int, record: Record) -> str:
     """*record*'s JSON with its *id*, as stored, searched and sent on the event feed."""
-    return json.dumps(record.to_json(id), ensure_ascii=False, separators=(",", ":"), default=str)
+    return _encode(record.to_json(id))
 
 
 @dataclass
