@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 from twisted.web.util import Redirect
@@ -15,12 +17,17 @@ DEFAULT_MAX_BODY = 1024 * 1024
 class HomeportRequest(Request):
     """A request that refuses bodies over the site's limit with 413, without buffering them.
 
-    A declared ``Content-Length`` over the limit is answered at once and the connection
-    closed (as nginx does); a chunked body is cut off when it crosses the limit.
+    A declared ``Content-Length`` over the limit is answered at once (no ``100 Continue``);
+    a chunked body is answered when it crosses the limit.  Like nginx's lingering close,
+    the rest of the body is then read and thrown away before the connection is closed, so
+    a client still sending (urllib, ``requests``) reads the 413 instead of a reset; a
+    client that stops sending is closed after ``LINGER`` seconds at most.
     """
 
+    LINGER = 30.0
     too_large = False
     _received = 0
+    _linger: IDelayedCall | None = None
 
     def _limit(self) -> int:
         site = getattr(self.channel, "site", None)
@@ -28,6 +35,9 @@ class HomeportRequest(Request):
 
     def gotLength(self, length: int | None) -> None:
         if length is not None and length > self._limit():
+            # The channel sends "100 Continue" after this call when asked to: a client
+            # told 413 first does not send the body at all.
+            self.requestHeaders.removeHeader(b"expect")
             self._refuse()
             length = 0
         super().gotLength(length)
@@ -46,19 +56,36 @@ class HomeportRequest(Request):
         limit = self._limit()
         body = f"Request body too large: the limit is {limit} bytes\n".encode()
         transport = self.channel.transport if self.channel else None
-        if transport is not None:
-            transport.write(
-                b"HTTP/1.1 413 Request Entity Too Large\r\n"
-                b"Content-Type: text/plain; charset=utf-8\r\n"
-                b"Connection: close\r\n"
-                b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
-            )
-            transport.loseConnection()
+        if transport is None:
+            return
+        transport.write(
+            b"HTTP/1.1 413 Request Entity Too Large\r\n"
+            b"Content-Type: text/plain; charset=utf-8\r\n"
+            b"Connection: close\r\n"
+            b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+        )
+        self._linger = self.channel.callLater(self.LINGER, self._close)
+
+    def _close(self) -> None:
+        if self._linger is not None and self._linger.active():
+            self._linger.cancel()
+        self._linger = None
+        if self.channel is not None and self.channel.transport is not None:
+            self.channel.transport.loseConnection()
 
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
         if self.too_large:
+            # The whole refused body has been read: nothing unread is left to turn the
+            # close into a reset.
+            self._close()
             return
         super().requestReceived(command, path, version)
+
+    def connectionLost(self, reason: Failure) -> None:
+        if self._linger is not None and self._linger.active():
+            self._linger.cancel()
+        self._linger = None
+        super().connectionLost(reason)
 
 
 class HomeportSite(Site):
