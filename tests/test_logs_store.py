@@ -310,3 +310,78 @@ def test_the_writer_child_stops_at_the_end_of_its_input_and_ignores_sigterm(
     check = sqlite3.connect(path)
     assert check.execute("SELECT message FROM logs").fetchall() == [("kept",)]
     check.close()
+
+
+class ClockReactor(Clock):
+    """A Clock that also takes ``callFromThread`` (run on the next ``advance(0)``)."""
+
+    def callFromThread(self, f: Callable[..., Any], *args: Any) -> None:
+        self.callLater(0, f, *args)
+
+
+class BrokenWriter:
+    """A writer that dies the moment it is started, like a child that cannot start."""
+
+    def __init__(self, store: LogStore) -> None:
+        self.store = store
+        self.items: list[Any] = []
+
+    def start(self) -> None:
+        self.store.reactor.callLater(0, self.die)
+
+    def insert(self, item: Any, param: str) -> None:
+        self.items.append(item)
+
+    def die(self) -> None:
+        error = writer.WriterError("the log writer process ended: exit code 1")
+        for item in self.items:
+            self.store._finished(item, error, None)
+        self.store._writer_ended(error)
+
+
+def test_a_writer_that_cannot_start_gets_waiting_records_refused_and_backs_off(
+    tmp_path: Path,
+) -> None:
+    clock = ClockReactor()
+    broken = True
+
+    class Store(LogStore):
+        def _make_writer(self) -> Any:
+            return BrokenWriter(self) if broken else super()._make_writer()
+
+    store = Store(tmp_path / "logs.sqlite3", clock, process=False, restart_delay=1.0)
+    store.startService()
+    answers: list[Any] = []
+    store.add([rec("first")], answers.append)
+    store.add([rec("second")], answers.append)
+    clock.advance(0)
+    # Neither hangs: the batch the writer had and what waited behind it are refused.
+    assert len(answers) == 2
+    assert all(isinstance(a, writer.WriterError) for a in answers)
+    # New writers are started 1, 2, 4, ... seconds apart while they keep failing.
+    starts = []
+    for _ in range(7):
+        delay = min(call.getTime() for call in clock.getDelayedCalls()) - clock.seconds()
+        starts.append(delay)
+        clock.advance(delay)
+        clock.advance(0)
+    assert starts == [1, 2, 4, 8, 16, 30, 30]
+    # Once one works, records are stored again and the delay is back to a second.
+    broken = False
+    delay = min(call.getTime() for call in clock.getDelayedCalls()) - clock.seconds()
+    clock.advance(delay)
+    assert store._next_restart == 30
+    done: list[Any] = []
+    store.add([rec("third")], done.append)
+    deadline = time.monotonic() + 10
+    while not done and time.monotonic() < deadline:
+        clock.advance(0)
+        time.sleep(0.01)
+    assert done == [[1]]
+    assert store._next_restart == 1.0
+    stopping = store.stopService()
+    deadline = time.monotonic() + 10
+    while not stopping.called and time.monotonic() < deadline:
+        clock.advance(0)
+        time.sleep(0.01)
+    assert stopping.called

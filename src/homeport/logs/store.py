@@ -251,7 +251,10 @@ class LogStore(Service):
     All the Python work — ids, the JSON text of each record, the statement's parameter —
     is done on the reactor thread.  The writer (see :mod:`homeport.logs.writer`: a child
     process when the reactor can spawn one, else a thread) only runs the statement.  If
-    the child dies, what it had is answered with an error and a new one is started.
+    the child dies, what it had is answered with an error and a new one is started a
+    second later; records that arrive meanwhile wait for it.  A writer that dies before
+    storing anything (it cannot start) gets its waiting records refused too, and the
+    next is started after twice the delay, up to *max_restart_delay*.
     """
 
     log = Logger()
@@ -265,6 +268,7 @@ class LogStore(Service):
         hand_over_every: int = 16,
         process: bool | None = None,
         restart_delay: float = 1.0,
+        max_restart_delay: float = 30.0,
     ) -> None:
         self.path = path
         self.reactor = reactor
@@ -273,6 +277,9 @@ class LogStore(Service):
         self.hand_over_every = hand_over_every
         self.process = IReactorProcess.providedBy(reactor) if process is None else process
         self.restart_delay = restart_delay
+        self.max_restart_delay = max_restart_delay
+        self._next_restart = restart_delay
+        self._writer_committed = False
         # Opened now, so that a broken data dir stops start-up with a clear message.
         self.database = LogDatabase(path)
         self._writer: Any = None  # a ChildWriter or ThreadWriter while one runs
@@ -296,14 +303,17 @@ class LogStore(Service):
         self.pool.start()
 
     def _start_writer(self) -> None:
+        self._writer_committed = False
+        writer = self._make_writer()
+        writer.start()
+        self._writer = writer
+
+    def _make_writer(self) -> Any:
         from .writer import ChildWriter, ThreadWriter
 
         if self.process:
-            writer: Any = ChildWriter(self.reactor, self.path, self._finished, self._writer_ended)
-        else:
-            writer = ThreadWriter(self.reactor, self.database, self._finished, self._writer_ended)
-        writer.start()
-        self._writer = writer
+            return ChildWriter(self.reactor, self.path, self._finished, self._writer_ended)
+        return ThreadWriter(self.reactor, self.database, self._finished, self._writer_ended)
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
@@ -386,6 +396,8 @@ class LogStore(Service):
         self._in_flight = None
         self._hand_over()
         if commit.error is None:
+            self._writer_committed = True
+            self._next_restart = self.restart_delay
             self.commits += 1
             self.stored += len(commit.batch.texts)
         self._deliver(commit)
@@ -402,9 +414,20 @@ class LogStore(Service):
             self._writer = None
             self._closed()
             return
-        self.log.error("{error}; starting a new one", error=error)
         self._writer = None
-        self.reactor.callLater(self.restart_delay, self._restart_writer)
+        delay = self._next_restart
+        if self._writer_committed:
+            # It worked until now: what waits goes to the next one, a moment from now.
+            self._next_restart = self.restart_delay
+        else:
+            # It never stored anything: what waits is refused at once (503) rather than
+            # held while new writers fail too, and they are started less and less often.
+            self._next_restart = min(delay * 2, self.max_restart_delay)
+            incoming, self._incoming = self._incoming, []
+            for pending in incoming:
+                pending.done(error)
+        self.log.error("{error}; starting a new one in {delay:g} s", error=error, delay=delay)
+        self.reactor.callLater(delay, self._restart_writer)
 
     def _restart_writer(self) -> None:
         if self._stopping:
