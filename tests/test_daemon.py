@@ -329,6 +329,7 @@ def test_sighup_reloads_the_config_dir(daemon_factory: Any, tmp_path: Path) -> N
     [
         (["--dns", "nowhere"], "--dns 'nowhere'"),
         (["--dns-ttl", "soon"], "--dns-ttl 'soon'"),
+        (["--dns-soa-min-ttl", "-5"], "--dns-soa-min-ttl '-5'"),
         (["--http", "bogus:1"], "--http 'bogus:1'"),
         (["--advertise", "not-an-ip"], "--advertise 'not-an-ip'"),
         (["--max-body-size", "huge"], "--max-body-size 'huge'"),
@@ -410,6 +411,7 @@ def test_help_lists_every_option_with_its_default() -> None:
         ("--token", ""),
         ("--token-file", ""),
         ("--dns-ttl", "0"),
+        ("--dns-soa-min-ttl", "0"),
         ("--max-body-size", "1MiB"),
         ("--access-log", ""),
     ]:
@@ -466,3 +468,30 @@ def test_huge_bodies_get_413_and_the_daemon_keeps_serving(daemon: Daemon) -> Non
     result = curl_put("-H", "Transfer-Encoding: chunked", body=b"y" * (3 * 1024 * 1024))
     assert result.stdout == b"413", result.stderr
     assert daemon.request("GET", "/v1/kv/big")[0] == 404
+
+
+def test_dig_reverse_lookups_and_the_soa_minimum_option(daemon_factory: Any) -> None:
+    """``dig -x`` finds nodes and services by address; ``--dns-soa-min-ttl`` sets how
+    long resolvers may cache a "no such name" (the SOA's minimum and its TTL)."""
+    daemon = daemon_factory().start(["--dns", "127.0.0.1:0", "--dns-soa-min-ttl", "60"])
+    curl(
+        "-X",
+        "PUT",
+        "--data",
+        '{"Node": "build-7", "Address": "10.20.0.7", '
+        '"Service": {"Service": "cache", "Address": "10.20.0.99", "Port": 6379}}',
+        f"{daemon.url}/v1/catalog/register",
+    )
+
+    def dig(*args: str) -> str:
+        command = ["dig", "@127.0.0.1", "-p", str(daemon.dns_port), "+time=3", "+tries=2"]
+        return subprocess.run([*command, *args], check=True, capture_output=True, text=True).stdout
+
+    assert dig("+short", "-x", "10.20.0.7").split() == ["build-7.node.dc1.consul."]
+    assert dig("+short", "-x", "10.20.0.99").split() == ["cache.service.dc1.consul."]
+    assert dig("+short", "-x", "127.0.0.1").split() == ["testnode.node.dc1.consul."]
+    assert "status: REFUSED" in dig("-x", "192.0.2.1")
+    nxdomain = dig("+noall", "+comments", "+authority", "nothing.service.consul")
+    assert "status: NXDOMAIN" in nxdomain
+    [soa] = [line.split() for line in nxdomain.splitlines() if "\tSOA\t" in line]
+    assert soa[1] == "60" and soa[-1] == "60"  # the record's TTL and the SOA minimum

@@ -16,6 +16,7 @@ import dns.message
 import dns.opcode
 import dns.rcode
 import dns.rdatatype
+import dns.reversename
 import dns.rrset
 import pytest
 from hypothesis import given, settings
@@ -274,6 +275,41 @@ def test_addr_names_decode_hex_addresses() -> None:
         "2001:db8::5"
     ]
     assert ask("zz.addr.dc1.consul").rcode() == dns.rcode.NXDOMAIN
+
+
+def test_reverse_names_of_node_addresses_point_at_the_node() -> None:
+    """``dig -x 10.0.0.1``: the node's name, as Consul answers it, IPv4 and IPv6."""
+    reply = ask("1.0.0.10.in-addr.arpa", "PTR")
+    assert reply.rcode() == dns.rcode.NOERROR
+    assert reply.flags & dns.flags.AA
+    assert records(reply.answer) == ["alpha.node.dc1.consul."]
+    v6 = dns.reversename.from_address("2001:db8::9").to_text()
+    assert records(ask(v6, "PTR").answer) == ["v6only.node.dc1.consul."]
+    assert records(ask("1.0.0.10.IN-ADDR.ARPA", "ANY").answer) == ["alpha.node.dc1.consul."]
+    # A known address asked for another type: no data, no error.
+    other = ask("1.0.0.10.in-addr.arpa", "A")
+    assert (other.rcode(), other.answer) == (dns.rcode.NOERROR, [])
+
+
+def test_reverse_names_of_service_addresses_point_at_the_service() -> None:
+    """An address only a service registered as its own gets the service's name; every
+    node sharing an address is listed; an address nobody has is not ours: REFUSED."""
+    assert records(ask("2.1.1.10.in-addr.arpa", "PTR").answer) == ["web.service.dc1.consul."]
+    v6 = dns.reversename.from_address("2001:db8::5").to_text()
+    assert records(ask(v6, "PTR").answer) == ["db.service.dc1.consul."]
+    catalog = make_catalog()
+    catalog.register(Node("alpha-twin", "10.0.0.1"))
+    twins = ask("1.0.0.10.in-addr.arpa", "PTR", snap=snapshot(catalog))
+    assert records(twins.answer) == ["alpha-twin.node.dc1.consul.", "alpha.node.dc1.consul."]
+    for name in ("9.9.9.10.in-addr.arpa", "0.10.in-addr.arpa", "in-addr.arpa", "arpa"):
+        reply = ask(name, "PTR")
+        assert reply.rcode() == dns.rcode.REFUSED, name
+        assert not reply.flags & dns.flags.AA
+    config = Config(domain="internal", ttl=30)
+    reply = ask("1.0.0.10.in-addr.arpa", "PTR", config=config)
+    assert [(r.ttl, r.to_text().split()[-1]) for r in reply.answer] == [
+        (30, "alpha.node.dc1.internal.")
+    ]
 
 
 def test_the_domain_itself_has_soa_and_ns() -> None:

@@ -91,6 +91,12 @@ class Options(usage.Options):
         ["dns", None, "127.0.0.1:8600", "DNS on UDP and TCP at HOST:PORT, or 'none'."],
         ["domain", None, "consul", "The DNS domain served."],
         ["dns-ttl", None, "0", "TTL in seconds of DNS answers."],
+        [
+            "dns-soa-min-ttl",
+            None,
+            "0",
+            "SOA minimum TTL in seconds: how long resolvers may cache 'no such name'.",
+        ],
         ["data-dir", None, "./homeport-data", "Where the SQLite files live (created if missing)."],
         ["datacenter", None, "dc1", "This agent's datacenter name."],
         ["node", None, None, "This agent's node name. [default: the hostname]"],
@@ -186,14 +192,16 @@ class Options(usage.Options):
                 raise usage.UsageError(
                     f"--dns {self['dns']!r}: expected HOST:PORT (e.g. 127.0.0.1:8600) or 'none'"
                 ) from None
-        try:
-            self["dns-ttl"] = int(self["dns-ttl"])
-            if self["dns-ttl"] < 0:
-                raise ValueError
-        except ValueError:
-            raise usage.UsageError(
-                f"--dns-ttl {self['dns-ttl']!r}: expected a whole number of seconds"
-            ) from None
+        for name in ("dns-ttl", "dns-soa-min-ttl"):
+            text = self[name]
+            try:
+                self[name] = int(text)
+                if not 0 <= self[name] <= 2**31 - 1:
+                    raise ValueError
+            except ValueError:
+                raise usage.UsageError(
+                    f"--{name} {text!r}: expected a whole number of seconds"
+                ) from None
         domain = self["domain"].strip(".").lower()
         if not re.fullmatch(
             r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*", domain
@@ -581,6 +589,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
                 port,
                 domain=options["domain"],
                 ttl=options["dns-ttl"],
+                soa_min_ttl=options["dns-soa-min-ttl"],
                 reactor=reactor,
             )
             dns.setServiceParent(top)

@@ -17,6 +17,7 @@ bytes are, which the splice needs.
 
 Behaviour follows Consul's ``agent/dns.go`` (see shared/CONSUL.md): names are parsed
 right to left for ``service``/``node``/``addr`` with an optional datacenter label;
+``*.in-addr.arpa`` / ``*.ip6.arpa`` names of known node (else service) addresses get PTRs;
 NXDOMAIN and NOERROR-without-data carry the SOA; names outside the domain are REFUSED;
 UDP replies are trimmed to 512 bytes or the EDNS size, and unlike Consul set TC.
 """
@@ -28,13 +29,14 @@ import itertools
 import random
 import struct
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from dnslib import (  # type: ignore[import-untyped]
     AAAA,
     CNAME,
     NS,
+    PTR,
     RR,
     SOA,
     SRV,
@@ -62,6 +64,7 @@ TYPE_A = 1
 TYPE_NS = 2
 TYPE_CNAME = 5
 TYPE_SOA = 6
+TYPE_PTR = 12
 TYPE_TXT = 16
 TYPE_AAAA = 28
 TYPE_SRV = 33
@@ -114,7 +117,8 @@ class InvalidConfig(ValueError):
 
 @dataclass(frozen=True)
 class Config:
-    """What the DNS side is told at start-up (``--domain``, ``--dns-ttl``)."""
+    """What the DNS side is told at start-up (``--domain``, ``--dns-ttl``,
+    ``--dns-soa-min-ttl``)."""
 
     domain: str = "consul"
     ttl: int = 0
@@ -128,7 +132,7 @@ class Config:
             raise InvalidConfig("--domain", self.domain, "not a DNS name")
         if not all(label.isascii() for label in labels):
             raise InvalidConfig("--domain", self.domain, "not an ASCII DNS name")
-        for option, value in (("--dns-ttl", self.ttl), ("SOA minimum TTL", self.soa_min_ttl)):
+        for option, value in (("--dns-ttl", self.ttl), ("--dns-soa-min-ttl", self.soa_min_ttl)):
             if not 0 <= value <= 2**31 - 1:
                 raise InvalidConfig(option, value, "must be between 0 and 2147483647")
         if not CLASSIC_UDP_SIZE <= self.max_udp_size <= 65507:
@@ -161,6 +165,10 @@ class Snapshot:
     serial: int
     nodes: Mapping[str, Node]
     services: Mapping[str, tuple[Instance, ...]]
+    #: Reverse names (``4.3.2.1.in-addr.arpa``, ``….ip6.arpa``) to what they point at:
+    #: ``("node", name)`` for every node with that address, else ``("service", name)``
+    #: for the first service registered with it as its own address (as Consul does).
+    reverse: Mapping[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
 
 
 def take_snapshot(catalog: Catalog, serial: int) -> Snapshot:
@@ -194,11 +202,21 @@ def take_snapshot(catalog: Catalog, serial: int) -> Snapshot:
                 tags=frozenset(tag.lower() for tag in service.tags),
             )
         )
+    reverse: dict[str, list[tuple[str, str]]] = {}
+    for node in nodes.values():
+        address = _address(node.address)
+        if address is not None:
+            reverse.setdefault(address.reverse_pointer, []).append(("node", node.name))
+    for service in sorted(catalog.services.values(), key=lambda s: (s.node, s.id)):
+        address = _address(service.address)
+        if address is not None and address.reverse_pointer not in reverse:
+            reverse[address.reverse_pointer] = [("service", service.name)]
     return Snapshot(
         datacenter=catalog.datacenter,
         serial=serial & 0xFFFFFFFF,
         nodes=nodes,
         services={name: tuple(found) for name, found in services.items()},
+        reverse={name: tuple(found) for name, found in reverse.items()},
     )
 
 
@@ -380,6 +398,26 @@ class _Resolver:
             records.append(RR(self.qname, TYPE_TXT, ttl=self.config.ttl, rdata=TXT(strings)))
         return self.answer([Entry(tuple(records))] if records else [])
 
+    def ptr(self, reverse_name: str) -> Resolution:
+        """``dig -x``: a node's (or a service's own) address back to its Consul name.
+
+        An address homeport does not know is not its to answer: REFUSED, as Consul
+        without recursors says it.
+        """
+        found = self.snapshot.reverse.get(reverse_name)
+        if not found:
+            return Resolution(REFUSED, authoritative=False)
+        if self.qtype not in (TYPE_PTR, TYPE_ANY):
+            return Resolution(NOERROR)
+        dc = self.snapshot.datacenter.lower()
+        entries = []
+        for kind, name in found:
+            target = _dns_name(f"{name.lower()}.{kind}.{dc}.{self.config.domain}")
+            if target is not None:
+                ptr = RR(self.qname, TYPE_PTR, ttl=self.config.ttl, rdata=PTR(target))
+                entries.append(Entry((ptr,)))
+        return Resolution(NOERROR, tuple(entries))
+
     def addr(self, parts: Sequence[str]) -> Resolution:
         """``<hex>.addr.<dc>.<domain>``: Consul's names for bare addresses."""
         if len(parts) != 1:
@@ -403,10 +441,12 @@ def resolve(
         return Resolution(REFUSED, authoritative=False)
     if qtype in (TYPE_AXFR, TYPE_IXFR):
         return Resolution(NOTIMP, authoritative=False)
+    resolver = _Resolver(snapshot, config, DNSLabel(tuple(labels)), qtype)
+    if labels and labels[-1] == b"arpa":
+        return resolver.ptr(b".".join(labels).decode("ascii", "replace"))
     domain = config.wire_labels
     if len(labels) < len(domain) or tuple(labels[len(labels) - len(domain) :]) != domain:
         return Resolution(REFUSED, authoritative=False)
-    resolver = _Resolver(snapshot, config, DNSLabel(tuple(labels)), qtype)
     rest = [label.decode("utf-8", "replace") for label in labels[: len(labels) - len(domain)]]
     if not rest:
         return resolver.at_apex()

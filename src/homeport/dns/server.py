@@ -241,6 +241,7 @@ class DNSService(Service):
         idle_timeout: float = 10.0,
         max_connections: int = 1024,
         max_udp_size: int = 4096,
+        soa_min_ttl: int = 0,
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor as default_reactor
@@ -249,7 +250,9 @@ class DNSService(Service):
         self.catalog = catalog
         self.interface = interface
         self.port = port
-        self.config = Config(domain=domain, ttl=ttl, max_udp_size=max_udp_size)
+        self.config = Config(
+            domain=domain, ttl=ttl, soa_min_ttl=soa_min_ttl, max_udp_size=max_udp_size
+        )
         self.reactor = reactor
         self.responder = Responder(self.config, self._snapshot, on_error=self._failed)
         self.factory = DNSStreamFactory(self.responder, reactor, idle_timeout, max_connections)
