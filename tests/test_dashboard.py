@@ -487,6 +487,77 @@ def test_kv_page_shows_keys_as_a_tree_and_values_on_click(
     screenshot(page, "kv")
 
 
+def test_kv_page_creates_edits_and_deletes_keys_without_overwriting_anyone(
+    daemon: Daemon, open_browser: Callable[[Daemon], Browser]
+) -> None:
+    """Edit, New key and Delete write through the API with ?cas= of the index the page
+    showed: a change made elsewhere meanwhile is reported, never overwritten, and what
+    was typed stays in the form."""
+
+    def raw(key: str) -> bytes:
+        status, _, body = daemon.request("GET", f"/v1/kv/{key}?raw")
+        assert status == 200, (key, status)
+        return body
+
+    daemon.request("PUT", "/v1/kv/app/db?flags=42", "postgres://old")
+    browser = open_browser(daemon)
+    page = browser.page("/ui/kv#app%2Fdb")
+    expect(page.locator("#kv-text")).to_have_text("postgres://old")
+
+    page.click("#kv-edit")
+    expect(page.locator("#kv-form-value")).to_have_value("postgres://old")
+    page.fill("#kv-form-value", "postgres://new")
+    page.click("#kv-save")
+    expect(page.locator("#kv-text")).to_have_text("postgres://new")
+    assert raw("app/db") == b"postgres://new"
+    assert daemon.get_json("/v1/kv/app/db")[0]["Flags"] == 42  # kept
+
+    page.click("#kv-edit")
+    page.fill("#kv-form-value", "mine")
+    daemon.request("PUT", "/v1/kv/app/db", "theirs")  # while the form is open
+    page.click("#kv-save")
+    expect(page.locator("#kv-status")).to_contain_text("was changed since you opened it")
+    expect(page.locator("#kv-form-value")).to_have_value("mine")
+    screenshot(page, "kv-edit")
+    assert raw("app/db") == b"theirs"
+    page.click("#kv-cancel")
+    expect(page.locator("#kv-text")).to_have_text("theirs")
+
+    page.click("#kv-new")
+    expect(page.locator("#kv-form-key")).to_have_value("app/")  # the open key's folder
+    page.fill("#kv-form-key", "app/cache")
+    page.fill("#kv-form-value", '{"ttl": 30}')
+    page.click("#kv-save")
+    expect(page.locator("#kv-key")).to_have_text("app/cache")
+    expect(page.locator("#kv-tree a[data-key='app/cache']")).to_be_visible()
+    assert json.loads(raw("app/cache")) == {"ttl": 30}
+
+    page.click("#kv-new")
+    page.fill("#kv-form-key", "app/cache")
+    page.fill("#kv-form-value", "clobber")
+    page.click("#kv-save")
+    expect(page.locator("#kv-status")).to_have_text("Not created: app/cache already exists.")
+    assert json.loads(raw("app/cache")) == {"ttl": 30}
+    page.click("#kv-cancel")
+
+    def change_then_accept(dialog: Any) -> None:
+        # While "Delete app/cache?" is asked, someone else changes it.
+        daemon.request("PUT", "/v1/kv/app/cache", '{"ttl": 60}')
+        dialog.accept()
+
+    page.once("dialog", change_then_accept)
+    page.click("#kv-delete")
+    expect(page.locator("#kv-status")).to_have_text(
+        "Not deleted: app/cache was changed since you opened it."
+    )
+    expect(page.locator("#kv-text")).to_contain_text('"ttl": 60')
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click("#kv-delete")
+    expect(page.locator("#kv-value")).to_contain_text("Deleted app/cache.")
+    expect(page.locator("#kv-tree a[data-key='app/cache']")).to_have_count(0)
+    assert daemon.request("GET", "/v1/kv/app/cache")[0] == 404
+
+
 def test_every_page_fits_a_phone_width_screen(
     daemon: Daemon, open_browser: Callable[[Daemon], Browser]
 ) -> None:
@@ -556,6 +627,14 @@ def test_with_a_token_the_dashboard_asks_once_and_the_stream_uses_it(
     events.click("#publish button")
     expect(events.locator("#publish-status")).to_contain_text("published as id")
     expect(events.locator('#event-list tr.ev[data-topic="notes"]')).to_contain_text("the dashboard")
+
+    kv = browser.page("/ui/kv")  # the KV editor writes with the token too
+    kv.click("#kv-new")
+    kv.fill("#kv-form-key", "from/ui")
+    kv.fill("#kv-form-value", "with the token")
+    kv.click("#kv-save")
+    expect(kv.locator("#kv-text")).to_have_text("with the token")
+    assert daemon.request("GET", "/v1/kv/from/ui?raw")[2] == b"with the token"
 
     events.goto(daemon.url + "/ui/info.json")
     assert json.loads(events.inner_text("body"))["node"] == "testnode"
