@@ -119,6 +119,7 @@ class ChildWriter(ProcessProtocol):
         self.waiting: deque[Any] = deque()
         self.buffer = b""
         self.finishing = False
+        self.dead = False  # set first thing when the process is gone: send it nothing more
 
     def start(self) -> None:
         # The child imports homeport the way this process did (a pex, a venv, a source
@@ -164,6 +165,7 @@ class ChildWriter(ProcessProtocol):
                 self.finished(item, WriterError(payload.decode("utf-8", "replace")), None)
 
     def processEnded(self, reason: Failure) -> None:
+        self.dead = True
         error = None
         if not self.finishing or self.waiting:
             error = WriterError(f"the log writer process ended: {reason.value}")
@@ -174,6 +176,8 @@ class ChildWriter(ProcessProtocol):
 
 class ThreadWriter:
     """The writer as a thread of this process."""
+
+    dead = False  # a thread does not die under the store
 
     def __init__(self, reactor: Any, database: LogDatabase, finished: Finished, ended: Ended):
         self.reactor = reactor
