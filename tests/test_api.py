@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import threading
+from typing import Any
 
 from .memory import APITestCase
 
@@ -424,3 +425,119 @@ class CORSTests(APITestCase):
             "GET", "/v1/catalog/services", headers={"Origin": "https://evil.example"}
         )
         assert headers.getRawHeaders("Access-Control-Allow-Origin") is None
+
+
+class SessionTests(APITestCase):
+    """/v1/session/* and KV ?acquire/?release, in Consul's shapes, on the reactor clock."""
+
+    def create(self, body: Any = None) -> str:
+        answer = json.loads(self.put("/v1/session/create", body))
+        assert set(answer) == {"ID"}
+        return str(answer["ID"])
+
+    def test_a_session_has_consuls_defaults_and_shape(self) -> None:
+        sid = self.create()
+        [info] = self.get(f"/v1/session/info/{sid}")
+        assert info == {
+            "ID": sid,
+            "Name": "",
+            "Node": "testnode",
+            "LockDelay": 15_000_000_000,
+            "Behavior": "release",
+            "TTL": "",
+            "NodeChecks": ["serfHealth"],
+            "ServiceChecks": None,
+            "CreateIndex": info["CreateIndex"],
+            "ModifyIndex": info["CreateIndex"],
+        }
+        other = self.create({"Name": "web-lock", "TTL": "30s", "LockDelay": "5s", "Checks": []})
+        [info] = self.get(f"/v1/session/info/{other}")
+        assert (info["Name"], info["TTL"], info["LockDelay"]) == ("web-lock", "30s", 5 * 10**9)
+        assert info["NodeChecks"] is None
+        assert [s["ID"] for s in self.get("/v1/session/list")] == [sid, other]
+        assert [s["ID"] for s in self.get("/v1/session/node/testnode")] == [sid, other]
+        assert self.get("/v1/session/node/elsewhere") == []
+        assert self.get("/v1/session/info/no-such-session") == []
+
+    def test_bad_session_requests_get_consuls_errors(self) -> None:
+        for body, code, text in [
+            (
+                {"TTL": "5s"},
+                500,
+                b"Invalid Session TTL '5000000000', must be between [10s=24h0m0s]",
+            ),
+            ({"TTL": "soon"}, 500, b"Session TTL 'soon' invalid"),
+            ({"Behavior": "keep"}, 500, b"Invalid Behavior setting 'keep'"),
+            ({"Node": "ghost"}, 500, b"Missing node registration"),
+            ({"Checks": ["nope"]}, 500, b"Missing check 'nope' registration"),
+            ({"Bogus": 1}, 400, b'unknown field "Bogus"'),
+            (b"{not json", 400, b"Request decode failed"),
+        ]:
+            status, _, answer = self.request("PUT", "/v1/session/create", body)
+            assert (status, text in answer) == (code, True), (body, status, answer)
+        assert self.get("/v1/session/list") == []
+        status, _, answer = self.request("PUT", "/v1/session/renew/nope")
+        assert (status, answer) == (404, b"Session id 'nope' not found")
+        assert self.request("GET", "/v1/session/create")[0] == 405
+
+    def test_acquire_and_release_through_the_kv_api(self) -> None:
+        one, two = self.create({"LockDelay": "0s"}), self.create()
+        assert self.put(f"/v1/kv/service/web/leader?acquire={one}", b"host-1") == b"true"
+        assert self.put(f"/v1/kv/service/web/leader?acquire={two}", b"host-2") == b"false"
+        [entry] = self.get("/v1/kv/service/web/leader")
+        assert (entry["Session"], entry["LockIndex"]) == (one, 1)
+        assert self.put(f"/v1/kv/service/web/leader?release={two}", b"") == b"false"
+        assert self.put(f"/v1/kv/service/web/leader?release={one}", b"host-1") == b"true"
+        [entry] = self.get("/v1/kv/service/web/leader")
+        assert "Session" not in entry and entry["LockIndex"] == 1
+        assert self.put(f"/v1/kv/service/web/leader?acquire={two}", b"host-2") == b"true"
+        assert self.get("/v1/kv/service/web/leader")[0]["LockIndex"] == 2
+        status, _, answer = self.request("PUT", "/v1/kv/x?acquire=nope", b"")
+        assert (status, answer) == (500, b'invalid session "nope"')
+
+    def test_a_ttl_session_not_renewed_for_twice_its_ttl_is_invalidated(self) -> None:
+        """TTL 10s: renewed at 15 s it lives on; 20 s after the last renewal it is gone
+        and its lock is released (lock delay 0 here, so the key is free at once)."""
+        sid = self.create({"TTL": "10s", "LockDelay": 0})
+        self.put(f"/v1/kv/leader?acquire={sid}", b"me")
+        self.daemon.reactor.advance(15)
+        [renewed] = json.loads(self.put(f"/v1/session/renew/{sid}"))
+        assert renewed["ID"] == sid and renewed["TTL"] == "10s"
+        self.daemon.reactor.advance(19)
+        assert len(self.get(f"/v1/session/info/{sid}")) == 1
+        self.daemon.reactor.advance(1)
+        assert self.get(f"/v1/session/info/{sid}") == []
+        assert "Session" not in self.get("/v1/kv/leader")[0]
+        other = self.create()
+        assert self.put(f"/v1/kv/leader?acquire={other}", b"next") == b"true"
+
+    def test_the_lock_delay_runs_on_the_reactor_clock(self) -> None:
+        first = self.create({"LockDelay": "5s"})
+        self.put(f"/v1/kv/leader?acquire={first}", b"me")
+        self.put(f"/v1/session/destroy/{first}")
+        second = self.create()
+        assert self.put(f"/v1/kv/leader?acquire={second}", b"you") == b"false"
+        self.daemon.reactor.advance(5.1)
+        assert self.put(f"/v1/kv/leader?acquire={second}", b"you") == b"true"
+
+    def test_a_session_check_going_critical_releases_the_lock(self) -> None:
+        self.put("/v1/agent/check/register", {"Name": "alive", "TTL": "30s"})
+        self.put("/v1/agent/check/pass/alive")
+        sid = self.create({"NodeChecks": ["serfHealth", "alive"], "LockDelay": "0s"})
+        self.put(f"/v1/kv/leader?acquire={sid}", b"me")
+        self.daemon.reactor.advance(31)  # the TTL check expires: critical
+        assert self.get(f"/v1/session/info/{sid}") == []
+        assert "Session" not in self.get("/v1/kv/leader")[0]
+
+
+class SessionTokenTests(APITestCase):
+    args = ["--token", "s3cret"]
+
+    def test_session_writes_need_the_token(self) -> None:
+        assert self.request("PUT", "/v1/session/create")[0] == 403
+        status, _, body = self.request("PUT", "/v1/session/create?token=s3cret")
+        assert status == 200
+        sid = json.loads(body)["ID"]
+        assert self.request("PUT", f"/v1/session/destroy/{sid}")[0] == 403
+        assert self.request("PUT", f"/v1/kv/k?acquire={sid}", b"")[0] == 403
+        assert len(self.get("/v1/session/list")) == 1

@@ -16,6 +16,7 @@ from homeport.catalog.model import (
     NoTTL,
     ServerRefusal,
     Service,
+    Session,
     UnknownService,
     aggregate_status,
     check_ids_for,
@@ -197,4 +198,118 @@ def test_entities_round_trip_through_the_store_format() -> None:
         catalog.kv["k"],
     ]:
         kind = type(entity).__name__.lower().replace("kventry", "kv")
+        assert entity_from_dict(kind, entity_to_dict(entity)) == entity  # type: ignore[arg-type]
+
+
+# -- sessions and locks ---------------------------------------------------------------
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def catalog_with_sessions() -> tuple[Catalog, FakeClock]:
+    clock = FakeClock()
+    catalog = Catalog(clock=clock)
+    catalog.register(
+        Node("n1", "10.0.0.1"),
+        checks=[
+            Check("n1", "serfHealth", "Serf", status=PASSING),
+            Check("n1", "disk", "Disk", status=PASSING),
+        ],
+    )
+    catalog.session_create(Session("s1", "n1", name="one"))
+    catalog.session_create(Session("s2", "n1", name="two", lock_delay=0))
+    return catalog, clock
+
+
+def test_a_lock_goes_to_one_session_at_a_time_and_counts_its_holders() -> None:
+    """Consul's acquire: LockIndex counts acquisitions; the holder may write again
+    (LockIndex kept); another session gets false; release frees it for the next."""
+    catalog, _ = catalog_with_sessions()
+    assert catalog.kv_acquire("leader", b"one", 0, "s1")
+    assert (catalog.kv["leader"].session, catalog.kv["leader"].lock_index) == ("s1", 1)
+    assert not catalog.kv_acquire("leader", b"two", 0, "s2")
+    assert catalog.kv_acquire("leader", b"one again", 0, "s1")
+    assert catalog.kv["leader"].lock_index == 1 and catalog.kv["leader"].value == b"one again"
+    assert not catalog.kv_release("leader", b"", 0, "s2")  # not the holder
+    # A plain write leaves the lock where it is.
+    assert catalog.kv_put("leader", b"plain")
+    assert catalog.kv["leader"].session == "s1"
+    assert catalog.kv_release("leader", b"released", 0, "s1")
+    assert (catalog.kv["leader"].session, catalog.kv["leader"].value) == ("", b"released")
+    assert catalog.kv_acquire("leader", b"two", 0, "s2")
+    assert catalog.kv["leader"].lock_index == 2
+    with pytest.raises(ServerRefusal, match='invalid session "nope"'):
+        catalog.kv_acquire("leader", b"", 0, "nope")
+
+
+def test_destroying_a_session_releases_its_locks_behind_the_lock_delay() -> None:
+    catalog, clock = catalog_with_sessions()
+    catalog.kv_acquire("leader", b"one", 0, "s1")
+    catalog.session_destroy("s1")
+    assert "s1" not in catalog.sessions
+    assert catalog.kv["leader"].session == "" and catalog.kv["leader"].value == b"one"
+    # s1's lock delay (15 s) keeps everyone out, then the key is free.
+    assert not catalog.kv_acquire("leader", b"two", 0, "s2")
+    clock.now += 15.5
+    assert catalog.kv_acquire("leader", b"two", 0, "s2")
+    # s2 has no lock delay: its keys are free at once.
+    catalog.session_destroy("s2")
+    catalog.session_create(Session("s3", "n1"))
+    assert catalog.kv_acquire("leader", b"three", 0, "s3")
+
+
+def test_a_delete_session_takes_its_keys_with_it() -> None:
+    catalog, _ = catalog_with_sessions()
+    catalog.session_create(Session("eph", "n1", behavior="delete"))
+    catalog.kv_acquire("workers/a", b"alive", 0, "eph")
+    catalog.kv_put("workers/b", b"someone else's")
+    catalog.session_destroy("eph")
+    assert sorted(catalog.kv) == ["workers/b"]
+
+
+def test_a_session_ends_with_its_checks_or_its_node() -> None:
+    """Critical (not warning) on a session's check, removing the check, or removing the
+    node invalidates the session and releases its keys."""
+    catalog, _ = catalog_with_sessions()
+    catalog.session_create(Session("d", "n1", node_checks=("serfHealth", "disk")))
+    catalog.kv_acquire("k", b"", 0, "d")
+    catalog.update_check("n1", "disk", WARNING, "")
+    assert "d" in catalog.sessions
+    catalog.update_check("n1", "disk", CRITICAL, "full")
+    assert "d" not in catalog.sessions and catalog.kv["k"].session == ""
+    assert set(catalog.sessions) == {"s1", "s2"}  # they do not name "disk"
+
+    catalog.update_check("n1", "disk", PASSING, "")
+    catalog.session_create(Session("d2", "n1", node_checks=("disk",)))
+    catalog.deregister_check("n1", "disk")
+    assert "d2" not in catalog.sessions
+
+    catalog.deregister_node("n1")
+    assert catalog.sessions == {}
+
+
+def test_a_session_needs_its_node_and_healthy_checks() -> None:
+    catalog, _ = catalog_with_sessions()
+    with pytest.raises(ServerRefusal, match="Missing node registration"):
+        catalog.session_create(Session("x", "ghost"))
+    with pytest.raises(ServerRefusal, match="Missing check 'nope' registration"):
+        catalog.session_create(Session("x", "n1", node_checks=("nope",)))
+    catalog.update_check("n1", "disk", CRITICAL, "")
+    with pytest.raises(ServerRefusal, match="Check 'disk' is in critical state"):
+        catalog.session_create(Session("x", "n1", node_checks=("disk",)))
+    with pytest.raises(ServerRefusal, match="Invalid Behavior setting 'keep'"):
+        catalog.session_create(Session("x", "n1", behavior="keep"))
+    assert "x" not in catalog.sessions
+
+
+def test_sessions_and_held_keys_survive_the_store_format() -> None:
+    catalog, _ = catalog_with_sessions()
+    catalog.kv_acquire("leader", b"\x00\xff", 3, "s1")
+    for kind, entity in [("session", catalog.sessions["s1"]), ("kv", catalog.kv["leader"])]:
         assert entity_from_dict(kind, entity_to_dict(entity)) == entity  # type: ignore[arg-type]

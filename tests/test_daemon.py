@@ -66,6 +66,26 @@ def test_the_readme_curl_examples_work_as_written(daemon: Daemon) -> None:
     assert "homeport_http_requests_total" in curl(f"{url}/metrics")
 
 
+def test_the_readme_lock_example_runs_as_written(daemon: Daemon) -> None:
+    """The README's session + ?acquire lines, run by bash with only the port changed."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    start = readme.index("# a lock (Consul's leader election)")
+    block = readme[start : readme.index("\n\n", start)]
+    script = block.replace("127.0.0.1:8500", f"127.0.0.1:{daemon.http_port}")
+    result = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script.replace("curl ", "curl -sS ")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("true"), result.stdout
+    [session] = json.loads(result.stdout[len("true") :])
+    assert (session["Name"], session["TTL"]) == ("web-leader", "30s")
+    [entry] = daemon.get_json("/v1/kv/service/web/leader")
+    assert entry["Session"] == session["ID"]
+
+
 # -- the real Consul client --------------------------------------------------------------
 
 
@@ -495,3 +515,36 @@ def test_dig_reverse_lookups_and_the_soa_minimum_option(daemon_factory: Any) -> 
     assert "status: NXDOMAIN" in nxdomain
     [soa] = [line.split() for line in nxdomain.splitlines() if "\tSOA\t" in line]
     assert soa[1] == "60" and soa[-1] == "60"  # the record's TTL and the SOA minimum
+
+
+def test_py_consul_leader_election_with_a_session_lock_survives_kill_9(
+    daemon_factory: Any,
+) -> None:
+    """The Consul leader-election recipe through py-consul: one session gets the lock,
+    the other is told no; the lock and the session outlive kill -9; destroying the
+    holder's session hands the lock on."""
+    daemon = daemon_factory().start()
+    c = client(daemon)
+    first = c.session.create(name="web-leader", lock_delay=0, ttl=30)
+    second = c.session.create(name="web-leader", lock_delay=0)
+    assert c.kv.put("service/web/leader", "host-1", acquire=first) is True
+    assert c.kv.put("service/web/leader", "host-2", acquire=second) is False
+    _, entry = c.kv.get("service/web/leader")
+    assert (entry["Session"], entry["LockIndex"], entry["Value"]) == (first, 1, b"host-1")
+
+    daemon.kill9()
+    daemon.start()
+    c = client(daemon)
+    _, entry = c.kv.get("service/web/leader")
+    assert entry["Session"] == first
+    _, info = c.session.info(first)
+    assert (info["Name"], info["TTL"], info["Behavior"]) == ("web-leader", "30s", "release")
+    assert c.session.renew(first)["ID"] == first
+    assert {s["ID"] for s in c.session.list()[1]} == {first, second}
+
+    assert c.session.destroy(first) is True
+    assert c.kv.put("service/web/leader", "host-2", acquire=second) is True
+    _, entry = c.kv.get("service/web/leader")
+    assert (entry["Session"], entry["LockIndex"], entry["Value"]) == (second, 2, b"host-2")
+    assert c.kv.put("service/web/leader", "host-2", release=second) is True
+    assert "Session" not in c.kv.get("service/web/leader")[1]

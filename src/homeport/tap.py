@@ -409,6 +409,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     from .catalog.checks import HealthChecker
     from .catalog.http import ConsulAPI, bootstrap, local_identity
     from .catalog.model import Catalog
+    from .catalog.sessions import SessionTimers
     from .catalog.store import CatalogStore
     from .web.api import ApiResource
     from .web.cors import CORS
@@ -426,7 +427,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     except OSError as e:
         _fail(f"--data-dir {str(data_dir)!r}: {e.strerror}")
 
-    catalog = Catalog(datacenter=options["datacenter"])
+    catalog = Catalog(datacenter=options["datacenter"], clock=reactor.seconds)
     try:
         store = CatalogStore(catalog, data_dir / "catalog.sqlite3")
     except Exception as e:
@@ -440,6 +441,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     top.catalog = catalog
 
     HealthChecker(catalog, agent.node, reactor).setServiceParent(top)
+    SessionTimers(catalog, reactor).setServiceParent(top)
     ConfigService(
         catalog, agent.node, [Path(d) for d in options["config-dir"]], reactor
     ).setServiceParent(top)
@@ -455,6 +457,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         "homeport_catalog_checks", "Health checks in the catalog", lambda: len(catalog.checks)
     )
     metrics.gauge("homeport_kv_entries", "Keys in the KV store", lambda: len(catalog.kv))
+    metrics.gauge("homeport_sessions", "Live sessions", lambda: len(catalog.sessions))
     metrics.gauge("homeport_catalog_index", "The catalog's current index", lambda: catalog.index)
 
     api = ApiResource(

@@ -17,6 +17,7 @@ from typing import Any
 
 from .model import (
     CRITICAL,
+    SERF_CHECK_ID,
     STATUSES,
     BadRequest,
     Check,
@@ -25,6 +26,7 @@ from .model import (
     Node,
     ServerRefusal,
     Service,
+    Session,
     Weights,
     check_ids_for,
 )
@@ -373,6 +375,81 @@ CATALOG_DEREGISTER = Schema(
 )
 
 
+SERVICE_CHECK = Schema("structs.ServiceCheck", {"ID": "str", "Namespace": "str"})
+
+SESSION = Schema(
+    "structs.Session",
+    {
+        "ID": "str",
+        "Name": "str",
+        "Node": "str",
+        "LockDelay": "any",
+        "Behavior": "str",
+        "TTL": "str",
+        "Checks": "strlist",
+        "NodeChecks": "strlist",
+        "ServiceChecks": [SERVICE_CHECK],
+        "Namespace": "str",
+        "Partition": "str",
+        "CreateIndex": "int",
+        "ModifyIndex": "int",
+    },
+)
+
+# Consul's bounds (structs.SessionTTLMax, the default session_ttl_min, MaxLockDelay).
+SESSION_TTL_MIN = 10.0
+SESSION_TTL_MAX = 86400.0
+MAX_LOCK_DELAY = 60.0
+
+
+def _lock_delay(value: Any) -> float:
+    """Consul's ``FixupLockDelay``: a duration string, or a number that is seconds when
+    under 1000 and nanoseconds otherwise; at most a minute."""
+    if isinstance(value, bool):
+        raise BadRequest(f"Request decode failed: invalid LockDelay {value!r}")
+    if isinstance(value, int | float):
+        seconds = float(value) if value < 1000 else float(value) / 1e9
+    else:
+        try:
+            seconds = parse_duration(value)
+        except DurationError as e:
+            raise BadRequest(f"Request decode failed: {e}") from None
+    if seconds < 0:
+        raise BadRequest(f"Request decode failed: invalid LockDelay {value!r}")
+    return min(seconds, MAX_LOCK_DELAY)
+
+
+def session_from(fields: Mapping[str, Any], session_id: str, default_node: str) -> Session:
+    """A new session from a ``PUT /v1/session/create`` body (defaults as Consul's)."""
+    node_checks: list[str] = [SERF_CHECK_ID]
+    if "Checks" in fields or "NodeChecks" in fields:  # given, even empty: no default
+        node_checks = list(
+            dict.fromkeys((fields.get("Checks") or []) + (fields.get("NodeChecks") or []))
+        )
+    service_checks = [c.get("ID") or "" for c in fields.get("ServiceChecks") or []]
+    ttl_text = fields.get("TTL") or ""
+    try:
+        ttl = parse_duration(ttl_text) if ttl_text else 0.0
+    except DurationError as e:
+        raise ServerRefusal(f"Session TTL '{ttl_text}' invalid: {e}") from None
+    if ttl and not SESSION_TTL_MIN <= ttl <= SESSION_TTL_MAX:
+        raise ServerRefusal(
+            f"Invalid Session TTL '{round(ttl * 1e9)}', must be between "
+            f"[{format_duration(SESSION_TTL_MIN)}={format_duration(SESSION_TTL_MAX)}]"
+        )
+    lock_delay = 15.0 if fields.get("LockDelay") is None else _lock_delay(fields["LockDelay"])
+    return Session(
+        id=session_id,
+        node=fields.get("Node") or default_node,
+        name=fields.get("Name") or "",
+        node_checks=tuple(node_checks),
+        service_checks=tuple(c for c in service_checks if c),
+        lock_delay=lock_delay,
+        behavior=fields.get("Behavior") or "release",
+        ttl=ttl,
+    )
+
+
 def parse_body(body: bytes) -> Any:
     """JSON from a request body, with Consul's error texts."""
     if not body.strip():
@@ -708,11 +785,29 @@ def check_json(check: Check) -> dict[str, Any]:
 
 
 def kv_json(entry: KVEntry) -> dict[str, Any]:
-    return {
+    data: dict[str, Any] = {
         "LockIndex": entry.lock_index,
         "Key": entry.key,
         "Flags": entry.flags,
         "Value": base64.b64encode(entry.value).decode("ascii") if entry.value else None,
-        "CreateIndex": entry.create_index,
-        "ModifyIndex": entry.modify_index,
+    }
+    if entry.session:
+        data["Session"] = entry.session
+    data["CreateIndex"] = entry.create_index
+    data["ModifyIndex"] = entry.modify_index
+    return data
+
+
+def session_json(session: Session) -> dict[str, Any]:
+    return {
+        "ID": session.id,
+        "Name": session.name,
+        "Node": session.node,
+        "LockDelay": round(session.lock_delay * 1e9),
+        "Behavior": session.behavior,
+        "TTL": format_duration(session.ttl) if session.ttl else "",
+        "NodeChecks": list(session.node_checks) or None,
+        "ServiceChecks": [{"ID": c, "Namespace": ""} for c in session.service_checks] or None,
+        "CreateIndex": session.create_index,
+        "ModifyIndex": session.modify_index,
     }

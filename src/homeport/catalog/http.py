@@ -159,6 +159,13 @@ class ConsulAPI:
         r("GET", "/v1/kv/*key", self.kv_get)
         r("PUT", "/v1/kv/*key", self.kv_put)
         r("DELETE", "/v1/kv/*key", self.kv_delete)
+        # sessions
+        r("PUT", "/v1/session/create", self.session_create)
+        r("PUT", "/v1/session/destroy/:id", self.session_destroy)
+        r("PUT", "/v1/session/renew/:id", self.session_renew)
+        r("GET", "/v1/session/info/:id", self.session_info)
+        r("GET", "/v1/session/node/:node", self.session_node)
+        r("GET", "/v1/session/list", self.session_list)
 
     # -- helpers --------------------------------------------------------------------
 
@@ -535,8 +542,6 @@ class ConsulAPI:
 
     def kv_put(self, call: Call) -> Reply:
         key = self._kv_key(call)
-        if call.has("acquire") or call.has("release"):
-            raise BadRequest("Sessions are not supported by homeport: no ?acquire/?release")
         if len(call.body) > KV_MAX_VALUE:
             raise HTTPError(
                 413,
@@ -545,11 +550,52 @@ class ConsulAPI:
         flags = call.int_arg("flags", 0) or 0
         if not 0 <= flags < 2**64:
             raise BadRequest("Invalid flags")
-        cas = call.int_arg("cas")
-        ok = self.catalog.kv_put(key, call.body, flags=flags, cas=cas)
+        if call.has("acquire"):
+            ok = self.catalog.kv_acquire(key, call.body, flags, call.arg("acquire") or "")
+        elif call.has("release"):
+            ok = self.catalog.kv_release(key, call.body, flags, call.arg("release") or "")
+        else:
+            ok = self.catalog.kv_put(key, call.body, flags=flags, cas=call.int_arg("cas"))
         return Reply(b"true" if ok else b"false")
 
     def kv_delete(self, call: Call) -> Reply:
         key = self._kv_key(call)
         ok = self.catalog.kv_delete(key, recurse=call.has("recurse"), cas=call.int_arg("cas"))
         return Reply(b"true" if ok else b"false")
+
+    # -- sessions -----------------------------------------------------------------------
+
+    def session_create(self, call: Call) -> Reply:
+        fields = self._optional_body(call, consul.SESSION)
+        session = consul.session_from(fields, str(uuid.uuid4()), self.agent.node)
+        created = self.catalog.session_create(session)
+        return self._json(call, {"ID": created.id})
+
+    def session_destroy(self, call: Call) -> Reply:
+        self.catalog.session_destroy(call.params["id"])
+        return self._true(call)
+
+    def session_renew(self, call: Call) -> Reply:
+        session = self.catalog.session_renew(call.params["id"])
+        if session is None:
+            return Reply(
+                f"Session id '{call.params['id']}' not found".encode(),
+                status=404,
+                content_type=TEXT,
+            )
+        return self._json(call, [consul.session_json(session)])
+
+    def _sessions(self, call: Call, keep: Callable[[Any], bool]) -> Reply:
+        found = sorted(
+            (s for s in self.catalog.sessions.values() if keep(s)), key=lambda s: s.create_index
+        )
+        return self._json(call, [consul.session_json(s) for s in found])
+
+    def session_info(self, call: Call) -> Reply:
+        return self._sessions(call, lambda s: s.id == call.params["id"])
+
+    def session_node(self, call: Call) -> Reply:
+        return self._sessions(call, lambda s: s.node == call.params["node"])
+
+    def session_list(self, call: Call) -> Reply:
+        return self._sessions(call, lambda s: True)

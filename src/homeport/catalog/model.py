@@ -1,16 +1,24 @@
 """The service catalog as pure data and pure operations.
 
-Nothing here does I/O or reads a clock: the HTTP API, the DNS server, the health
+Nothing here does I/O, and time is read only through :attr:`Catalog.clock` (for lock
+delays; the daemon sets it to the reactor's): the HTTP API, the DNS server, the health
 checker and the SQLite store all work through :class:`Catalog`, which applies one
 change at a time, bumps the index once per change and tells its listeners what changed
 (:class:`Change`).  The store is one such listener (it makes each change durable before
 the HTTP answer goes out), the push hub another.
+
+Sessions and locks follow Consul's state store: a session belongs to a node and names
+health checks; it is invalidated when destroyed, when one of its checks goes critical
+or is removed, or when its node is; invalidation releases (or, with behavior
+``delete``, deletes) the keys it held, and those keys cannot be acquired again for the
+session's lock delay.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import itertools
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -191,12 +199,38 @@ class KVEntry:
     value: bytes
     flags: int = 0
     lock_index: int = 0
+    #: The session holding the key's lock ("" when nobody does).
+    session: str = ""
     create_index: int = 0
     modify_index: int = 0
 
 
-Kind = Literal["node", "service", "check", "kv"]
-Entity = Node | Service | Check | KVEntry
+@dataclass(frozen=True)
+class Session:
+    """A Consul session: the holder of KV locks, tied to a node and some of its checks.
+
+    Durations are seconds; ``ttl`` 0 means the session lives until destroyed or until
+    its checks or node say otherwise.
+    """
+
+    id: str
+    node: str
+    name: str = ""
+    node_checks: tuple[str, ...] = (SERF_CHECK_ID,)
+    service_checks: tuple[str, ...] = ()
+    lock_delay: float = 15.0
+    behavior: str = "release"
+    ttl: float = 0.0
+    create_index: int = 0
+    modify_index: int = 0
+
+    @property
+    def checks(self) -> tuple[str, ...]:
+        return self.node_checks + self.service_checks
+
+
+Kind = Literal["node", "service", "check", "kv", "session"]
+Entity = Node | Service | Check | KVEntry | Session
 
 
 @dataclass(frozen=True)
@@ -212,13 +246,15 @@ class Change:
 
     @property
     def topic(self) -> str:
-        return "kv" if self.kind == "kv" else "catalog"
+        return "kv" if self.kind in ("kv", "session") else "catalog"
 
     def as_event(self) -> dict[str, Any]:
         """The change as the push hub publishes it."""
         data: dict[str, Any] = {"index": self.index, "kind": self.kind, "op": self.op}
         if self.kind == "kv":
             data["key"] = self.key[0]
+        elif self.kind == "session":
+            data["session"] = self.key[0]
         elif self.kind == "node":
             data["node"] = self.key[0]
         else:
@@ -236,8 +272,9 @@ Listener = Callable[[list[Change]], None]
 
 
 def _slot(kind: Kind, key: tuple[str, ...]) -> Any:
-    """Where an entity sits in its table: nodes and KV by a string, the rest by a pair."""
-    return key[0] if kind in ("node", "kv") else key
+    """Where an entity sits in its table: nodes, KV and sessions by a string, the rest
+    by a pair."""
+    return key[0] if kind in ("node", "kv", "session") else key
 
 
 def _entity_key(entity: Entity) -> tuple[Kind, tuple[str, ...]]:
@@ -247,6 +284,8 @@ def _entity_key(entity: Entity) -> tuple[Kind, tuple[str, ...]]:
         return "service", (entity.node, entity.id)
     if isinstance(entity, Check):
         return "check", (entity.node, entity.check_id)
+    if isinstance(entity, Session):
+        return "session", (entity.id,)
     return "kv", (entity.key,)
 
 
@@ -261,16 +300,24 @@ class Catalog:
     operation that changed something (Consul's raft index), never 0.
     """
 
-    def __init__(self, datacenter: str = "dc1", index: int = 1) -> None:
+    def __init__(
+        self, datacenter: str = "dc1", index: int = 1, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.datacenter = datacenter
         self.index = max(1, index)
+        self.clock = clock
         self.nodes: dict[str, Node] = {}
         self.services: dict[tuple[str, str], Service] = {}
         self.checks: dict[tuple[str, str], Check] = {}
         self.kv: dict[str, KVEntry] = {}
+        self.sessions: dict[str, Session] = {}
+        #: Keys whose holder's session was invalidated -> clock time they are free again.
+        self.lock_delays: dict[str, float] = {}
         self._listeners: list[Listener] = []
         #: Told of every TTL update, even one that changes nothing (it resets the timer).
         self.ttl_listeners: list[Callable[[str, str], None]] = []
+        #: Told of every session renewal (it resets the session's TTL timer).
+        self.renew_listeners: list[Callable[[str], None]] = []
         self._pending: list[Change] | None = None
 
     # -- listeners --------------------------------------------------------
@@ -312,6 +359,8 @@ class Catalog:
         )
         table[_slot(kind, key)] = entity
         self._pending.append(Change(index, kind, "set", key, entity, previous))
+        if isinstance(entity, Check) and entity.status == CRITICAL and self.sessions:
+            self._check_lost(entity.node, entity.check_id)
         return entity
 
     def _delete(self, entity: Entity) -> None:
@@ -320,6 +369,12 @@ class Catalog:
         table = self._table(kind)
         del table[_slot(kind, key)]
         self._pending.append(Change(self.index + 1, kind, "delete", key, None, entity))
+        if self.sessions:
+            if isinstance(entity, Check):
+                self._check_lost(entity.node, entity.check_id)
+            elif isinstance(entity, Node):
+                for session in [s for s in self.sessions.values() if s.node == entity.name]:
+                    self._invalidate(session)
 
     def _table(self, kind: Kind) -> dict[Any, Any]:
         tables: dict[str, dict[Any, Any]] = {
@@ -327,6 +382,7 @@ class Catalog:
             "service": self.services,
             "check": self.checks,
             "kv": self.kv,
+            "session": self.sessions,
         }
         return tables[kind]
 
@@ -512,14 +568,17 @@ class Catalog:
         return [self.kv[k] for k in sorted(self.kv) if k.startswith(prefix)]
 
     def kv_put(self, key: str, value: bytes, flags: int = 0, cas: int | None = None) -> bool:
+        """Write *key* (if its ModifyIndex is *cas*, 0: if it does not exist).  A lock on
+        the key stays with its holder, as in Consul."""
         existing = self.kv.get(key)
         if cas is not None:
             if cas == 0 and existing is not None:
                 return False
             if cas != 0 and (existing is None or existing.modify_index != cas):
                 return False
+        lock_index, session = (existing.lock_index, existing.session) if existing else (0, "")
         with self._transaction():
-            self._set(KVEntry(key=key, value=value, flags=flags))
+            self._set(KVEntry(key, value, flags, lock_index=lock_index, session=session))
         return True
 
     def kv_delete(self, key: str, recurse: bool = False, cas: int | None = None) -> bool:
@@ -534,6 +593,93 @@ class Catalog:
             for entry in doomed:
                 self._delete(entry)
         return True
+
+    def kv_acquire(self, key: str, value: bytes, flags: int, session_id: str) -> bool:
+        """``PUT ?acquire=``: write *key* and lock it for the session, unless another
+        session holds it or the key is in its lock delay.  Acquiring a key the session
+        already holds updates it and keeps its lock index."""
+        if session_id not in self.sessions:
+            raise ServerRefusal(f'invalid session "{session_id}"')
+        until = self.lock_delays.get(key)
+        if until is not None:
+            if until > self.clock():
+                return False
+            del self.lock_delays[key]
+        existing = self.kv.get(key)
+        lock_index = 1
+        if existing is not None:
+            if existing.session == session_id:
+                lock_index = existing.lock_index
+            elif existing.session:
+                return False
+            else:
+                lock_index = existing.lock_index + 1
+        with self._transaction():
+            self._set(KVEntry(key, value, flags, lock_index=lock_index, session=session_id))
+        return True
+
+    def kv_release(self, key: str, value: bytes, flags: int, session_id: str) -> bool:
+        """``PUT ?release=``: write *key* and unlock it, if *session_id* holds it."""
+        existing = self.kv.get(key)
+        if existing is None or not session_id or existing.session != session_id:
+            return False
+        with self._transaction():
+            self._set(KVEntry(key, value, flags, lock_index=existing.lock_index))
+        return True
+
+    # -- sessions -----------------------------------------------------------------
+
+    def session_create(self, session: Session) -> Session:
+        """Store a new session, after checking its node and checks as Consul does."""
+        if session.behavior not in ("release", "delete"):
+            raise ServerRefusal(f"Invalid Behavior setting '{session.behavior}'")
+        if session.node not in self.nodes:
+            raise ServerRefusal("Missing node registration")
+        for check_id in session.checks:
+            check = self.checks.get((session.node, check_id))
+            if check is None:
+                raise ServerRefusal(f"Missing check '{check_id}' registration")
+            if check.status == CRITICAL:
+                raise ServerRefusal(f"Check '{check_id}' is in critical state")
+        with self._transaction():
+            stored = self._set(session)
+        assert isinstance(stored, Session)
+        return stored
+
+    def session_destroy(self, session_id: str) -> None:
+        session = self.sessions.get(session_id)
+        if session is None:
+            return
+        with self._transaction():
+            self._invalidate(session)
+
+    def session_renew(self, session_id: str) -> Session | None:
+        """The session, after telling the renew listeners (None if there is none)."""
+        session = self.sessions.get(session_id)
+        if session is not None:
+            for listener in list(self.renew_listeners):
+                listener(session_id)
+        return session
+
+    def _check_lost(self, node: str, check_id: str) -> None:
+        for session in [s for s in self.sessions.values() if s.node == node]:
+            if check_id in session.checks:
+                self._invalidate(session)
+
+    def _invalidate(self, session: Session) -> None:
+        """Delete *session*; release or delete its keys; start their lock delays."""
+        if session.id not in self.sessions:
+            return
+        now = self.clock()
+        self.lock_delays = {k: t for k, t in self.lock_delays.items() if t > now}
+        for entry in [e for e in self.kv.values() if e.session == session.id]:
+            if session.lock_delay > 0:
+                self.lock_delays[entry.key] = now + session.lock_delay
+            if session.behavior == "delete":
+                self._delete(entry)
+            else:
+                self._set(replace(entry, session=""))
+        self._delete(session)
 
     # -- bulk replacement (service definition files) --------------------------
 
@@ -613,5 +759,9 @@ def entity_from_dict(kind: Kind, data: dict[str, Any]) -> Entity:
         definition["header"] = {k: tuple(v) for k, v in definition["header"].items()}
         data["definition"] = CheckDefinition(**definition)
         return Check(**data)
+    if kind == "session":
+        data["node_checks"] = tuple(data["node_checks"])
+        data["service_checks"] = tuple(data["service_checks"])
+        return Session(**data)
     data["value"] = bytes.fromhex(data["value"])
     return KVEntry(**data)
