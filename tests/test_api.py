@@ -541,3 +541,45 @@ class SessionTokenTests(APITestCase):
         assert self.request("PUT", f"/v1/session/destroy/{sid}")[0] == 403
         assert self.request("PUT", f"/v1/kv/k?acquire={sid}", b"")[0] == 403
         assert len(self.get("/v1/session/list")) == 1
+
+
+class AgentHealthTests(APITestCase):
+    """/v1/agent/health/service/*: a service's health as an HTTP code, for load balancers."""
+
+    def test_the_code_follows_the_worst_check_by_id_and_by_name(self) -> None:
+        self.put(
+            "/v1/agent/service/register", {"ID": "web1", "Name": "web", "Check": {"TTL": "30s"}}
+        )
+        self.put("/v1/agent/service/register", {"ID": "web2", "Name": "web", "Port": 81})
+        code, _, body = self.request("GET", "/v1/agent/health/service/id/web2")
+        assert code == 200
+        info = json.loads(body)
+        assert (info["AggregatedStatus"], info["Service"]["ID"], info["Checks"]) == (
+            "passing",
+            "web2",
+            [],
+        )
+        code, _, body = self.request("GET", "/v1/agent/health/service/id/web1?format=text")
+        assert (code, body) == (503, b"critical")  # a TTL check starts critical
+        self.put("/v1/agent/check/warn/service:web1")
+        assert self.request("GET", "/v1/agent/health/service/id/web1")[0] == 429
+        code, _, body = self.request("GET", "/v1/agent/health/service/name/web")
+        assert code == 429
+        assert sorted(i["Service"]["ID"] for i in json.loads(body)) == ["web1", "web2"]
+        self.put("/v1/agent/check/pass/service:web1")
+        code, _, body = self.request("GET", "/v1/agent/health/service/name/WEB?format=text")
+        assert (code, body) == (200, b"passing")
+        # Node maintenance takes every instance out of the load balancer.
+        self.put("/v1/agent/maintenance?enable=true&reason=upgrade")
+        assert self.request("GET", "/v1/agent/health/service/name/web")[0] == 503
+        self.put("/v1/agent/maintenance?enable=false")
+        assert self.request("GET", "/v1/agent/health/service/id/web2")[0] == 200
+
+    def test_unknown_services_are_404_in_consuls_words(self) -> None:
+        code, _, body = self.request("GET", "/v1/agent/health/service/id/nope?format=text")
+        assert (code, body) == (404, b"ServiceId nope not found")
+        code, _, body = self.request("GET", "/v1/agent/health/service/id/nope")
+        assert code == 404 and json.loads(body)["AggregatedStatus"] == "critical"
+        code, _, body = self.request("GET", "/v1/agent/health/service/name/nope?format=text")
+        assert (code, body) == (404, b"ServiceName nope Not Found")
+        assert self.request("GET", "/v1/agent/health/service/name/nope")[::2] == (404, b"[]")

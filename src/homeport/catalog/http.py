@@ -25,9 +25,12 @@ from .model import (
     Service,
     UnknownCheck,
     UnknownService,
+    aggregate_status,
 )
 
 KV_MAX_VALUE = 512 * 1024
+# /v1/agent/health/service/*: the aggregated status as an HTTP code, for load balancers.
+HEALTH_CODES = {PASSING: 200, WARNING: 429, CRITICAL: 503}
 BUILTIN = "builtin"
 
 
@@ -139,6 +142,8 @@ class ConsulAPI:
         r("GET", "/v1/agent/services", self.agent_services)
         r("GET", "/v1/agent/service/:id", self.agent_service)
         r("GET", "/v1/agent/checks", self.agent_checks)
+        r("GET", "/v1/agent/health/service/id/:id", self.agent_health_by_id)
+        r("GET", "/v1/agent/health/service/name/:name", self.agent_health_by_name)
         r("GET", "/v1/agent/self", self.agent_self, volatile=True)
         r("GET", "/v1/agent/members", self.agent_members)
         r("PUT", "/v1/agent/check/register", self.check_register)
@@ -349,6 +354,50 @@ class ConsulAPI:
         data = consul.node_service_json(service, self.agent.datacenter)
         data["ContentHash"] = f"{service.modify_index:016x}"
         return self._json(call, data)
+
+    def _service_health(self, service: Service) -> tuple[str, dict[str, Any]]:
+        # The agent's own checks (as Consul's local state: no serfHealth), node ones too.
+        checks = [c for c in self.catalog.instance_checks(service) if c.source != BUILTIN]
+        status = aggregate_status(c.status for c in checks)
+        data = consul.node_service_json(service, self.agent.datacenter)
+        data["ContentHash"] = f"{service.modify_index:016x}"
+        info = {
+            "AggregatedStatus": status,
+            "Service": data,
+            "Checks": [consul.check_json(c) for c in checks],
+        }
+        return status, info
+
+    def agent_health_by_id(self, call: Call) -> Reply:
+        """One local instance's health: 200 passing, 429 warning, 503 critical, 404."""
+        service_id = call.params["id"]
+        service = self.catalog.services.get((self.agent.node, service_id))
+        text = call.arg("format") == "text"
+        if service is None or service.source == BUILTIN:
+            reason = f"ServiceId {service_id} not found"
+            if text:
+                return Reply(reason.encode(), status=404, content_type=TEXT)
+            missing = {"AggregatedStatus": CRITICAL, "Service": None, "Checks": None}
+            return json_reply(missing, 404, call.pretty)
+        status, info = self._service_health(service)
+        if text:
+            return Reply(status.encode(), status=HEALTH_CODES[status], content_type=TEXT)
+        return json_reply(info, HEALTH_CODES[status], call.pretty)
+
+    def agent_health_by_name(self, call: Call) -> Reply:
+        """Every local instance of a service; the code is the worst of them."""
+        name = call.params["name"].lower()
+        found = [self._service_health(s) for s in self._local_services() if s.name.lower() == name]
+        text = call.arg("format") == "text"
+        if not found:
+            reason = f"ServiceName {call.params['name']} Not Found"
+            if text:
+                return Reply(reason.encode(), status=404, content_type=TEXT)
+            return json_reply([], 404, call.pretty)
+        status = aggregate_status(s for s, _ in found)
+        if text:
+            return Reply(status.encode(), status=HEALTH_CODES[status], content_type=TEXT)
+        return json_reply([info for _, info in found], HEALTH_CODES[status], call.pretty)
 
     def agent_checks(self, call: Call) -> Reply:
         node = self.agent.node
