@@ -550,3 +550,11 @@ def test_py_consul_leader_election_with_a_session_lock_survives_kill_9(
     assert (entry["Session"], entry["LockIndex"], entry["Value"]) == (second, 2, b"host-2")
     assert c.kv.put("service/web/leader", "host-2", release=second) is True
     assert "Session" not in c.kv.get("service/web/leader")[1]
+
+
+def test_options_from_the_environment_as_docker_run_e_gives_them(daemon_factory: Any) -> None:
+    daemon = daemon_factory(env={"HOMEPORT_TOKEN": "from-env", "HOMEPORT_DATACENTER": "env-dc"})
+    daemon.start()
+    assert daemon.get_json("/v1/agent/self")["Config"]["Datacenter"] == "env-dc"
+    assert daemon.request("PUT", "/v1/kv/k", b"v")[0] == 403
+    assert daemon.request("PUT", "/v1/kv/k", b"v", {"X-Consul-Token": "from-env"})[0] == 200

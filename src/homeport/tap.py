@@ -8,7 +8,7 @@ import os
 import re
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -81,12 +81,29 @@ def exposed_interfaces(description: str) -> bool:
         return interface != "localhost"
 
 
+ENV_PREFIX = "HOMEPORT_"
+REPEATABLE: tuple[str, ...] = ("http", "config-dir", "empty-file", "zmq-connect", "zmq-bind")
+REPEATABLE += ("zmq-topic", "cors-origin")
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("", "0", "false", "no", "off")
+
+
+def env_name(option: str) -> str:
+    """``--data-dir`` -> ``HOMEPORT_DATA_DIR``."""
+    return ENV_PREFIX + option.upper().replace("-", "_")
+
+
 class Options(usage.Options):
     synopsis = "[options]"
     longdesc = (
         "homeport: a Consul-compatible service catalog (HTTP + DNS), a log sink for "
-        "logging.handlers.HTTPHandler, live event push and a dashboard, in one daemon."
+        "logging.handlers.HTTPHandler, live event push and a dashboard, in one daemon.\n\n"
+        "Every option can also be set in the environment as HOMEPORT_<OPTION> "
+        "(HOMEPORT_TOKEN, HOMEPORT_DATA_DIR, ...): repeatable ones take a space-separated "
+        "list, flags take 1/0; the command line wins."
     )
+    #: Where HOMEPORT_* settings are read (tests give their own).
+    environ: Mapping[str, str] = os.environ
     optParameters = [
         ["dns", None, "127.0.0.1:8600", "DNS on UDP and TCP at HOST:PORT, or 'none'."],
         ["domain", None, "consul", "The DNS domain served."],
@@ -164,11 +181,44 @@ class Options(usage.Options):
         print(f"homeport {__version__}")
         raise SystemExit(0)
 
+    def environment_arguments(self, argv: Sequence[str]) -> tuple[list[str], dict[str, str]]:
+        """The HOMEPORT_* variables as arguments to put before *argv* (which wins), and
+        which option came from which variable."""
+        flags = [str(flag[0]) for flag in self.optFlags]
+        names = [str(param[0]) for param in self.optParameters] + list(REPEATABLE) + flags
+        args: list[str] = []
+        used: dict[str, str] = {}
+        for name in names:
+            variable = env_name(name)
+            value = self.environ.get(variable)
+            if value is None:
+                continue
+            if name in flags:
+                if value.strip().lower() in _TRUE:
+                    args.append(f"--{name}")
+                elif value.strip().lower() not in _FALSE:
+                    _fail(f"{variable}={value!r}: expected 1 or 0 (true/false, yes/no)")
+            elif name in REPEATABLE:
+                if any(a == f"--{name}" or a.startswith(f"--{name}=") for a in argv):
+                    continue  # the command line's list replaces the environment's
+                for item in value.split():
+                    args += [f"--{name}", item]
+            else:
+                args.append(f"--{name}={value}")
+            used[name] = variable
+        return args, used
+
     def parseOptions(self, options: Any = None) -> None:
+        argv = list(sys.argv[1:] if options is None else options)
+        from_env, used = self.environment_arguments(argv)
         try:
-            super().parseOptions(options)
+            super().parseOptions(from_env + argv)
         except usage.UsageError as e:
-            _fail(str(e))
+            message = str(e)
+            for name, variable in used.items():
+                if message.startswith(f"--{name} "):
+                    message += f" (from {variable})"
+            _fail(message)
 
     def postOptions(self) -> None:
         if not self["http"]:
