@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import ssl
 import stat
@@ -257,6 +258,31 @@ def test_tls_alpn_01_gets_a_certificate_with_only_the_tls_listener_reachable(
     assert curl(A, tls, root)[0] == 200
     output = daemon.output()
     assert "(tls-alpn-01)" in output and "Could not get" not in output, output
+
+
+def test_sighup_asks_at_once_for_a_name_whose_empty_file_appeared(
+    tmp_path: Path, daemon_factory: type[Daemon], pebble_factory: Callable[..., Pebble]
+) -> None:
+    """An empty B.pem dropped into the directory of a running daemon gets its
+    certificate after `kill -HUP`, not at the next daily check; A is left alone."""
+    tls = free_port()
+    pebble = pebble_factory(http_port=free_port(), tls_port=tls).start()
+    certs = tmp_path / "certs"
+    daemon = start_daemon(
+        daemon_factory, certs, pebble,
+        "--http", f"le:{certs}:tcp:{tls}:interface=127.0.0.1",
+        "--empty-file", str(certs / f"{A}.pem"),
+    )  # fmt: skip
+    wait_for(issued(certs, A), 60, "the first certificate")
+    first = (certs / f"{A}.pem").read_bytes()
+    (certs / f"{B}.pem").touch()
+    assert daemon.process is not None
+    daemon.process.send_signal(signal.SIGHUP)
+    wait_for(issued(certs, B), 60, "the certificate asked for after SIGHUP")
+    assert served_names(B, tls, pebble.root()) == [B]
+    assert (certs / f"{A}.pem").read_bytes() == first
+    assert daemon.process.poll() is None
+    assert f"for {B} (requested)" in daemon.output()
 
 
 def test_with_pebble_down_the_daemon_serves_what_it_has_and_recovers_when_it_is_back(

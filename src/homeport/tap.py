@@ -377,21 +377,21 @@ class OnStop(Service):
         self.callback()
 
 
-class ConfigService(Service):
-    """Loads ``--config-dir`` files at start and on SIGHUP."""
+class HangupService(Service):
+    """SIGHUP: read again what lives in files (``--config-dir``, certificate directories).
 
-    def __init__(self, catalog: Any, node: str, directories: list[Path], reactor: Any) -> None:
-        self.catalog = catalog
-        self.node = node
-        self.directories = directories
+    The handler is installed only when there is something to read again, so a daemon
+    without either keeps SIGHUP's default meaning.
+    """
+
+    def __init__(self, reactor: Any) -> None:
         self.reactor = reactor
-        self._good: dict[Path, Any] = {}
+        self.actions: list[Callable[[], None]] = []
         self._previous_handler: Any = None
 
     def startService(self) -> None:
         super().startService()
-        self.reload()
-        if self.directories and hasattr(signal, "SIGHUP"):
+        if self.actions and hasattr(signal, "SIGHUP"):
             try:
                 self._previous_handler = signal.signal(signal.SIGHUP, self._hup)
             except ValueError:  # not the main thread (tests)
@@ -404,7 +404,29 @@ class ConfigService(Service):
             self._previous_handler = None
 
     def _hup(self, signum: int, frame: Any) -> None:
-        self.reactor.callFromThread(self.reload)
+        self.reactor.callFromThread(self.run)
+
+    def run(self) -> None:
+        for action in list(self.actions):
+            try:
+                action()
+            except Exception:
+                log.failure("Reading files again after SIGHUP")
+
+
+class ConfigService(Service):
+    """Loads ``--config-dir`` files at start (and again on SIGHUP, see HangupService)."""
+
+    def __init__(self, catalog: Any, node: str, directories: list[Path], reactor: Any) -> None:
+        self.catalog = catalog
+        self.node = node
+        self.directories = directories
+        self.reactor = reactor
+        self._good: dict[Path, Any] = {}
+
+    def startService(self) -> None:
+        super().startService()
+        self.reload()
 
     def reload(self) -> None:
         from .catalog import definitions
@@ -492,9 +514,12 @@ def makeService(options: Options, reactor: Any = None) -> IService:
 
     HealthChecker(catalog, agent.node, reactor).setServiceParent(top)
     SessionTimers(catalog, reactor).setServiceParent(top)
-    ConfigService(
-        catalog, agent.node, [Path(d) for d in options["config-dir"]], reactor
-    ).setServiceParent(top)
+    hangup = HangupService(reactor)
+    hangup.setServiceParent(top)
+    config = ConfigService(catalog, agent.node, [Path(d) for d in options["config-dir"]], reactor)
+    config.setServiceParent(top)
+    if config.directories:
+        hangup.actions.append(config.reload)
 
     metrics = Metrics()
     metrics.gauge("homeport_catalog_nodes", "Nodes in the catalog", lambda: len(catalog.nodes))
@@ -621,6 +646,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         acme_directory=options["acme-directory"],
         ca_file=options["acme-ca-file"],
         email=options["acme-email"],
+        on_hangup=hangup.actions,
     )
     exposed = False
     for (description, endpoint, _), factory in zip(endpoints, factories, strict=True):

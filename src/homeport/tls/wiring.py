@@ -32,6 +32,7 @@ def wire_tls(
     acme_directory: str | None = None,
     ca_file: str | None = None,
     email: str | None = None,
+    on_hangup: list[Callable[[], None]] | None = None,
 ) -> list[Any]:
     """Answer ACME challenges, start issuing, and choose each listener's factory.
 
@@ -39,7 +40,9 @@ def wire_tls(
     factory for each, in order: *site*, except that with an le:/lets: listener in use a
     plain TCP listener reachable from outside (*exposed*) gets a site that answers http-01
     and redirects everything else to HTTPS.  Loopback and UNIX listeners keep serving
-    plain HTTP (local tools and reverse proxies talk to them).
+    plain HTTP (local tools and reverse proxies talk to them).  Each issuing service's
+    directory check is added to *on_hangup* (run on SIGHUP), so a new empty file is
+    seen at once rather than at the next daily check.
     """
     from .issuer import HTTP_01, TLS_ALPN_01, AcmeAuthority, AcmeIssuingService
 
@@ -71,9 +74,10 @@ def wire_tls(
                 email=email,
                 ca_file=ca_file,
             )
-            AcmeIssuingService(
-                endpoint.store, sni, authority, reactor, preference
-            ).setServiceParent(parent)
+            issuing = AcmeIssuingService(endpoint.store, sni, authority, reactor, preference)
+            issuing.setServiceParent(parent)
+            if on_hangup is not None:
+                on_hangup.append(issuing.check)
 
     def https_port() -> int | None:
         for endpoint in acme:
