@@ -583,3 +583,52 @@ class AgentHealthTests(APITestCase):
         code, _, body = self.request("GET", "/v1/agent/health/service/name/nope?format=text")
         assert (code, body) == (404, b"ServiceName nope Not Found")
         assert self.request("GET", "/v1/agent/health/service/name/nope")[::2] == (404, b"[]")
+
+
+class TxnTests(APITestCase):
+    """PUT /v1/txn: KV operations all together, or 409 and nothing."""
+
+    def txn(self, ops: Any) -> tuple[int, Any]:
+        code, _, body = self.request("PUT", "/v1/txn", ops)
+        return code, json.loads(body) if body.startswith((b"{", b"[")) else body
+
+    def test_results_and_conflicts_in_consuls_shape(self) -> None:
+        value = base64.b64encode(b"postgres://db").decode()
+        code, answer = self.txn(
+            [
+                {"KV": {"Verb": "set", "Key": "app/db", "Value": value, "Flags": 7}},
+                {"kv": {"verb": "get", "key": "app/db"}},
+            ]
+        )
+        assert code == 200 and answer["Errors"] is None
+        written, read = (r["KV"] for r in answer["Results"])
+        assert (written["Key"], written["Value"], written["Flags"]) == ("app/db", None, 7)
+        assert read["Value"] == value and read["ModifyIndex"] == written["ModifyIndex"]
+
+        code, answer = self.txn(
+            [
+                {"KV": {"Verb": "set", "Key": "app/cache", "Value": value}},
+                {"KV": {"Verb": "check-index", "Key": "app/db", "Index": 1}},
+            ]
+        )
+        assert code == 409 and answer["Results"] is None
+        assert answer["Errors"] == [
+            {"OpIndex": 1, "What": f"current modify index {written['ModifyIndex']} != 1"}
+        ]
+        assert self.request("GET", "/v1/kv/app/cache")[0] == 404
+
+    def test_bad_transactions_are_refused_before_anything_runs(self) -> None:
+        many = [{"KV": {"Verb": "get", "Key": f"k{n}"}} for n in range(129)]
+        big = base64.b64encode(b"x" * (512 * 1024 + 1)).decode()
+        for body, status, text in [
+            (many, 413, b"Transaction contains too many operations (129 > 128)"),
+            ([{"KV": {"Verb": "set", "Key": "k", "Value": big}}], 413, b"is too large"),
+            ([{"KV": {"Verb": "set", "Key": "k", "Value": "%%%"}}], 400, b"illegal base64"),
+            ([{"Node": {"Verb": "get"}}], 400, b"KV operations"),
+            ([{"KV": {"Verb": "set", "Key": "k", "Bogus": 1}}], 400, b'unknown field "Bogus"'),
+            ({"KV": {}}, 400, b"cannot unmarshal object"),
+            (b"[not json", 400, b"Request decode failed"),
+        ]:
+            code, _, answer = self.request("PUT", "/v1/txn", body)
+            assert (code, text in answer) == (status, True), (status, code, answer[:200])
+        assert self.daemon.catalog.kv == {}

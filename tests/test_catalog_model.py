@@ -12,6 +12,7 @@ from homeport.catalog.model import (
     Change,
     Check,
     CheckDefinition,
+    KVOp,
     Node,
     NoTTL,
     ServerRefusal,
@@ -313,3 +314,72 @@ def test_sessions_and_held_keys_survive_the_store_format() -> None:
     catalog.kv_acquire("leader", b"\x00\xff", 3, "s1")
     for kind, entity in [("session", catalog.sessions["s1"]), ("kv", catalog.kv["leader"])]:
         assert entity_from_dict(kind, entity_to_dict(entity)) == entity  # type: ignore[arg-type]
+
+
+# -- transactions ---------------------------------------------------------------------
+
+
+def test_a_transaction_applies_every_op_under_one_index() -> None:
+    catalog, _ = catalog_with_sessions()
+    catalog.kv_put("app/old", b"x")
+    changes: list[Change] = []
+    catalog.subscribe(changes.extend)
+    before = catalog.index
+    results, errors = catalog.kv_txn(
+        [
+            KVOp("set", "app/a", b"1"),
+            KVOp("cas", "app/b", b"2", index=0),
+            KVOp("lock", "app/leader", b"me", session="s1"),
+            KVOp("delete", "app/old"),
+            KVOp("get", "app/a"),
+            KVOp("get-tree", "app/"),
+        ]
+    )
+    assert errors == []
+    assert catalog.index == before + 1 and {c.index for c in changes} == {before + 1}
+    assert [(e.key, e.value) for e in results] == [
+        ("app/a", b""),  # a write's result carries no value
+        ("app/b", b""),
+        ("app/leader", b""),
+        ("app/a", b"1"),  # a read's does
+        ("app/a", b"1"),
+        ("app/b", b"2"),
+        ("app/leader", b"me"),
+    ]
+    assert catalog.kv["app/leader"].session == "s1"
+    assert "app/old" not in catalog.kv
+
+
+def test_a_failing_op_leaves_everything_as_it_was() -> None:
+    catalog, _ = catalog_with_sessions()
+    catalog.kv_acquire("leader", b"one", 0, "s1")
+    catalog.kv_put("config", b"v1")
+    index = catalog.kv["config"].modify_index
+    changes: list[Change] = []
+    catalog.subscribe(changes.extend)
+    before = catalog.index
+    for ops, failed, reason in [
+        (
+            [KVOp("set", "new", b"x"), KVOp("cas", "config", b"v2", index=index + 7)],
+            1,
+            'failed to set key "config", index is stale',
+        ),
+        (
+            [KVOp("delete", "config"), KVOp("lock", "leader", b"two", session="s2")],
+            1,
+            'failed to lock key "leader", lock is already held',
+        ),
+        ([KVOp("check-not-exists", "config")], 0, 'key "config" exists'),
+        ([KVOp("check-index", "config", index=1)], 0, f"current modify index {index} != 1"),
+        ([KVOp("get", "nope")], 0, 'key "nope" doesn\'t exist'),
+        ([KVOp("unlock", "leader", session="s2")], 0, 'failed to unlock key "leader", lock'),
+        ([KVOp("lock", "x", session="ghost")], 0, 'invalid session "ghost"'),
+        ([KVOp("delete-tree", ""), KVOp("frobnicate", "k")], 1, 'unknown KV verb "frobnicate"'),
+    ]:
+        results, errors = catalog.kv_txn(ops)
+        assert results == []
+        [(n, what)] = errors
+        assert n == failed and what.startswith(reason), what
+    assert changes == [] and catalog.index == before
+    assert sorted(catalog.kv) == ["config", "leader"]
+    assert catalog.kv["leader"].session == "s1" and catalog.kv["config"].value == b"v1"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import http.server
 import json
 import signal
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import consul
+import consul.exceptions
 import pytest
 
 from .daemon import Daemon
@@ -558,3 +560,19 @@ def test_options_from_the_environment_as_docker_run_e_gives_them(daemon_factory:
     assert daemon.get_json("/v1/agent/self")["Config"]["Datacenter"] == "env-dc"
     assert daemon.request("PUT", "/v1/kv/k", b"v")[0] == 403
     assert daemon.request("PUT", "/v1/kv/k", b"v", {"X-Consul-Token": "from-env"})[0] == 200
+
+
+def test_py_consul_transactions_are_all_or_nothing(daemon: Daemon) -> None:
+    c = client(daemon)
+
+    def op(verb: str, key: str, value: bytes = b"", **extra: Any) -> dict[str, Any]:
+        fields = {"Verb": verb, "Key": key, "Value": base64.b64encode(value).decode(), **extra}
+        return {"KV": fields}
+
+    answer = c.txn.put([op("set", "cfg/a", b"1"), op("set", "cfg/b", b"2"), op("get", "cfg/a")])
+    assert [r["KV"]["Key"] for r in answer["Results"]] == ["cfg/a", "cfg/b", "cfg/a"]
+    assert base64.b64decode(answer["Results"][2]["KV"]["Value"]) == b"1"
+    with pytest.raises(consul.exceptions.ClientError, match="409"):
+        c.txn.put([op("set", "cfg/c", b"3"), op("check-not-exists", "cfg/a")])
+    _, keys = c.kv.get("cfg/", keys=True)
+    assert keys == ["cfg/a", "cfg/b"]

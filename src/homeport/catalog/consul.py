@@ -23,10 +23,12 @@ from .model import (
     Check,
     CheckDefinition,
     KVEntry,
+    KVOp,
     Node,
     ServerRefusal,
     Service,
     Session,
+    TooLarge,
     Weights,
     check_ids_for,
 )
@@ -448,6 +450,67 @@ def session_from(fields: Mapping[str, Any], session_id: str, default_node: str) 
         behavior=fields.get("Behavior") or "release",
         ttl=ttl,
     )
+
+
+KV_TXN_OP = Schema(
+    "api.KVTxnOp",
+    {
+        "Verb": "str",
+        "Key": "str",
+        "Value": "str",
+        "Flags": "int",
+        "Index": "int",
+        "Session": "str",
+        "Namespace": "str",
+        "Partition": "str",
+    },
+)
+TXN_KINDS = ("KV", "Node", "Service", "Check", "Session")
+
+
+def txn_ops(value: Any, max_ops: int, max_value: int) -> list[KVOp]:
+    """The body of ``PUT /v1/txn`` as KV operations (only KV ones are run here)."""
+    if not isinstance(value, list):
+        raise BadRequest(
+            f"Failed to parse body: json: cannot unmarshal {_json_type(value)} "
+            "into Go value of type api.TxnOps"
+        )
+    if len(value) > max_ops:
+        raise TooLarge(f"Transaction contains too many operations ({len(value)} > {max_ops})")
+    ops = []
+    for item in value:
+        if not isinstance(item, dict) or len(item) != 1:
+            raise BadRequest("Failed to parse body: each operation is an object with one key")
+        [(kind, fields)] = item.items()
+        canonical = next((k for k in TXN_KINDS if k.lower() == kind.lower()), None)
+        if canonical is None:
+            raise BadRequest(f'Failed to parse body: json: unknown field "{kind}"')
+        if canonical != "KV":
+            raise BadRequest(f"homeport runs KV operations in transactions, not {canonical}")
+        op = KV_TXN_OP.decode(fields)
+        try:
+            data = base64.b64decode(op.get("Value") or "", validate=True)
+        except ValueError:
+            raise BadRequest("Failed to parse body: illegal base64 data in Value") from None
+        if len(data) > max_value:
+            raise TooLarge(
+                f'Value for key "{op.get("Key") or ""}" is too large '
+                f"({len(data)} > {max_value} bytes)"
+            )
+        flags = op.get("Flags") or 0
+        if not 0 <= flags < 2**64:
+            raise BadRequest("Invalid flags")
+        ops.append(
+            KVOp(
+                verb=(op.get("Verb") or "").lower(),
+                key=op.get("Key") or "",
+                value=data,
+                flags=flags,
+                index=op.get("Index") or 0,
+                session=op.get("Session") or "",
+            )
+        )
+    return ops
 
 
 def parse_body(body: bytes) -> Any:

@@ -29,6 +29,7 @@ from .model import (
 )
 
 KV_MAX_VALUE = 512 * 1024
+MAX_TXN_OPS = 128  # Consul's maxTxnOps
 # /v1/agent/health/service/*: the aggregated status as an HTTP code, for load balancers.
 HEALTH_CODES = {PASSING: 200, WARNING: 429, CRITICAL: 503}
 BUILTIN = "builtin"
@@ -164,6 +165,7 @@ class ConsulAPI:
         r("GET", "/v1/kv/*key", self.kv_get)
         r("PUT", "/v1/kv/*key", self.kv_put)
         r("DELETE", "/v1/kv/*key", self.kv_delete)
+        r("PUT", "/v1/txn", self.txn)
         # sessions
         r("PUT", "/v1/session/create", self.session_create)
         r("PUT", "/v1/session/destroy/:id", self.session_destroy)
@@ -611,6 +613,16 @@ class ConsulAPI:
         key = self._kv_key(call)
         ok = self.catalog.kv_delete(key, recurse=call.has("recurse"), cas=call.int_arg("cas"))
         return Reply(b"true" if ok else b"false")
+
+    def txn(self, call: Call) -> Reply:
+        """KV operations applied all together or not at all; 409 with the failed op."""
+        ops = consul.txn_ops(consul.parse_body(call.body), MAX_TXN_OPS, KV_MAX_VALUE)
+        results, errors = self.catalog.kv_txn(ops)
+        if errors:
+            failed = [{"OpIndex": n, "What": what} for n, what in errors]
+            return json_reply({"Results": None, "Errors": failed}, 409, call.pretty)
+        answer = {"Results": [{"KV": consul.kv_json(e)} for e in results], "Errors": None}
+        return self._json(call, answer)
 
     # -- sessions -----------------------------------------------------------------------
 

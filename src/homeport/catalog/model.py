@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
@@ -64,6 +64,17 @@ class ServerRefusal(CatalogError):
 
     text: str
     status = 500
+
+    def message(self) -> str:
+        return self.text
+
+
+@dataclass
+class TooLarge(CatalogError):
+    """A request over one of Consul's size limits (HTTP 413)."""
+
+    text: str
+    status = 413
 
     def message(self) -> str:
         return self.text
@@ -269,6 +280,24 @@ class Change:
 
 
 Listener = Callable[[list[Change]], None]
+
+
+@dataclass(frozen=True)
+class KVOp:
+    """One KV operation of a transaction (``PUT /v1/txn``), with Consul's verbs."""
+
+    verb: str
+    key: str
+    value: bytes = b""
+    flags: int = 0
+    index: int = 0
+    session: str = ""
+
+
+class _OpFailed(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 def _slot(kind: Kind, key: tuple[str, ...]) -> Any:
@@ -600,23 +629,34 @@ class Catalog:
         already holds updates it and keeps its lock index."""
         if session_id not in self.sessions:
             raise ServerRefusal(f'invalid session "{session_id}"')
-        until = self.lock_delays.get(key)
-        if until is not None:
-            if until > self.clock():
-                return False
-            del self.lock_delays[key]
-        existing = self.kv.get(key)
-        lock_index = 1
-        if existing is not None:
-            if existing.session == session_id:
-                lock_index = existing.lock_index
-            elif existing.session:
-                return False
-            else:
-                lock_index = existing.lock_index + 1
+        if self._in_lock_delay(key):
+            return False
+        lock_index = self._lock_index(key, session_id)
+        if lock_index is None:
+            return False
         with self._transaction():
             self._set(KVEntry(key, value, flags, lock_index=lock_index, session=session_id))
         return True
+
+    def _in_lock_delay(self, key: str) -> bool:
+        until = self.lock_delays.get(key)
+        if until is None:
+            return False
+        if until > self.clock():
+            return True
+        del self.lock_delays[key]
+        return False
+
+    def _lock_index(self, key: str, session_id: str) -> int | None:
+        """The key's lock index once *session_id* holds it; None if another one does."""
+        existing = self.kv.get(key)
+        if existing is None:
+            return 1
+        if existing.session == session_id:
+            return existing.lock_index
+        if existing.session:
+            return None
+        return existing.lock_index + 1
 
     def kv_release(self, key: str, value: bytes, flags: int, session_id: str) -> bool:
         """``PUT ?release=``: write *key* and unlock it, if *session_id* holds it."""
@@ -626,6 +666,80 @@ class Catalog:
         with self._transaction():
             self._set(KVEntry(key, value, flags, lock_index=existing.lock_index))
         return True
+
+    # -- transactions ---------------------------------------------------------------
+
+    def kv_txn(self, ops: Sequence[KVOp]) -> tuple[list[KVEntry], list[tuple[int, str]]]:
+        """``PUT /v1/txn``: apply *ops* all together, or none of them.
+
+        Returns the results (entries, values blanked except for reads) and no errors, or
+        no results and the ``(op index, reason)`` of the op that failed (Consul stops at
+        the first), the catalog left exactly as it was.
+        """
+        saved = dict(self.kv), dict(self.lock_delays)
+        results: list[KVEntry] = []
+        with self._transaction():
+            for n, op in enumerate(ops):
+                try:
+                    results.extend(self._kv_op(op))
+                except _OpFailed as e:
+                    self.kv, self.lock_delays = saved
+                    assert self._pending is not None
+                    self._pending.clear()  # nothing happened: no change, no new index
+                    return [], [(n, e.reason)]
+        return results, []
+
+    def _kv_op(self, op: KVOp) -> list[KVEntry]:
+        verb, key = op.verb, op.key
+        existing = self.kv.get(key)
+        if verb in ("get", "check-index", "check-session", "check-not-exists"):
+            if verb == "check-not-exists":
+                if existing is not None:
+                    raise _OpFailed(f'key "{key}" exists')
+                return []
+            if existing is None:
+                raise _OpFailed(f'key "{key}" doesn\'t exist')
+            if verb == "check-index" and existing.modify_index != op.index:
+                raise _OpFailed(f"current modify index {existing.modify_index} != {op.index}")
+            if verb == "check-session" and existing.session != op.session:
+                raise _OpFailed(f'current session "{existing.session}" != "{op.session}"')
+            return [existing if verb == "get" else replace(existing, value=b"")]
+        if verb == "get-tree":
+            return self.kv_list(key)
+        if verb in ("delete", "delete-tree", "delete-cas"):
+            if verb == "delete-cas" and (existing is None or existing.modify_index != op.index):
+                raise _OpFailed(f'failed to delete key "{key}", index is stale')
+            for entry in self.kv_list(key) if verb == "delete-tree" else [existing]:
+                if entry is not None:
+                    self._delete(entry)
+            return []
+        lock_index, session = (existing.lock_index, existing.session) if existing else (0, "")
+        if verb == "cas" and (
+            (existing is not None)
+            if op.index == 0
+            else (existing is None or existing.modify_index != op.index)
+        ):
+            raise _OpFailed(f'failed to set key "{key}", index is stale')
+        if verb == "lock":
+            if op.session not in self.sessions:
+                raise _OpFailed(f'invalid session "{op.session}"')
+            if self._in_lock_delay(key):
+                raise _OpFailed(f'key "{key}" is in a lock delay')
+            held = self._lock_index(key, op.session)
+            if held is None:
+                raise _OpFailed(f'failed to lock key "{key}", lock is already held')
+            lock_index, session = held, op.session
+        elif verb == "unlock":
+            if existing is None or not op.session or existing.session != op.session:
+                raise _OpFailed(
+                    f'failed to unlock key "{key}", lock isn\'t held, or is held by another session'
+                )
+            session = ""
+        elif verb not in ("set", "cas"):
+            raise _OpFailed(f'unknown KV verb "{verb}"')
+        stored = self._set(KVEntry(key, op.value, op.flags, lock_index=lock_index, session=session))
+        assert isinstance(stored, KVEntry)
+        return [replace(stored, value=b"")]
 
     # -- sessions -----------------------------------------------------------------
 
