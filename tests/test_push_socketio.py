@@ -252,3 +252,22 @@ def test_a_session_that_never_answers_pings_is_closed(daemon_factory: type[Daemo
     sid = handshake(daemon)["sid"]
     time.sleep(1.0)
     assert raw(daemon, "GET", f"EIO=4&transport=polling&sid={sid}")[0] == 400
+
+
+@pytest.mark.parametrize("transports", [["polling"], ["websocket"]])
+def test_an_event_with_binary_data_is_answered_not_dropped(
+    daemon: Daemon, transports: list[str]
+) -> None:
+    """A BINARY_EVENT is put back together with its attachments and answered like any
+    other: bytes are no topic, so the ack says why; the session carries on."""
+    client, received = connect(daemon, transports)
+    try:
+        answer = client.call("subscribe", b"\x00demo\xff", timeout=5)
+        assert "give a topic or a list of topics" in answer["error"]
+        answer = client.call("subscribe", {"topics": ["demo"], "note": b"\x01\x02"}, timeout=5)
+        assert answer == {"topics": ["demo"]}  # the attachment sat where nothing looks
+        event_id = publish(daemon, "demo", "after binary")
+        wait_for(lambda: received)
+        assert received == [{"id": event_id, "data": "after binary"}]
+    finally:
+        client.disconnect()

@@ -5,7 +5,8 @@ this speaks the protocol itself (see PROTOCOLS.md): the Engine.IO handshake, the
 transport (packets joined by the record separator ``\\x1e``; a POST is answered ``ok``),
 the WebSocket transport (one packet per frame, via autobahn), the ``2probe``/``3probe``/
 ``5`` upgrade, server pings with a pong deadline; and, inside Engine.IO messages, the
-Socket.IO packets of namespace ``/``: CONNECT, DISCONNECT, EVENT and ACK.
+Socket.IO packets of namespace ``/``: CONNECT, DISCONNECT, EVENT and ACK, and
+BINARY_EVENT (put back together with its attachments, then handled as an EVENT).
 
 The application on top is the hub: a client emits ``subscribe`` with a topic or a list
 of topics (or ``{"topics": [...], "last_event_id": N}`` to resume), optionally with an
@@ -71,6 +72,20 @@ class ProtocolError(Exception):
 
 # ---------------------------------------------------------------------------
 # Socket.IO packets (pure)
+
+
+def _with_attachments(value: Any, attachments: Sequence[bytes]) -> Any:
+    """*value* with each ``{"_placeholder": true, "num": n}`` replaced by attachment n."""
+    if isinstance(value, list):
+        return [_with_attachments(v, attachments) for v in value]
+    if isinstance(value, dict):
+        if value.get("_placeholder") is True and isinstance(value.get("num"), int):
+            num = value["num"]
+            if not 0 <= num < len(attachments):
+                raise ProtocolError(f"a placeholder for attachment {num} that did not come")
+            return attachments[num]
+        return {k: _with_attachments(v, attachments) for k, v in value.items()}
+    return value
 
 
 def decode_socketio(text: str) -> tuple[int, int, str, int | None, Any]:
@@ -150,6 +165,9 @@ class Session:
         self.socket_sid: str | None = None
         self.subscription: Subscription | None = None
         self.attachments_left = 0
+        # A BINARY_EVENT waiting for its attachments: (ack id, data), and what came so far.
+        self._binary: tuple[int | None, Any] | None = None
+        self._attachments: list[bytes] = []
         self._ping: IDelayedCall | None = None
         self._pong: IDelayedCall | None = None
         self.schedule_ping()
@@ -234,17 +252,23 @@ class Session:
             pass
         elif kind == "b":
             try:
-                base64.b64decode(packet[1:], validate=True)
+                data = base64.b64decode(packet[1:], validate=True)
             except (binascii.Error, ValueError):
                 raise ProtocolError("bad base64 in a binary packet") from None
-            self.on_binary()
+            self.on_binary(data)
         else:
             raise ProtocolError(f"unknown Engine.IO packet type {kind!r}")
 
-    def on_binary(self) -> None:
+    def on_binary(self, data: bytes) -> None:
         if self.attachments_left <= 0:
             raise ProtocolError("a binary packet that no Socket.IO packet announced")
-        self.attachments_left -= 1  # binary payloads mean nothing here; skip them
+        self.attachments_left -= 1
+        self._attachments.append(data)
+        if self.attachments_left == 0 and self._binary is not None:
+            (ack, packet), attachments = self._binary, self._attachments
+            self._binary, self._attachments = None, []
+            # Answered like any event (subscribe wants topic names, so bytes get an error).
+            self.on_event(_with_attachments(packet, attachments), ack)
 
     def on_message(self, text: str) -> None:
         if self.attachments_left:
@@ -272,8 +296,15 @@ class Session:
             self.on_event(data, ack)
         elif kind == 3:  # ACK of something we emitted with an id: we never ask for one
             pass
-        elif kind in (5, 6):
+        elif kind in (5, 6):  # BINARY_EVENT, BINARY_ACK: the attachments follow
+            if attachments > 16:
+                raise ProtocolError("more than 16 binary attachments")
             self.attachments_left = attachments
+            self._binary = (ack, data) if kind == 5 else None
+            self._attachments = []
+            if attachments == 0 and kind == 5:
+                self._binary = None
+                self.on_event(data, ack)
         else:  # CONNECT_ERROR comes from servers only
             raise ProtocolError(f"a client may not send Socket.IO packet type {kind}")
 
@@ -459,7 +490,7 @@ class EngineIOWebSocket(WebSocketServerProtocol):
             if isBinary:
                 if self.probing:
                     raise ProtocolError("binary data on a probe")
-                session.on_binary()
+                session.on_binary(payload)
                 return
             try:
                 text = payload.decode("utf-8")
