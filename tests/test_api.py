@@ -632,3 +632,41 @@ class TxnTests(APITestCase):
             code, _, answer = self.request("PUT", "/v1/txn", body)
             assert (code, text in answer) == (status, True), (status, code, answer[:200])
         assert self.daemon.catalog.kv == {}
+
+
+class NodeMetaTests(APITestCase):
+    """?node-meta=key:value narrows catalog and health reads to nodes with that meta
+    (Prometheus' consul_sd node_meta); ?filter is refused rather than ignored."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        for node, rack, address in [("web-a", "r1", "10.0.0.1"), ("web-b", "r2", "10.0.0.2")]:
+            self.put(
+                "/v1/catalog/register",
+                {
+                    "Node": node,
+                    "Address": address,
+                    "NodeMeta": {"rack": rack, "env": "prod"},
+                    "Service": {"Service": "web", "Port": 80, "Tags": [rack]},
+                },
+            )
+
+    def test_node_meta_filters_every_catalog_and_health_read(self) -> None:
+        nodes = self.get("/v1/catalog/nodes?node-meta=rack:r1")
+        assert [n["Node"] for n in nodes] == ["web-a"]
+        both = self.get("/v1/catalog/nodes?node-meta=env:prod")
+        assert [n["Node"] for n in both] == ["web-a", "web-b"]
+        assert self.get("/v1/catalog/nodes?node-meta=env:prod&node-meta=rack:r2")[0]["Node"] == (
+            "web-b"
+        )
+        assert self.get("/v1/catalog/services?node-meta=rack:r2") == {"web": ["r2"]}
+        assert self.get("/v1/catalog/services?node-meta=rack:r9") == {}
+        service = self.get("/v1/catalog/service/web?node-meta=rack:r1")
+        assert [s["Node"] for s in service] == ["web-a"]
+        health = self.get("/v1/health/service/web?node-meta=rack:r2")
+        assert [h["Node"]["Node"] for h in health] == ["web-b"]
+
+    def test_a_filter_expression_is_refused_not_ignored(self) -> None:
+        code, _, body = self.request("GET", '/v1/catalog/service/web?filter=Node=="web-a"')
+        assert code == 400 and b"does not evaluate ?filter" in body
+        assert len(self.get("/v1/catalog/service/web?filter=")) == 2  # empty: no filter

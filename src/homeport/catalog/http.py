@@ -230,15 +230,35 @@ class ConsulAPI:
     def datacenters(self, call: Call) -> Reply:
         return self._json(call, [self.agent.datacenter])
 
+    def _on_node(self, call: Call) -> Callable[[str], bool] | None:
+        """``?node-meta=key:value`` (repeatable, all must match): which node names pass."""
+        wanted = [item.partition(":")[::2] for item in call.args.get("node-meta", ())]
+        if not wanted:
+            return None
+        nodes = self.catalog.nodes
+
+        def accepts(name: str) -> bool:
+            node = nodes.get(name)
+            return node is not None and all(node.meta.get(k) == v for k, v in wanted)
+
+        return accepts
+
+    def _instances(self, call: Call) -> list[Service]:
+        services = self.catalog.instances(call.params["name"], call.args.get("tag", ()))
+        on_node = self._on_node(call)
+        return services if on_node is None else [s for s in services if on_node(s.node)]
+
     def catalog_nodes(self, call: Call) -> Reply:
+        on_node = self._on_node(call)
         nodes = sorted(self.catalog.nodes.values(), key=lambda n: n.name)
+        nodes = [n for n in nodes if on_node is None or on_node(n.name)]
         return self._json(call, [consul.node_json(n) for n in nodes])
 
     def catalog_services(self, call: Call) -> Reply:
-        return self._json(call, self.catalog.service_names())
+        return self._json(call, self.catalog.service_names(self._on_node(call)))
 
     def catalog_service(self, call: Call) -> Reply:
-        services = self.catalog.instances(call.params["name"], call.args.get("tag", ()))
+        services = self._instances(call)
         nodes = self.catalog.nodes
         dc = self.agent.datacenter
         return self._json(
@@ -509,7 +529,7 @@ class ConsulAPI:
     def health_service(self, call: Call) -> Reply:
         passing = self._passing_filter(call)
         result = []
-        for service in self.catalog.instances(call.params["name"], call.args.get("tag", ())):
+        for service in self._instances(call):
             checks = self.catalog.instance_checks(service)
             if passing and any(c.status != PASSING for c in checks):
                 continue

@@ -504,11 +504,13 @@ class Catalog:
         """Checks of the node itself (no service), e.g. serfHealth."""
         return [c for c in self.checks.values() if c.node == node and not c.service_id]
 
-    def service_names(self) -> dict[str, list[str]]:
-        """``{name: sorted unique tags}`` as /v1/catalog/services shows it."""
+    def service_names(self, on_node: Callable[[str], bool] | None = None) -> dict[str, list[str]]:
+        """``{name: sorted unique tags}`` as /v1/catalog/services shows it (only the
+        services on nodes *on_node* accepts, when given)."""
         names: dict[str, set[str]] = {}
         for service in self.services.values():
-            names.setdefault(service.name, set()).update(service.tags)
+            if on_node is None or on_node(service.node):
+                names.setdefault(service.name, set()).update(service.tags)
         return {name: sorted(tags) for name, tags in sorted(names.items())}
 
     def instances(self, name: str, tags: Iterable[str] = ()) -> list[Service]:
