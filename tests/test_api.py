@@ -6,6 +6,7 @@ import base64
 import json
 import threading
 from typing import Any
+from urllib.parse import quote
 
 from .memory import APITestCase
 
@@ -635,8 +636,8 @@ class TxnTests(APITestCase):
 
 
 class NodeMetaTests(APITestCase):
-    """?node-meta=key:value narrows catalog and health reads to nodes with that meta
-    (Prometheus' consul_sd node_meta); ?filter is refused rather than ignored."""
+    """?node-meta=key:value and ?filter= narrow catalog, health and agent reads
+    (Prometheus' consul_sd node_meta and filter)."""
 
     def setUp(self) -> None:
         super().setUp()
@@ -666,7 +667,30 @@ class NodeMetaTests(APITestCase):
         health = self.get("/v1/health/service/web?node-meta=rack:r2")
         assert [h["Node"]["Node"] for h in health] == ["web-b"]
 
-    def test_a_filter_expression_is_refused_not_ignored(self) -> None:
-        code, _, body = self.request("GET", '/v1/catalog/service/web?filter=Node=="web-a"')
-        assert code == 400 and b"does not evaluate ?filter" in body
+    def test_filter_expressions_narrow_catalog_health_and_agent_reads(self) -> None:
+        def get(path: str, expression: str) -> Any:
+            return self.get(f"{path}?filter={quote(expression)}")
+
+        service = get("/v1/catalog/service/web", 'NodeMeta.rack == "r1"')
+        assert [s["Node"] for s in service] == ["web-a"]
+        assert get("/v1/catalog/service/web", 'ServiceTags contains "r2"')[0]["Node"] == "web-b"
+        assert get("/v1/catalog/services", 'NodeMeta.rack == "r2"') == {"web": ["r2"]}
+        assert get("/v1/catalog/services", "ServicePort != 80") == {"consul": []}
+        assert [n["Node"] for n in get("/v1/catalog/nodes", 'Meta.rack == "r2"')] == ["web-b"]
+        health = get("/v1/health/service/web", 'Node.Meta.rack == "r1" and Service.Port == 80')
+        assert [h["Node"]["Node"] for h in health] == ["web-a"]
+        self.put("/v1/agent/service/register", {"Name": "api", "Tags": ["internal"]})
+        assert list(get("/v1/agent/services", '"internal" in Tags')) == ["api"]
+        assert get("/v1/agent/services", "Tags is empty") == {}
+        assert get("/v1/health/state/any", 'CheckID == "serfHealth"')[0]["Node"] == "testnode"
         assert len(self.get("/v1/catalog/service/web?filter=")) == 2  # empty: no filter
+
+    def test_a_bad_filter_is_a_400_with_the_reason(self) -> None:
+        for expression, text in [
+            ('Nod == "web-a"', b'Selector "Nod" is not valid'),
+            ('Node = "web-a"', b"Failed to create boolean expression evaluator"),
+        ]:
+            code, _, body = self.request(
+                "GET", f"/v1/catalog/service/web?filter={quote(expression)}"
+            )
+            assert (code, text in body) == (400, True), body

@@ -59,6 +59,20 @@ def test_the_readme_curl_examples_work_as_written(daemon: Daemon) -> None:
     [entry] = json.loads(curl(f"{url}/v1/catalog/service/web"))
     assert entry["ServicePort"] == 80
     assert json.loads(curl(f"{url}/v1/health/service/web?passing"))[0]["Service"]["ID"] == "web"
+    filtered = curl(
+        "-G",
+        f"{url}/v1/catalog/service/web",
+        "--data-urlencode",
+        'filter=ServiceTags contains "rails"',
+    )
+    assert [s["ServiceID"] for s in json.loads(filtered)] == ["web"]
+    unmatched = curl(
+        "-G",
+        f"{url}/v1/catalog/service/web",
+        "--data-urlencode",
+        'filter=ServiceTags contains "go"',
+    )
+    assert json.loads(unmatched) == []
     lb = curl("-i", f"{url}/v1/agent/health/service/name/web?format=text")
     assert lb.startswith("HTTP/1.1 200") and lb.endswith("\n\npassing")
     assert curl("-X", "PUT", "--data", "hello", f"{url}/v1/kv/greeting") == "true"

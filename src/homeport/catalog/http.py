@@ -11,6 +11,7 @@ from typing import Any
 from .. import __version__
 from ..web.api import TEXT, ApiResource, Call, HTTPError, Reply, json_reply
 from . import consul
+from .filter import compile_filter
 from .model import (
     CRITICAL,
     PASSING,
@@ -179,6 +180,18 @@ class ConsulAPI:
     def _json(self, call: Call, value: Any) -> Reply:
         return json_reply(value, pretty=call.pretty)
 
+    def _filtered(self, call: Call, items: Any) -> Any:
+        """``?filter=``: the results (a list, or the values of a map) that match it."""
+        expression = call.arg("filter")
+        if not expression:
+            return items
+        values = list(items.values()) if isinstance(items, dict) else items
+        fields = {name for value in values for name in value} if values else None
+        match = compile_filter(expression, fields)
+        if isinstance(items, dict):
+            return {key: value for key, value in items.items() if match(value)}
+        return [value for value in items if match(value)]
+
     def _decode(self, call: Call, schema: consul.Schema) -> dict[str, Any]:
         return schema.decode(consul.parse_body(call.body))
 
@@ -252,18 +265,30 @@ class ConsulAPI:
         on_node = self._on_node(call)
         nodes = sorted(self.catalog.nodes.values(), key=lambda n: n.name)
         nodes = [n for n in nodes if on_node is None or on_node(n.name)]
-        return self._json(call, [consul.node_json(n) for n in nodes])
+        return self._json(call, self._filtered(call, [consul.node_json(n) for n in nodes]))
 
     def catalog_services(self, call: Call) -> Reply:
-        return self._json(call, self.catalog.service_names(self._on_node(call)))
+        if not call.arg("filter"):
+            return self._json(call, self.catalog.service_names(self._on_node(call)))
+        # As Consul: the expression is on each instance (ServiceNode), then names -> tags.
+        on_node = self._on_node(call)
+        nodes, dc = self.catalog.nodes, self.agent.datacenter
+        instances = [
+            consul.catalog_service_json(nodes.get(s.node), s, dc)
+            for s in sorted(self.catalog.services.values(), key=lambda s: (s.name, s.node, s.id))
+            if on_node is None or on_node(s.node)
+        ]
+        names: dict[str, set[str]] = {}
+        for instance in self._filtered(call, instances):
+            names.setdefault(instance["ServiceName"], set()).update(instance["ServiceTags"])
+        return self._json(call, {name: sorted(tags) for name, tags in sorted(names.items())})
 
     def catalog_service(self, call: Call) -> Reply:
         services = self._instances(call)
         nodes = self.catalog.nodes
         dc = self.agent.datacenter
-        return self._json(
-            call, [consul.catalog_service_json(nodes.get(s.node), s, dc) for s in services]
-        )
+        found = [consul.catalog_service_json(nodes.get(s.node), s, dc) for s in services]
+        return self._json(call, self._filtered(call, found))
 
     def _node_and_services(self, call: Call, as_map: bool) -> Reply:
         """/v1/catalog/node/:node (services by ID) and node-services/:node (a list)."""
@@ -365,9 +390,8 @@ class ConsulAPI:
 
     def agent_services(self, call: Call) -> Reply:
         dc = self.agent.datacenter
-        return self._json(
-            call, {s.id: consul.node_service_json(s, dc) for s in self._local_services()}
-        )
+        services = {s.id: consul.node_service_json(s, dc) for s in self._local_services()}
+        return self._json(call, self._filtered(call, services))
 
     def agent_service(self, call: Call) -> Reply:
         service = self.catalog.services.get((self.agent.node, call.params["id"]))
@@ -427,7 +451,8 @@ class ConsulAPI:
             (c for c in self.catalog.checks.values() if c.node == node and c.source != BUILTIN),
             key=lambda c: c.check_id,
         )
-        return self._json(call, {c.check_id: consul.check_json(c) for c in checks})
+        found = {c.check_id: consul.check_json(c) for c in checks}
+        return self._json(call, self._filtered(call, found))
 
     def _member(self) -> dict[str, Any]:
         return {
@@ -541,7 +566,7 @@ class ConsulAPI:
                     "Checks": [consul.check_json(c) for c in checks],
                 }
             )
-        return self._json(call, result)
+        return self._json(call, self._filtered(call, result))
 
     def health_checks(self, call: Call) -> Reply:
         name = call.params["name"].lower()
@@ -549,7 +574,7 @@ class ConsulAPI:
             (c for c in self.catalog.checks.values() if c.service_name.lower() == name),
             key=lambda c: (c.node, c.check_id),
         )
-        return self._json(call, [consul.check_json(c) for c in checks])
+        return self._json(call, self._filtered(call, [consul.check_json(c) for c in checks]))
 
     def health_state(self, call: Call) -> Reply:
         state = call.params["state"]
@@ -559,14 +584,14 @@ class ConsulAPI:
             (c for c in self.catalog.checks.values() if state == "any" or c.status == state),
             key=lambda c: (c.node, c.check_id),
         )
-        return self._json(call, [consul.check_json(c) for c in checks])
+        return self._json(call, self._filtered(call, [consul.check_json(c) for c in checks]))
 
     def health_node(self, call: Call) -> Reply:
         node = call.params["node"]
         checks = sorted(
             (c for c in self.catalog.checks.values() if c.node == node), key=lambda c: c.check_id
         )
-        return self._json(call, [consul.check_json(c) for c in checks])
+        return self._json(call, self._filtered(call, [consul.check_json(c) for c in checks]))
 
     # -- status ---------------------------------------------------------------------------
 

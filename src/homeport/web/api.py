@@ -318,12 +318,6 @@ class ApiResource(Resource):
             dc = call.arg("dc")
             if dc and dc != self.datacenter:
                 raise HTTPError(500, "No path to datacenter")
-            if call.arg("filter"):
-                # Ignoring it would answer more than was asked for, silently.
-                raise BadRequest(
-                    "homeport does not evaluate ?filter expressions: "
-                    "use ?tag, ?node-meta or ?passing, or filter on the client"
-                )
             if route.write:
                 result = self._write(route, call)
             else:
