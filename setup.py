@@ -23,6 +23,9 @@ INSTALL_REQUIRES = [
     "requests==2.34.2",  # acme's HTTP client; its exceptions are turned into log lines
     "certifi==2026.5.20",  # the usual roots, extended by --acme-ca-file
     "pyRFC3339==2.1.1",  # acme's timestamp parser, pinned with it
+    # ?filter's `matches`: Go's RE2 syntax, as Consul evaluates it, in linear time, so a
+    # read request cannot stall the reactor with a backtracking pattern (Python's re can).
+    "google-re2==1.1.20251105",
 ]
 
 TEST_REQUIRES = [

@@ -64,8 +64,18 @@ def test_expressions_match_as_consul_documents(expression: str, expected: bool) 
         ("ServiceName is full", "expected empty"),
         ('Node matches "("', "bad regular expression"),
         ("", "an empty expression"),
+        ("(" * 5000 + 'Node == "a"' + ")" * 5000, "nested deeper than 64"),
+        ("not " * 5000 + 'Node == "a"', "nested deeper than 64"),
     ],
 )
 def test_bad_expressions_are_refused_with_a_reason(expression: str, message: str) -> None:
     with pytest.raises(BadRequest, match=message.replace("(", r"\(").replace(")", r"\)")):
         compile_filter(expression, set(WEB))
+
+
+def test_matches_runs_in_linear_time_on_a_pattern_that_makes_backtracking_explode() -> None:
+    """`(a+)+$` against 'aaaa...b' takes Python's re exponential time; RE2 answers at
+    once (this test would not finish with re)."""
+    item = dict(WEB, Node="a" * 5000 + "b")
+    assert compile_filter('Node matches "(a+)+$"', set(WEB))(item) is False
+    assert compile_filter('Node matches "^a+b$"', set(WEB))(item) is True

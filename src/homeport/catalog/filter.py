@@ -16,6 +16,8 @@ A selector walks the result's fields (``Service.Tags``, ``NodeMeta.rack``,
 ``Checks.Status contains "critical"`` asks whether any check is critical.  A first
 field the results do not have is refused (Consul: 'Selector ... is not valid'); a
 missing map key is empty.  ``==`` compares as text (``ServicePort == 80``, ``true``).
+``matches`` uses RE2 (google-re2), the syntax Consul's Go regexp has, in linear time:
+an expression in a read request cannot make the reactor backtrack for minutes.
 """
 
 from __future__ import annotations
@@ -24,9 +26,14 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+import re2  # type: ignore[import-untyped]
+
 from .model import BadRequest
 
 Matcher = Callable[[Any], bool]
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False  # a bad pattern is the client's 400, not a line on stderr
+MAX_DEPTH = 64  # nested parentheses and "not"s: deeper is refused, not a RecursionError
 
 _TOKEN = re.compile(
     r"""\s*(?:
@@ -66,6 +73,7 @@ class _Parser:
         self.tokens = _tokens(text)
         self.pos = 0
         self.fields = fields
+        self.depth = 0
 
     def fail(self, why: str) -> BadRequest:
         return BadRequest(f"Failed to create boolean expression evaluator: {why}")
@@ -108,16 +116,22 @@ class _Parser:
         return parts[0] if len(parts) == 1 else (lambda item: all(p(item) for p in parts))
 
     def unary(self) -> Matcher:
-        if self.keyword("not"):
-            self.pos += 1
-            inner = self.unary()
-            return lambda item: not inner(item)
-        if self.peek() == ("op", "("):
-            self.pos += 1
-            inner = self.or_()
-            self.take("op", ")")
-            return inner
-        return self.match()
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise self.fail(f"nested deeper than {MAX_DEPTH}")
+        try:
+            if self.keyword("not"):
+                self.pos += 1
+                inner = self.unary()
+                return lambda item: not inner(item)
+            if self.peek() == ("op", "("):
+                self.pos += 1
+                inner = self.or_()
+                self.take("op", ")")
+                return inner
+            return self.match()
+        finally:
+            self.depth -= 1
 
     def value(self) -> str:
         token = self.peek()
@@ -178,9 +192,10 @@ class _Parser:
         if self.keyword("matches"):
             self.pos += 1
             try:
-                pattern = re.compile(self.value())
-            except re.error as e:
-                raise self.fail(f"bad regular expression: {e}") from None
+                pattern = re2.compile(self.value(), options=_RE2_OPTIONS)
+            except re2.error as e:
+                reason = e.args[0].decode() if e.args and isinstance(e.args[0], bytes) else e
+                raise self.fail(f"bad regular expression: {reason}") from None
             return _negated(lambda item: _matches(_select(item, path), pattern), negate)
         raise self.fail(f"expected an operator after {'.'.join(path)}")
 
@@ -242,7 +257,7 @@ def _empty(value: Any) -> bool:
     return False
 
 
-def _matches(value: Any, pattern: re.Pattern[str]) -> bool:
+def _matches(value: Any, pattern: Any) -> bool:
     if isinstance(value, list):
         return any(_matches(v, pattern) for v in value)
     return isinstance(value, str) and pattern.search(value) is not None
