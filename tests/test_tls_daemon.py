@@ -241,10 +241,11 @@ def test_http_01_gets_certificates_for_two_names_served_by_sni_and_verified_by_c
     assert result.stdout == f"301 https://{A}:{tls}/v1/kv/x?raw"
 
 
-def test_tls_alpn_01_gets_a_certificate_with_only_the_tls_listener_reachable(
+def tls_only_daemon(
     tmp_path: Path, daemon_factory: type[Daemon], pebble_factory: Callable[..., Pebble]
-) -> None:
-    """No plain listener outside loopback (a 443-only deployment): tls-alpn-01 on le:."""
+) -> tuple[Daemon, Pebble, Path, int]:
+    """A 443-only deployment: pebble, and a daemon whose one listener is le: (so
+    tls-alpn-01), asked for A's certificate; returns once A's is issued."""
     tls = free_port()
     pebble = pebble_factory(http_port=free_port(), tls_port=tls).start()
     certs = tmp_path / "certs"
@@ -254,6 +255,14 @@ def test_tls_alpn_01_gets_a_certificate_with_only_the_tls_listener_reachable(
         "--empty-file", str(certs / f"{A}.pem"),
     )  # fmt: skip
     wait_for(issued(certs, A), 60, "the certificate")
+    return daemon, pebble, certs, tls
+
+
+def test_tls_alpn_01_gets_a_certificate_with_only_the_tls_listener_reachable(
+    tmp_path: Path, daemon_factory: type[Daemon], pebble_factory: Callable[..., Pebble]
+) -> None:
+    """No plain listener outside loopback (a 443-only deployment): tls-alpn-01 on le:."""
+    daemon, pebble, _, tls = tls_only_daemon(tmp_path, daemon_factory, pebble_factory)
     root = pebble.root()
     assert curl(A, tls, root)[0] == 200
     output = daemon.output()
@@ -265,15 +274,7 @@ def test_sighup_asks_at_once_for_a_name_whose_empty_file_appeared(
 ) -> None:
     """An empty B.pem dropped into the directory of a running daemon gets its
     certificate after `kill -HUP`, not at the next daily check; A is left alone."""
-    tls = free_port()
-    pebble = pebble_factory(http_port=free_port(), tls_port=tls).start()
-    certs = tmp_path / "certs"
-    daemon = start_daemon(
-        daemon_factory, certs, pebble,
-        "--http", f"le:{certs}:tcp:{tls}:interface=127.0.0.1",
-        "--empty-file", str(certs / f"{A}.pem"),
-    )  # fmt: skip
-    wait_for(issued(certs, A), 60, "the first certificate")
+    daemon, pebble, certs, tls = tls_only_daemon(tmp_path, daemon_factory, pebble_factory)
     first = (certs / f"{A}.pem").read_bytes()
     (certs / f"{B}.pem").touch()
     assert daemon.process is not None

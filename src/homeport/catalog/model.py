@@ -69,15 +69,10 @@ class ServerRefusal(CatalogError):
         return self.text
 
 
-@dataclass
-class TooLarge(CatalogError):
+class TooLarge(BadRequest):
     """A request over one of Consul's size limits (HTTP 413)."""
 
-    text: str
     status = 413
-
-    def message(self) -> str:
-        return self.text
 
 
 @dataclass
