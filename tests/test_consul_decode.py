@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from homeport.catalog import consul
 from homeport.catalog.model import BadRequest, ServerRefusal
@@ -101,3 +103,36 @@ def test_catalog_register_needs_node_and_address() -> None:
         consul.catalog_registration(consul.CATALOG_REGISTER.decode({"Address": "1.2.3.4"}), "dc1")
     with pytest.raises(ServerRefusal, match="Must provide address"):
         consul.catalog_registration(consul.CATALOG_REGISTER.decode({"Node": "n"}), "dc1")
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+_TXN_OP = st.fixed_dictionaries(
+    {},
+    optional={
+        "Verb": st.sampled_from(["set", "get", "cas", "lock", "x"]) | _JSON,
+        "Key": st.text(max_size=8) | _JSON,
+        "Value": st.sampled_from(["", "aGk=", "%%"]) | _JSON,
+        "Flags": st.integers() | _JSON,
+        "Index": st.integers() | _JSON,
+        "Session": _JSON,
+    },
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(st.dictionaries(st.sampled_from(["KV", "kv", "Node"]), _TXN_OP | _JSON, max_size=2))
+    | _JSON
+)
+def test_any_txn_body_is_ops_or_a_4xx_never_a_crash(body: object) -> None:
+    try:
+        ops = consul.txn_ops(body, 128, 512 * 1024)
+    except BadRequest:  # TooLarge is one, with 413
+        return
+    assert all(op.key is not None and isinstance(op.value, bytes) for op in ops)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from homeport.catalog.filter import compile_filter
 from homeport.catalog.model import BadRequest
@@ -79,3 +81,28 @@ def test_matches_runs_in_linear_time_on_a_pattern_that_makes_backtracking_explod
     item = dict(WEB, Node="a" * 5000 + "b")
     assert compile_filter('Node matches "(a+)+$"', set(WEB))(item) is False
     assert compile_filter('Node matches "^a+b$"', set(WEB))(item) is True
+
+
+@settings(max_examples=3000, deadline=None)
+@given(
+    st.text(
+        alphabet=st.sampled_from(list('()[].=!"`\\ aAnotdrisemptycl0123456789-_*^$+ServiceTags')),
+        max_size=60,
+    )
+)
+def test_any_text_is_an_expression_or_a_400_never_a_crash(text: str) -> None:
+    try:
+        match = compile_filter(text, set(WEB))
+    except BadRequest:
+        return
+    assert match(WEB) in (True, False)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.text(max_size=80))
+def test_any_unicode_is_an_expression_or_a_400_never_a_crash(text: str) -> None:
+    try:
+        match = compile_filter(text, set(WEB))
+    except BadRequest:
+        return
+    assert match(WEB) in (True, False)
