@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from homeport.catalog import consul
@@ -58,6 +58,14 @@ def test_empty_body_is_eof() -> None:
     with pytest.raises(BadRequest) as error:
         consul.parse_body(b"  ")
     assert str(error.value) == "Request decode failed: EOF"
+
+
+@pytest.mark.parametrize("body", [b'{"TTL": NaN}', b'{"Port": Infinity}', b"[-Infinity]"])
+def test_nan_and_infinity_are_not_json(body: bytes) -> None:
+    """Python's json takes them, Go's (Consul's) does not: a NaN duration or port must
+    not get as far as a timer or an int()."""
+    with pytest.raises(BadRequest, match="Request decode failed: invalid character"):
+        consul.parse_body(body)
 
 
 def test_service_checks_get_consuls_ids() -> None:
@@ -136,3 +144,30 @@ def test_any_txn_body_is_ops_or_a_4xx_never_a_crash(body: object) -> None:
     except BadRequest:  # TooLarge is one, with 413
         return
     assert all(op.key is not None and isinstance(op.value, bytes) for op in ops)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "LockDelay": st.floats() | st.integers() | st.text(max_size=6) | _JSON,
+            "TTL": st.sampled_from(["10s", "5s", "1h", "x"]) | _JSON,
+            "Checks": _JSON,
+            "NodeChecks": _JSON,
+            "ServiceChecks": _JSON,
+            "Behavior": _JSON,
+            "Name": _JSON,
+        },
+    )
+)
+@example({"LockDelay": float("nan")})  # json.loads("NaN") gives one
+@example({"LockDelay": float("inf")})
+@example({"LockDelay": -1})
+def test_any_session_body_is_a_session_or_a_clear_error(body: dict[str, object]) -> None:
+    try:
+        session = consul.session_from(consul.SESSION.decode(body), "id", "node")
+    except (BadRequest, ServerRefusal):
+        return
+    assert 0 <= session.lock_delay <= 60 and 0 <= session.ttl <= 86400
+    consul.session_json(session)  # encodable

@@ -416,7 +416,7 @@ def _lock_delay(value: Any) -> float:
             seconds = parse_duration(value)
         except DurationError as e:
             raise BadRequest(f"Request decode failed: {e}") from None
-    if seconds < 0:
+    if not 0 <= seconds < float("inf"):  # negative, NaN (json.loads accepts it) or infinite
         raise BadRequest(f"Request decode failed: invalid LockDelay {value!r}")
     return min(seconds, MAX_LOCK_DELAY)
 
@@ -518,11 +518,18 @@ def parse_body(body: bytes) -> Any:
     if not body.strip():
         raise BadRequest("Request decode failed: EOF")
     try:
-        return json.loads(body)
+        return json.loads(body, parse_constant=_no_constant)
     except UnicodeDecodeError:
         raise BadRequest("Request decode failed: invalid UTF-8 in request body") from None
     except json.JSONDecodeError as e:
         raise BadRequest(f"Request decode failed: {e}") from None
+
+
+def _no_constant(name: str) -> Any:
+    """NaN and Infinity are not JSON (Go's decoder refuses them; Python's takes them)."""
+    raise BadRequest(
+        f"Request decode failed: invalid character '{name[0]}' looking for beginning of value"
+    )
 
 
 def _weights(value: Mapping[str, Any] | None) -> Weights:
