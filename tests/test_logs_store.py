@@ -20,7 +20,7 @@ from twisted.internet.task import Clock
 
 from homeport.logs import writer
 from homeport.logs.query import BadQuery, LogQuery, parse_query, parse_time
-from homeport.logs.record import Record, record_from_fields
+from homeport.logs.record import Record, record_from_fields, records_from_body
 from homeport.logs.retention import RetentionError, RetentionService, parse_retention
 from homeport.logs.store import LogDatabase, LogStore
 
@@ -390,3 +390,16 @@ def test_a_writer_that_cannot_start_gets_waiting_records_refused_and_backs_off(
         clock.advance(0)
         time.sleep(0.01)
     assert stopping.called
+
+
+def test_non_finite_json_numbers_are_kept_as_text_and_do_not_sink_the_batch(
+    db: LogDatabase,
+) -> None:
+    """NaN, Infinity and 1e999 in a JSON body are not strict JSON: kept as text, so the
+    record stores, and so does the other client's record committed with it."""
+    body = b'[{"msg": "other client"}, {"msg": "x", "a": NaN, "b": 1e999, "c": -Infinity}]'
+    records = records_from_body("application/json", body, T0)
+    db.insert(records)
+    assert sorted(messages(db)) == ["other client", "x"]
+    (text,) = db.db.execute("SELECT body FROM logs WHERE message = 'x'").fetchone()
+    assert json.loads(text)["extra"] == {"a": "NaN", "b": "1e999", "c": "-Infinity"}

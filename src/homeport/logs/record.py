@@ -21,6 +21,7 @@ from __future__ import annotations
 import ast
 import json
 import logging
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -220,10 +221,22 @@ def parse_form(body: bytes) -> tuple[dict[str, str], list[str]]:
     return out, problems
 
 
+def _finite_float(text: str) -> float | str:
+    value = float(text)
+    return value if math.isfinite(value) else text
+
+
+def _loads(text: str) -> Any:
+    """``json.loads``, but NaN, Infinity and numbers too big for a float (``1e999``) stay
+    text: the stored record must be strict JSON, or SQLite refuses the whole batch it is
+    committed with (other clients' records included)."""
+    return json.loads(text, parse_constant=str, parse_float=_finite_float)
+
+
 def parse_json_body(body: bytes) -> list[dict[str, Any]]:
     """One JSON object, or a JSON list of objects."""
     try:
-        value = json.loads(body.decode("utf-8-sig"))
+        value = _loads(body.decode("utf-8-sig"))
     except UnicodeDecodeError as e:
         raise BadInput(f"JSON body is not valid UTF-8: {e.reason} at byte {e.start}") from None
     except json.JSONDecodeError as e:
@@ -247,7 +260,7 @@ def parse_ndjson_body(body: bytes) -> list[dict[str, Any]]:
         if not line.strip():
             continue
         try:
-            value = json.loads(line.decode("utf-8-sig" if number == 1 else "utf-8"))
+            value = _loads(line.decode("utf-8-sig" if number == 1 else "utf-8"))
         except UnicodeDecodeError as e:
             raise BadInput(f"line {number}: not valid UTF-8: {e.reason}") from None
         except json.JSONDecodeError as e:
