@@ -270,3 +270,27 @@ def test_a_client_dropping_mid_stream_leaves_the_others_served(daemon: Daemon) -
         publish(daemon, "t", "x" * 1000 + str(i))
     assert [client.next(5).data[-2:] for _ in range(20)][-1] == "19"
     assert daemon.get_json("/v1/catalog/nodes")
+
+
+def test_nan_is_not_json_so_it_neither_breaks_browsers_nor_the_history(
+    daemon_factory: type[Daemon],
+) -> None:
+    """Python reads NaN/Infinity as JSON, browsers' JSON.parse and SQLite do not: as
+    JSON it is refused; as text it stays text; and the history written with it keeps
+    every event across a restart."""
+    daemon = daemon_factory().start()  # type: ignore[call-arg]
+    json_body = {"Content-Type": "application/json"}
+    status, _, body = daemon.request("POST", "/v1/events/t", '{"x": NaN}', json_body)
+    assert status == 400 and b"not valid JSON" in body
+    first = publish(daemon, "t", '{"x": NaN}', {"Content-Type": "text/plain"})
+    second = publish(daemon, "t", '{"x": 1e999}')
+    third = publish(daemon, "t", {"x": 1})
+    client = SSEClient(daemon, "topic=t&last_event_id=0")
+    events = [client.next(5) for _ in range(3)]
+    assert [e.data for e in events] == ['{"x": NaN}', '{"x": 1e999}', '{"x":1}']
+    client.close()
+    daemon.stop()  # the history is written at stop (or four times a second)
+    daemon.start()
+    client = SSEClient(daemon, "topic=t&last_event_id=0")
+    assert [client.next(5).id for _ in range(3)] == [first, second, third]
+    client.close()

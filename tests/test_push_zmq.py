@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import zmq
 
+from homeport.push.zmq import decode_payload
+
 from .daemon import Daemon
 from .test_push_sse import SSE, SSEClient, publish
 
@@ -190,3 +192,10 @@ def test_a_flood_cuts_off_the_slow_reader_and_keeps_memory_bounded(
     # (sent * 2000 bytes, some tens of MB), decide what the daemon holds.
     assert after - before < 64 * 1024, (before, after)
     assert daemon.get_json("/v1/catalog/services")
+
+
+def test_a_payload_with_nan_is_text_not_json() -> None:
+    """NaN and 1e999 parse in Python but are not JSON: the payload stays as it came."""
+    assert decode_payload(b'{"load": NaN}') == '{"load": NaN}'
+    assert decode_payload(b"[1e999]") == "[1e999]"
+    assert decode_payload(b'{"load": 0.5}') == {"load": 0.5}

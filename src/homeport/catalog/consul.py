@@ -15,6 +15,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from .. import strictjson
 from .model import (
     CRITICAL,
     SERF_CHECK_ID,
@@ -518,18 +519,15 @@ def parse_body(body: bytes) -> Any:
     if not body.strip():
         raise BadRequest("Request decode failed: EOF")
     try:
-        return json.loads(body, parse_constant=_no_constant)
+        return strictjson.loads(body)
     except UnicodeDecodeError:
         raise BadRequest("Request decode failed: invalid UTF-8 in request body") from None
+    except strictjson.NotJSON as e:  # NaN, Infinity: Go's decoder refuses them too
+        raise BadRequest(
+            f"Request decode failed: invalid character '{e.text[0]}' looking for beginning of value"
+        ) from None
     except json.JSONDecodeError as e:
         raise BadRequest(f"Request decode failed: {e}") from None
-
-
-def _no_constant(name: str) -> Any:
-    """NaN and Infinity are not JSON (Go's decoder refuses them; Python's takes them)."""
-    raise BadRequest(
-        f"Request decode failed: invalid character '{name[0]}' looking for beginning of value"
-    )
 
 
 def _weights(value: Mapping[str, Any] | None) -> Weights:

@@ -21,11 +21,12 @@ from __future__ import annotations
 import ast
 import json
 import logging
-import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, unquote_to_bytes
+
+from .. import strictjson
 
 # Every attribute of a logging.LogRecord (3.11-3.13), plus the ``message`` that a
 # Formatter adds.  Anything else a client sends is an ``extra=`` field.
@@ -221,22 +222,12 @@ def parse_form(body: bytes) -> tuple[dict[str, str], list[str]]:
     return out, problems
 
 
-def _finite_float(text: str) -> float | str:
-    value = float(text)
-    return value if math.isfinite(value) else text
-
-
-def _loads(text: str) -> Any:
-    """``json.loads``, but NaN, Infinity and numbers too big for a float (``1e999``) stay
-    text: the stored record must be strict JSON, or SQLite refuses the whole batch it is
-    committed with (other clients' records included)."""
-    return json.loads(text, parse_constant=str, parse_float=_finite_float)
-
-
 def parse_json_body(body: bytes) -> list[dict[str, Any]]:
     """One JSON object, or a JSON list of objects."""
     try:
-        value = _loads(body.decode("utf-8-sig"))
+        # NaN, Infinity, 1e999 stay text: the stored record must be strict JSON, or
+        # SQLite refuses the whole batch it is committed with (other clients' too).
+        value = strictjson.loads_keeping_text(body.decode("utf-8-sig"))
     except UnicodeDecodeError as e:
         raise BadInput(f"JSON body is not valid UTF-8: {e.reason} at byte {e.start}") from None
     except json.JSONDecodeError as e:
@@ -260,7 +251,9 @@ def parse_ndjson_body(body: bytes) -> list[dict[str, Any]]:
         if not line.strip():
             continue
         try:
-            value = _loads(line.decode("utf-8-sig" if number == 1 else "utf-8"))
+            value = strictjson.loads_keeping_text(
+                line.decode("utf-8-sig" if number == 1 else "utf-8")
+            )
         except UnicodeDecodeError as e:
             raise BadInput(f"line {number}: not valid UTF-8: {e.reason}") from None
         except json.JSONDecodeError as e:

@@ -38,6 +38,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
+from .. import strictjson
 from ..logs.http import token_matches
 from ..logs.query import BadQuery, LogQuery, parse_query
 from ..web.api import parse_args
@@ -377,7 +378,7 @@ class EventsResource(Resource):
             return _text(request, 400, "The event body must be UTF-8 text or JSON")
         data: Any = text
         try:
-            data = json.loads(text)
+            data = strictjson.loads(text)  # NaN would break browsers and the history
         except ValueError:
             if b"json" in content_type:
                 return _text(request, 400, "The event body is not valid JSON")

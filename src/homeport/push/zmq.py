@@ -25,7 +25,6 @@ logged (the first few, then every thousandth), never raised.
 from __future__ import annotations
 
 import base64
-import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -36,6 +35,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from .. import strictjson
 from .hub import ZMQ_PREFIX, BadTopic, Hub, check_topic
 
 # Per reactor turn: at most this many messages and about this many bytes.  A TCP
@@ -75,7 +75,7 @@ def decode_payload(frame: bytes) -> Any:
     stripped = text.strip()
     if stripped[:1] in ("{", "[", '"'):
         try:
-            return json.loads(stripped)
+            return strictjson.loads(stripped)  # not NaN: browsers and the history refuse it
         except ValueError:
             pass
     return text

@@ -1,0 +1,49 @@
+"""JSON as RFC 8259 has it, for what clients send.
+
+Python's :func:`json.loads` also reads ``NaN``, ``Infinity``, ``-Infinity`` and numbers
+that overflow a float (``1e999`` becomes ``inf``), and :func:`json.dumps` writes those
+back out as ``NaN``/``Infinity``: text that SQLite's JSON functions refuse (so a whole
+group commit or history flush would fail with it), that browsers' ``JSON.parse`` and
+Go clients refuse too.  So what comes in is read here: strictly, or keeping such
+numbers as their text.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+
+class NotJSON(ValueError):
+    """NaN, Infinity or a number out of a float's range: valid for Python, not JSON."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(f"{text} is not a JSON number")
+        self.text = text
+
+
+def _constant(name: str) -> Any:
+    raise NotJSON(name)
+
+
+def _float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise NotJSON(text)
+    return value
+
+
+def _float_or_text(text: str) -> float | str:
+    value = float(text)
+    return value if math.isfinite(value) else text
+
+
+def loads(text: str | bytes) -> Any:
+    """:func:`json.loads`, refusing (:class:`NotJSON`) what JSON does not have."""
+    return json.loads(text, parse_constant=_constant, parse_float=_float)
+
+
+def loads_keeping_text(text: str | bytes) -> Any:
+    """:func:`json.loads`, with NaN, Infinity and overflowing numbers kept as text."""
+    return json.loads(text, parse_constant=str, parse_float=_float_or_text)
