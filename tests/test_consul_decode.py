@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from homeport.catalog import consul
+from homeport.catalog import consul, definitions
 from homeport.catalog.model import BadRequest, ServerRefusal
 
 
@@ -171,3 +174,20 @@ def test_any_session_body_is_a_session_or_a_clear_error(body: dict[str, object])
         return
     assert 0 <= session.lock_delay <= 60 and 0 <= session.ttl <= 86400
     consul.session_json(session)  # encodable
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ('{"service": {"name": "web", "port": NaN}}', "invalid JSON: NaN is not a JSON number"),
+        ('{"service": {"name": "web", "port": 1e999}}', "invalid JSON: 1e999 is not"),
+        ('{"service": {"name": "web", "port": 80.5}}', "Port of type int"),
+    ],
+)
+def test_a_definition_file_with_non_json_numbers_is_a_bad_file(
+    tmp_path: Path, text: str, reason: str
+) -> None:
+    path = tmp_path / "web.json"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=re.escape(reason)):
+        definitions.parse_file(path, "n1")

@@ -183,7 +183,8 @@ def _coerce(kind: Any, value: Any, where: str) -> Any:
             raise _type_error(value, where, "string")
         return value
     if kind == "int":
-        if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
+        whole = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+        if isinstance(value, bool) or not whole:  # NaN and inf are not whole either
             raise _type_error(value, where, "int")
         return int(value)
     if kind == "bool":

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import strictjson
 from .consul import AGENT_SERVICE, CHECK, agent_check, agent_service
 from .model import CatalogError, Check, Service
 
@@ -51,8 +52,8 @@ def _items(document: dict[str, Any], one: str, many: str) -> list[Any]:
 def parse_file(path: Path, node: str) -> tuple[list[Service], list[Check]]:
     """The services and node checks of one file; raises ValueError with the reason."""
     try:
-        document = json.loads(path.read_bytes())
-    except json.JSONDecodeError as e:
+        document = strictjson.loads(path.read_bytes())
+    except (json.JSONDecodeError, strictjson.NotJSON) as e:
         raise ValueError(f"invalid JSON: {e}") from None
     except UnicodeDecodeError:
         raise ValueError("invalid JSON: not UTF-8") from None
