@@ -183,6 +183,21 @@ def test_bad_input_gets_a_clear_4xx_or_is_stored_as_well_as_possible_and_never_a
     assert all(r["problems"] for r in records)
     status, _, _ = daemon.request("GET", "/log?" + urlencode({"msg": "still fine"}))
     assert status == 200
+    # Lone surrogates no UTF-8 can carry: a JSON escape, and a Python literal in args
+    # (how a surrogateescape'd file name arrives from HTTPHandler).  Once these wedged
+    # every later commit.
+    lone = b'{"msg": "file \\udcff", "extra_\\ud800": "\\udfff"}'
+    assert _post(daemon, lone, "application/json")[0] == 200
+    args = quote("('\\udcff.txt',)").encode()
+    assert _post(daemon, b"msg=open+%25s&args=" + args, form)[0] == 200
+    assert _post(daemon, b'{"msg": "and after them"}', "application/json")[0] == 200
+    latest = search(daemon, "limit=3")
+    assert [r["message"] for r in latest] == [
+        "and after them",
+        "open \ufffd.txt",
+        "file \ufffd",
+    ]
+    assert latest[2]["extra"] == {"extra_\ufffd": "\ufffd"}
     assert daemon.process is not None and daemon.process.poll() is None
     assert "Traceback" not in daemon.output()
 

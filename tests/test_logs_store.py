@@ -220,6 +220,9 @@ class ThreadReactor:
     def callFromThread(self, f: Callable[..., Any], *args: Any) -> None:
         self.calls.put((f, args))
 
+    def callLater(self, delay: float, f: Callable[..., Any], *args: Any) -> None:
+        self.calls.put((f, args))  # soon enough for these tests
+
     def seconds(self) -> float:
         return time.time()
 
@@ -403,3 +406,28 @@ def test_non_finite_json_numbers_are_kept_as_text_and_do_not_sink_the_batch(
     assert sorted(messages(db)) == ["other client", "x"]
     (text,) = db.db.execute("SELECT body FROM logs WHERE message = 'x'").fetchone()
     assert json.loads(text)["extra"] == {"a": "NaN", "b": "1e999", "c": "-Infinity"}
+
+
+def test_a_record_that_cannot_be_encoded_is_refused_alone_and_the_store_goes_on(
+    tmp_path: Path,
+) -> None:
+    """Defence behind the parser: if a record still held a lone surrogate, its request
+    gets an error, the other request of the same batch is stored, and later ones too
+    (once such a record left a commit 'in flight' for ever)."""
+    reactor = ThreadReactor()
+    store = LogStore(tmp_path / "logs.sqlite3", reactor, process=False, hand_over_every=2)
+    store.startService()
+    answers: dict[str, Any] = {}
+    store.add([rec("fine")], lambda r: answers.__setitem__("fine", r))
+    store.add([rec("bad \udcff")], lambda r: answers.__setitem__("bad", r))
+    reactor.pump(lambda: len(answers) == 2)
+    assert isinstance(answers["bad"], UnicodeEncodeError)
+    assert isinstance(answers["fine"], list)
+    store.add([rec("later")], lambda r: answers.__setitem__("later", r))
+    reactor.pump(lambda: "later" in answers)
+    assert isinstance(answers["later"], list)
+    check = sqlite3.connect(tmp_path / "logs.sqlite3")
+    assert sorted(m for (m,) in check.execute("SELECT message FROM logs")) == ["fine", "later"]
+    check.close()
+    stopping = store.stopService()
+    reactor.pump(lambda: stopping.called)

@@ -6,13 +6,21 @@ back out as ``NaN``/``Infinity``: text that SQLite's JSON functions refuse (so a
 group commit or history flush would fail with it), that browsers' ``JSON.parse`` and
 Go clients refuse too.  So what comes in is read here: strictly, or keeping such
 numbers as their text.
+
+It also turns a lone UTF-16 surrogate escape (``"\\ud800"``) into U+FFFD, as Go's
+decoder does: Python keeps it as a character no UTF-8 can encode, and the first write
+of it (an HTTP answer, a log commit, an SSE frame) would raise.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class NotJSON(ValueError):
@@ -39,11 +47,28 @@ def _float_or_text(text: str) -> float | str:
     return value if math.isfinite(value) else text
 
 
+def scrub(value: Any) -> Any:
+    """*value* with every lone surrogate in its strings (keys too) made U+FFFD."""
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value) if not value.isascii() else value
+    if isinstance(value, list):
+        return [scrub(v) for v in value]
+    if isinstance(value, dict):
+        return {scrub(k): scrub(v) for k, v in value.items()}
+    return value
+
+
+def _scrubbed(text: str | bytes, value: Any) -> Any:
+    raw = text if isinstance(text, str) else text.decode("utf-8", "replace")
+    return scrub(value) if _SURROGATE_ESCAPE.search(raw) else value
+
+
 def loads(text: str | bytes) -> Any:
     """:func:`json.loads`, refusing (:class:`NotJSON`) what JSON does not have."""
-    return json.loads(text, parse_constant=_constant, parse_float=_float)
+    return _scrubbed(text, json.loads(text, parse_constant=_constant, parse_float=_float))
 
 
 def loads_keeping_text(text: str | bytes) -> Any:
     """:func:`json.loads`, with NaN, Infinity and overflowing numbers kept as text."""
-    return json.loads(text, parse_constant=str, parse_float=_float_or_text)
+    value = json.loads(text, parse_constant=str, parse_float=_float_or_text)
+    return _scrubbed(text, value)

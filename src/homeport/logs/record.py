@@ -442,6 +442,9 @@ def record_from_fields(
             message, reason = render(msg, args)
             if reason is not None:
                 problems.append(reason)
+            # args are Python literals: '\udcff' (a surrogateescape'd file name) is one,
+            # and no UTF-8 can carry it.
+            message = strictjson.scrub(message)
 
     raw_created = fields.get("created", fields.get("time"))
     created = _as_float(raw_created) if raw_created is not None else None

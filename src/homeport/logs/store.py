@@ -213,6 +213,15 @@ class LogDatabase:
         self.db.close()
 
 
+def _encodable(records: Sequence[Record]) -> bool:
+    try:
+        for record in records:
+            record_text(0, record).encode("utf-8")
+    except Exception:
+        return False
+    return True
+
+
 @dataclass
 class _Pending:
     records: Sequence[Record]
@@ -280,6 +289,9 @@ class LogStore(Service):
         # Opened now, so that a broken data dir stops start-up with a clear message.
         self.database = LogDatabase(path)
         self._writer: Any = None  # a ChildWriter or ThreadWriter while one runs
+        from .writer import insert_frame  # (writer imports this module)
+
+        self._insert_frame = insert_frame
         self._incoming: list[_Pending] = []  # not yet handed over
         self._in_flight: _Commit | None = None  # handed over, not yet answered
         self._hand_over_scheduled = False
@@ -362,15 +374,17 @@ class LogStore(Service):
         requests, self._incoming = self._incoming[:count], self._incoming[count:]
         try:
             batch = self.database.prepare(r for pending in requests for r in pending.records)
-            param = batch.param()
-        except Exception as e:  # an encoder bug: refuse these, keep serving the rest
+            frame = self._insert_frame(batch.param())
+        except Exception as e:  # a record that cannot be encoded: refuse its request only
             self.log.failure("Encoding {count} log records", count=taken)
-            for pending in requests:
+            bad = [p for p in requests if not _encodable(p.records)] or requests
+            for pending in bad:
                 pending.done(e)
+            self._incoming[:0] = [p for p in requests if p not in bad]
             self.reactor.callLater(0, self._hand_over)
             return
         commit = self._in_flight = _Commit(requests, batch)
-        writer.insert(commit, param)
+        writer.insert(commit, frame)
 
     def _finished(self, item: _Commit | _Job, error: BaseException | None, value: Any) -> None:
         """The writer is done with *item* (on the reactor thread, in order)."""

@@ -133,8 +133,9 @@ class ChildWriter(ProcessProtocol):
             childFDs={0: "w", 1: "r", 2: 2},
         )
 
-    def insert(self, item: Any, param: str) -> None:
-        self._send(item, insert_frame(param))
+    def insert(self, item: Any, frame: bytes) -> None:
+        """Send an :func:`insert_frame`; *item* comes back with its answer."""
+        self._send(item, frame)
 
     def job(self, item: Any, operation: str, args: list[Any]) -> None:
         self._send(item, job_frame(operation, args))
@@ -190,8 +191,8 @@ class ThreadWriter:
     def start(self) -> None:
         threading.Thread(target=self._run, name="homeport-logs-write", daemon=True).start()
 
-    def insert(self, item: Any, param: str) -> None:
-        self.queue.put((item, insert_frame(param)))
+    def insert(self, item: Any, frame: bytes) -> None:
+        self.queue.put((item, frame))
 
     def job(self, item: Any, operation: str, args: list[Any]) -> None:
         self.queue.put((item, job_frame(operation, args)))

@@ -38,6 +38,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
+from .. import strictjson
 from ..web.api import parse_args
 from ..web.cors import CORS
 from .hub import BadTopic, Event, Hub, Subscription, check_topic
@@ -116,7 +117,7 @@ def decode_socketio(text: str) -> tuple[int, int, str, int | None, Any]:
     data: Any = None
     if i < len(text):
         try:
-            data = json.loads(text[i:])
+            data = strictjson.loads(text[i:])  # lone surrogates made U+FFFD, NaN refused
         except ValueError:
             raise ProtocolError("the packet's JSON cannot be read") from None
     return kind, attachments, namespace, ack, data
