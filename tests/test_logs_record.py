@@ -143,6 +143,19 @@ def test_non_numeric_levelno_and_created_are_stored_as_well_as_possible() -> Non
     assert (bare.levelno, bare.logger, bare.message) == (0, "root", "hello")
 
 
+def test_numbers_beyond_what_sqlite_and_json_hold_are_noted_not_stored() -> None:
+    """A 400-digit levelno would be a REAL inf in SQLite, answered as "Infinity" (not
+    JSON) by /v1/logs; a 400-digit created does not fit a float at all."""
+    huge = "9" * 400
+    body = f'{{"msg": "m", "levelno": {huge}, "created": {huge}, "lineno": {huge}}}'
+    record = parse_one(body.encode(), "application/json")
+    assert (record.levelno, record.created) == (0, NOW)
+    assert any("levelno" in p for p in record.problems)
+    assert any("created" in p for p in record.problems)
+    assert record.fields["lineno"] == huge  # kept, as text
+    assert parse_one(b'{"msg": "m", "levelno": 9223372036854775807}', "application/json").levelno
+
+
 def test_bad_percent_encoding_and_bad_utf8_are_replaced_and_noted() -> None:
     record = parse_one(b"msg=50%zz+off+%FF%FE&name=shop")
     assert record.message == "50%zz off \ufffd\ufffd"

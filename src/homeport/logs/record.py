@@ -321,7 +321,10 @@ def _as_float(value: Any) -> float | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int | float):
-        number = float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an int with hundreds of digits
+            return None
     elif isinstance(value, str):
         try:
             number = float(value.strip())
@@ -338,7 +341,9 @@ def _as_int(value: Any) -> int | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
-        return value
+        # SQLite's INTEGER is 64 bits: beyond it levelno would become a REAL inf, which
+        # /v1/logs would then answer as "Infinity", which is not JSON.
+        return value if -(2**63) <= value < 2**63 else None
     number = _as_float(value)
     if number is None or not number.is_integer() or abs(number) > 2**63:
         return None
