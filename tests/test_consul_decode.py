@@ -191,3 +191,12 @@ def test_a_definition_file_with_non_json_numbers_is_a_bad_file(
     path.write_text(text)
     with pytest.raises(ValueError, match=re.escape(reason)):
         definitions.parse_file(path, "n1")
+
+
+def test_check_intervals_below_a_second_are_raised_to_one_as_consul_does() -> None:
+    fast = consul.check_definition(
+        consul.CHECK.decode({"HTTP": "http://127.0.0.1:1/", "Interval": "1us"})
+    )
+    assert fast.interval == 1.0
+    slow = consul.check_definition(consul.CHECK.decode({"TCP": "127.0.0.1:1", "Interval": "5s"}))
+    assert slow.interval == 5.0

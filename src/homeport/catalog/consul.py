@@ -549,6 +549,7 @@ def _check_address(address: str) -> str:
     return address
 
 
+MIN_CHECK_INTERVAL = 1.0
 _UNSUPPORTED_CHECKS = ("Args", "Shell", "DockerContainerID", "GRPC", "H2PING", "UDP", "OSService")
 
 
@@ -575,6 +576,10 @@ def check_definition(fields: Mapping[str, Any]) -> CheckDefinition:
         )
     if not (ttl or http or tcp):
         raise BadRequest("Invalid check: TTL must be > 0 for TTL checks")
+    if http or tcp:
+        # Consul's checks.MinInterval: a 1 µs interval would have the reactor do
+        # nothing but probe.
+        interval = max(interval, MIN_CHECK_INTERVAL)
     if http and not re.match(r"^https?://", http):
         raise BadRequest(f"Invalid check: HTTP must be an http:// or https:// URL, not {http!r}")
     if tcp and ":" not in tcp:
