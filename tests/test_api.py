@@ -495,6 +495,8 @@ class SessionTests(APITestCase):
         assert self.get("/v1/kv/service/web/leader")[0]["LockIndex"] == 2
         status, _, answer = self.request("PUT", "/v1/kv/x?acquire=nope", b"")
         assert (status, answer) == (500, b'invalid session "nope"')
+        status, _, answer = self.request("PUT", "/v1/kv/x?acquire=", b"")
+        assert (status, answer) == (500, b"Missing session")
 
     def test_a_ttl_session_not_renewed_for_twice_its_ttl_is_invalidated(self) -> None:
         """TTL 10s: renewed at 15 s it lives on; 20 s after the last renewal it is gone

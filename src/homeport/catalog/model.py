@@ -624,6 +624,8 @@ class Catalog:
         """``PUT ?acquire=``: write *key* and lock it for the session, unless another
         session holds it or the key is in its lock delay.  Acquiring a key the session
         already holds updates it and keeps its lock index."""
+        if not session_id:
+            raise ServerRefusal("Missing session")
         if session_id not in self.sessions:
             raise ServerRefusal(f'invalid session "{session_id}"')
         if self._in_lock_delay(key):
@@ -718,6 +720,8 @@ class Catalog:
         ):
             raise _OpFailed(f'failed to set key "{key}", index is stale')
         if verb == "lock":
+            if not op.session:
+                raise _OpFailed("Missing session")
             if op.session not in self.sessions:
                 raise _OpFailed(f'invalid session "{op.session}"')
             if self._in_lock_delay(key):
