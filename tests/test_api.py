@@ -696,3 +696,23 @@ class NodeMetaTests(APITestCase):
                 "GET", f"/v1/catalog/service/web?filter={quote(expression)}"
             )
             assert (code, text in body) == (400, True), body
+
+
+class NodeDumpTests(APITestCase):
+    def test_the_ui_node_dump_has_every_node_with_its_services_and_checks(self) -> None:
+        """/v1/internal/ui/nodes, Consul's UI dump: what the dashboard reads in one go."""
+        self.put("/v1/agent/service/register", {"Name": "web", "Check": {"TTL": "30s"}})
+        self.put(
+            "/v1/catalog/register",
+            {"Node": "db-1", "Address": "10.0.0.9", "Service": {"Service": "db", "Port": 5432}},
+        )
+        dump = self.get("/v1/internal/ui/nodes")
+        assert [n["Node"] for n in dump] == ["db-1", "testnode"]
+        db, me = dump
+        assert [s["Service"] for s in db["Services"]] == ["db"] and db["Checks"] == []
+        assert sorted(s["ID"] for s in me["Services"]) == ["consul", "web"]
+        assert sorted(c["CheckID"] for c in me["Checks"]) == ["serfHealth", "service:web"]
+        assert me["Address"] == "127.0.0.1" and "Meta" in me
+        assert [
+            n["Node"] for n in self.get("/v1/internal/ui/nodes?filter=Address%20==%2010.0.0.9")
+        ] == ["db-1"]

@@ -63,6 +63,7 @@ class Browser:
         self.problems: list[str] = []
         self.foreign: list[str] = []
         self.streams: list[Any] = []  # requests for /v1/events
+        self.api: list[str] = []  # every /v1/ URL the pages asked for
         context.set_default_timeout(TIMEOUT_MS)
         expect.set_options(timeout=TIMEOUT_MS)
 
@@ -89,6 +90,8 @@ class Browser:
 
     def _request(self, request: Any) -> None:
         url = request.url
+        if url.startswith(self.origin + "/v1/"):
+            self.api.append(url[len(self.origin) :])
         if url.startswith(self.origin + "/v1/events?"):
             self.streams.append(request)
         if not (url.startswith(self.origin + "/") or url.startswith(("data:", "blob:"))):
@@ -234,6 +237,9 @@ def test_services_page_shows_a_new_service_live_without_a_reload(
     row.locator("details.checks summary").click()
     expect(output).to_have_text("all good here")
     assert page.evaluate("window.__sameDocument") is True  # no reload happened
+    # The whole catalog comes in one request, not one per service.
+    assert any(u.startswith("/v1/internal/ui/nodes") for u in browser.api)
+    assert not [u for u in browser.api if u.startswith("/v1/health/service/")]
 
     page.fill("#filter", "primary")
     expect(page.locator('[data-service="consul"]')).to_be_hidden()

@@ -160,6 +160,7 @@ class ConsulAPI:
         r("GET", "/v1/health/state/:state", self.health_state)
         r("GET", "/v1/health/node/:node", self.health_node)
         # status
+        r("GET", "/v1/internal/ui/nodes", self.ui_nodes)
         r("GET", "/v1/status/leader", self.status_leader)
         r("GET", "/v1/status/peers", self.status_peers)
         # KV
@@ -592,6 +593,29 @@ class ConsulAPI:
             (c for c in self.catalog.checks.values() if c.node == node), key=lambda c: c.check_id
         )
         return self._json(call, self._filtered(call, [consul.check_json(c) for c in checks]))
+
+    def ui_nodes(self, call: Call) -> Reply:
+        """Consul's node dump for its UI: every node with its services and checks, in one
+        answer (the dashboard's services page reads this, not one request per service)."""
+        services: dict[str, list[Service]] = {}
+        for service in self.catalog.services.values():
+            services.setdefault(service.node, []).append(service)
+        checks: dict[str, list[Check]] = {}
+        for check in self.catalog.checks.values():
+            checks.setdefault(check.node, []).append(check)
+        dump = []
+        for node in sorted(self.catalog.nodes.values(), key=lambda n: n.name):
+            data = consul.node_json(node)
+            data["Services"] = [
+                consul.node_service_json(s)
+                for s in sorted(services.get(node.name, ()), key=lambda s: s.id)
+            ]
+            data["Checks"] = [
+                consul.check_json(c)
+                for c in sorted(checks.get(node.name, ()), key=lambda c: c.check_id)
+            ]
+            dump.append(data)
+        return self._json(call, self._filtered(call, dump))
 
     # -- status ---------------------------------------------------------------------------
 

@@ -2,7 +2,7 @@
 
 The pages are thin HTML shells: the header facts and a first, server-rendered view come
 from *info*; the live parts are small vanilla scripts in ``static/`` that read the
-public JSON API (``/v1/catalog``, ``/v1/health``, ``/v1/kv``, ``/v1/logs``) and follow
+public JSON API (``/v1/internal/ui/nodes``, ``/v1/kv``, ``/v1/logs``) and follow
 ``/v1/events`` over Server-Sent Events.  Nothing comes from another origin.
 
 Templates and static files are read through the package (Jinja's ``PackageLoader`` and

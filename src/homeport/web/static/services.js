@@ -85,28 +85,25 @@
     root.dataset.ready = "1";
   }
 
-  async function loadService(name) {
-    const entries = await getJSON(`/v1/health/service/${encodeURIComponent(name)}`);
-    if (entries.length) services.set(name, entries); else services.delete(name);
-  }
-
+  // One request for the whole catalog (Consul's UI node dump): each instance gets its
+  // node's checks and its own, as /v1/health/service/NAME would give them.
   async function loadAll() {
-    const names = Object.keys(await getJSON("/v1/catalog/services"));
-    for (const gone of [...services.keys()]) if (!names.includes(gone)) services.delete(gone);
-    await Promise.all(names.map(loadService));
+    const dump = await getJSON("/v1/internal/ui/nodes");
+    services.clear();
+    for (const { Services: nodeServices, Checks: checks, ...node } of dump) {
+      const nodeChecks = checks.filter((c) => !c.ServiceID);
+      for (const service of nodeServices) {
+        const own = checks.filter((c) => c.ServiceID === service.ID);
+        if (!services.has(service.Service)) services.set(service.Service, []);
+        services.get(service.Service).push({ Node: node, Service: service, Checks: nodeChecks.concat(own) });
+      }
+    }
     render();
   }
 
-  // Catalog events name the service they touch; anything else reloads everything.
-  let pending = new Set();
-  let everything = false;
+  // Any catalog event: read it all again, once per burst of events.
   const flush = HP.debounce(async () => {
-    const names = pending, all = everything;
-    pending = new Set(); everything = false;
-    try {
-      if (all) await loadAll();
-      else { await Promise.all([...names].map(loadService)); render(); }
-    } catch (err) { console.warn("catalog refresh", err); }
+    try { await loadAll(); } catch (err) { console.warn("catalog refresh", err); }
     HP.refreshFacts();
   }, 120);
 
@@ -119,12 +116,8 @@
   });
 
   HP.stream(["catalog"], {}, {
-    onEvent: ({ data }) => {
-      if (data && typeof data === "object" && data.service) pending.add(data.service);
-      else everything = true;
-      flush();
-    },
-    onOpen: (reconnect) => { if (reconnect) { everything = true; flush(); } },
+    onEvent: () => flush(),
+    onOpen: (reconnect) => { if (reconnect) flush(); },
   });
   loadAll().catch((err) => root.replaceChildren(el("p", { class: "error" }, String(err))));
 })();
