@@ -83,24 +83,16 @@ def test_matches_runs_in_linear_time_on_a_pattern_that_makes_backtracking_explod
     assert compile_filter('Node matches "^a+b$"', set(WEB))(item) is True
 
 
-@settings(max_examples=3000, deadline=None)
+@settings(max_examples=4000, deadline=None)
 @given(
+    # The grammar's own characters (most of the interesting cases), or any unicode.
     st.text(
         alphabet=st.sampled_from(list('()[].=!"`\\ aAnotdrisemptycl0123456789-_*^$+ServiceTags')),
         max_size=60,
     )
+    | st.text(max_size=80)
 )
 def test_any_text_is_an_expression_or_a_400_never_a_crash(text: str) -> None:
-    try:
-        match = compile_filter(text, set(WEB))
-    except BadRequest:
-        return
-    assert match(WEB) in (True, False)
-
-
-@settings(max_examples=1000, deadline=None)
-@given(st.text(max_size=80))
-def test_any_unicode_is_an_expression_or_a_400_never_a_crash(text: str) -> None:
     try:
         match = compile_filter(text, set(WEB))
     except BadRequest:
