@@ -20,6 +20,7 @@ import re
 from typing import Any
 
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_SURROGATE_ESCAPE_BYTES = re.compile(rb"\\u[dD][89a-fA-F]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -59,8 +60,8 @@ def scrub(value: Any) -> Any:
 
 
 def _scrubbed(text: str | bytes, value: Any) -> Any:
-    raw = text if isinstance(text, str) else text.decode("utf-8", "replace")
-    return scrub(value) if _SURROGATE_ESCAPE.search(raw) else value
+    escape = _SURROGATE_ESCAPE if isinstance(text, str) else _SURROGATE_ESCAPE_BYTES
+    return scrub(value) if escape.search(text) else value  # type: ignore[arg-type]
 
 
 def loads(text: str | bytes) -> Any:

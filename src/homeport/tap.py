@@ -82,6 +82,7 @@ def exposed_interfaces(description: str) -> bool:
 
 
 ENV_PREFIX = "HOMEPORT_"
+# The options an opt_* method collects into a list (and HOMEPORT_* splits on spaces).
 REPEATABLE: tuple[str, ...] = ("http", "config-dir", "empty-file", "zmq-connect", "zmq-bind")
 REPEATABLE += ("zmq-topic", "cors-origin")
 _TRUE = ("1", "true", "yes", "on")
@@ -142,10 +143,7 @@ class Options(usage.Options):
 
     def __init__(self) -> None:
         super().__init__()
-        self["http"] = []
-        self["config-dir"] = []
-        self["empty-file"] = []
-        for name in ("zmq-connect", "zmq-bind", "zmq-topic", "cors-origin"):
+        for name in REPEATABLE:
             self[name] = []
 
     def opt_zmq_connect(self, value: str) -> None:
@@ -194,9 +192,10 @@ class Options(usage.Options):
             if value is None:
                 continue
             if name in flags:
-                if value.strip().lower() in _TRUE:
+                word = value.strip().lower()
+                if word in _TRUE:
                     args.append(f"--{name}")
-                elif value.strip().lower() not in _FALSE:
+                elif word not in _FALSE:
                     _fail(f"{variable}={value!r}: expected 1 or 0 (true/false, yes/no)")
             elif name in REPEATABLE:
                 if any(a == f"--{name}" or a.startswith(f"--{name}=") for a in argv):

@@ -597,12 +597,9 @@ class Catalog:
         """Write *key* (if its ModifyIndex is *cas*, 0: if it does not exist).  A lock on
         the key stays with its holder, as in Consul."""
         existing = self.kv.get(key)
-        if cas is not None:
-            if cas == 0 and existing is not None:
-                return False
-            if cas != 0 and (existing is None or existing.modify_index != cas):
-                return False
-        lock_index, session = (existing.lock_index, existing.session) if existing else (0, "")
+        if cas is not None and not _cas_holds(existing, cas):
+            return False
+        lock_index, session = _lock_of(existing)
         with self._transaction():
             self._set(KVEntry(key, value, flags, lock_index=lock_index, session=session))
         return True
@@ -712,12 +709,8 @@ class Catalog:
                 if entry is not None:
                     self._delete(entry)
             return []
-        lock_index, session = (existing.lock_index, existing.session) if existing else (0, "")
-        if verb == "cas" and (
-            (existing is not None)
-            if op.index == 0
-            else (existing is None or existing.modify_index != op.index)
-        ):
+        lock_index, session = _lock_of(existing)
+        if verb == "cas" and not _cas_holds(existing, op.index):
             raise _OpFailed(f'failed to set key "{key}", index is stale')
         if verb == "lock":
             if not op.session:
@@ -824,6 +817,18 @@ class Catalog:
                 if previous is not None and previous.definition == check.definition:
                     check = replace(check, status=previous.status, output=previous.output)
                 self._set_check(check)
+
+
+def _cas_holds(existing: KVEntry | None, cas: int) -> bool:
+    """Consul's check-and-set on a write: 0 means "only if absent", else the ModifyIndex."""
+    if cas == 0:
+        return existing is None
+    return existing is not None and existing.modify_index == cas
+
+
+def _lock_of(existing: KVEntry | None) -> tuple[int, str]:
+    """(lock index, holder) a plain write keeps: a lock stays with its holder."""
+    return (existing.lock_index, existing.session) if existing is not None else (0, "")
 
 
 def _same(a: Entity, b: Entity) -> bool:

@@ -66,10 +66,13 @@ class HomeportRequest(Request):
         )
         self._linger = self.channel.callLater(self.LINGER, self._close)
 
-    def _close(self) -> None:
+    def _stop_lingering(self) -> None:
         if self._linger is not None and self._linger.active():
             self._linger.cancel()
         self._linger = None
+
+    def _close(self) -> None:
+        self._stop_lingering()
         if self.channel is not None and self.channel.transport is not None:
             self.channel.transport.loseConnection()
 
@@ -82,9 +85,7 @@ class HomeportRequest(Request):
         super().requestReceived(command, path, version)
 
     def connectionLost(self, reason: Failure) -> None:
-        if self._linger is not None and self._linger.active():
-            self._linger.cancel()
-        self._linger = None
+        self._stop_lingering()
         super().connectionLost(reason)
 
 
