@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from homeport.tap import Options
@@ -66,3 +68,41 @@ def test_a_bad_environment_value_is_one_line_naming_the_variable(
     assert line.count("\n") == 1 and message in line
     variable = next(iter(environ))
     assert variable in line
+
+
+def test_stopping_the_dashboard_pool_does_not_wait_on_a_worker_that_waits_on_the_reactor() -> None:
+    """A WSGI worker in blockingCallFromThread needs the reactor; the pool used to be
+    joined on the reactor thread, so stopping the daemon mid-request hung for ever."""
+    import threading
+
+    from twisted.python.threadpool import ThreadPool
+
+    from homeport.tap import ThreadPoolService
+
+    from .memory import ThreadedMemoryReactor
+
+    reactor = ThreadedMemoryReactor()
+    pool = ThreadPool(minthreads=1, maxthreads=1)
+    service = ThreadPoolService(pool, reactor)
+    service.startService()
+    answered = threading.Event()
+    inside = threading.Event()
+
+    def request() -> None:  # what blockingCallFromThread does: ask, then wait
+        inside.set()
+        reactor.callFromThread(answered.set)
+        answered.wait()
+
+    pool.callInThread(request)
+    assert inside.wait(5)
+    returned: list[Any] = []
+    stopper = threading.Thread(target=lambda: returned.append(service.stopService()))
+    try:
+        stopper.start()
+        stopper.join(5)
+        assert returned, "stopService blocked on the worker (the old deadlock)"
+    finally:
+        answered.set()  # so that a failure here does not leave the worker hanging
+    [stopping] = returned
+    reactor.drain(until=lambda: stopping.called)  # the reactor runs: worker done, joined
+    assert stopping.called

@@ -8,11 +8,13 @@ import os
 import re
 import signal
 import sys
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
 from twisted.application.service import IService, MultiService, Service
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 from twisted.python import usage
@@ -310,18 +312,32 @@ class Options(usage.Options):
 
 
 class ThreadPoolService(Service):
-    """Owns a thread pool (for the WSGI dashboard) from start to stop."""
+    """Owns a thread pool (for the WSGI dashboard) from start to stop.
 
-    def __init__(self, pool: ThreadPool) -> None:
+    The pool is joined in a thread of its own, not on the reactor thread: a dashboard
+    request still in a worker waits for the reactor (WSGIResource writes its answer,
+    and ui_info reads the catalog, with blockingCallFromThread), so joining there
+    would wait for ever - a daemon asked to stop while a page loaded never exited.
+    """
+
+    def __init__(self, pool: ThreadPool, reactor: Any) -> None:
         self.pool = pool
+        self.reactor = reactor
 
     def startService(self) -> None:
         super().startService()
         self.pool.start()
 
-    def stopService(self) -> None:
+    def stopService(self) -> Deferred[None]:
         super().stopService()
-        self.pool.stop()
+        joined: Deferred[None] = Deferred()
+
+        def join() -> None:
+            self.pool.stop()
+            self.reactor.callFromThread(joined.callback, None)
+
+        threading.Thread(target=join, name="homeport-wsgi-stop", daemon=True).start()
+        return joined
 
 
 class Listener(Service):
@@ -575,7 +591,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         return info
 
     pool = ThreadPool(minthreads=1, maxthreads=8, name="homeport-wsgi")
-    ThreadPoolService(pool).setServiceParent(top)
+    ThreadPoolService(pool, reactor).setServiceParent(top)
 
     from . import push as push_module
     from .logs.http import V1Dispatch
