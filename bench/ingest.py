@@ -57,8 +57,8 @@ def serve_discard() -> None:
     from twisted.internet import reactor
     from twisted.web.resource import Resource
 
+    from homeport.http.site import HomeportSite
     from homeport.logs.http import LogIngestResource
-    from homeport.web.server import HomeportSite
 
     def discard(records: Any, done: Any) -> None:
         done([0] * len(records))

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from homeport import units
 from homeport.catalog import consul, definitions
 from homeport.catalog.model import BadRequest, ServerRefusal
 
@@ -18,13 +19,13 @@ from homeport.catalog.model import BadRequest, ServerRefusal
     [("10s", 10), ("1m30s", 90), ("500ms", 0.5), ("1h", 3600), ("0", 0), (10_000_000_000, 10)],
 )
 def test_durations_parse_like_go(text: str | int, seconds: float) -> None:
-    assert consul.parse_duration(text) == pytest.approx(seconds)
+    assert units.parse_duration(text) == pytest.approx(seconds)
 
 
 @pytest.mark.parametrize("text", ["10", "abc", "1x", "s", True])
 def test_bad_durations_are_refused(text: object) -> None:
-    with pytest.raises(consul.DurationError):
-        consul.parse_duration(text)
+    with pytest.raises(units.DurationError):
+        units.parse_duration(text)
 
 
 @pytest.mark.parametrize(
@@ -32,7 +33,7 @@ def test_bad_durations_are_refused(text: object) -> None:
     [(10, "10s"), (90, "1m30s"), (3600, "1h0m0s"), (0.5, "500ms"), (0, "0s"), (1.5, "1.5s")],
 )
 def test_durations_format_like_go(seconds: float, text: str) -> None:
-    assert consul.format_duration(seconds) == text
+    assert units.format_duration(seconds) == text
 
 
 def test_keys_match_case_insensitively_and_snake_case() -> None:

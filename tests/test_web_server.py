@@ -7,7 +7,7 @@ from twisted.internet.interfaces import IProtocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
-from homeport.web.server import HomeportRequest, HomeportSite, Root
+from homeport.http.site import HomeportRequest, HomeportSite, Root
 
 HEAD = b"PUT /v1/kv/big HTTP/1.1\r\nHost: hub\r\n"
 

@@ -11,7 +11,7 @@ import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred
@@ -21,51 +21,13 @@ from twisted.python import usage
 from twisted.python.threadpool import ThreadPool
 
 from . import __version__
+from .errors import StartupError, fail
 from .push import OPTION_PARAMETERS as PUSH_OPTIONS
 from .tls.options import OPTION_PARAMETERS as TLS_OPTIONS
+from .units import parse_hostport, parse_size
 
 DEFAULT_HTTP = "tcp:8500:interface=127.0.0.1"
 log = Logger(namespace="homeport")
-
-
-class StartupError(Exception):
-    """Start-up cannot go on; the message is one line for the operator."""
-
-
-def _fail(message: str) -> NoReturn:
-    sys.stderr.write(f"homeport: error: {message}\n")
-    sys.stderr.flush()
-    raise SystemExit(1)
-
-
-_SIZE = re.compile(r"^\s*(\d+)\s*([kmg]i?b?|b)?\s*$", re.I)
-_SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
-
-
-def parse_size(text: str) -> int:
-    """``1MiB``, ``512k``, ``1048576`` -> bytes."""
-    match = _SIZE.match(text)
-    if not match:
-        raise ValueError(text)
-    unit = (match.group(2) or "").lower()[:1]
-    return int(match.group(1)) * _SIZE_UNITS[unit]
-
-
-def parse_hostport(text: str, default_port: int) -> tuple[str, int]:
-    """``HOST:PORT``, ``[v6]:PORT`` or ``:PORT``."""
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        port_text = rest.removeprefix(":")
-    else:
-        host, sep, port_text = text.rpartition(":")
-        if not sep:
-            host, port_text = text, str(default_port)
-    host = host or "0.0.0.0"
-    ipaddress.ip_address(host)
-    port = int(port_text)
-    if not 0 <= port <= 65535:
-        raise ValueError(port)
-    return host, port
 
 
 def exposed_interfaces(description: str) -> bool:
@@ -198,7 +160,7 @@ class Options(usage.Options):
                 if word in _TRUE:
                     args.append(f"--{name}")
                 elif word not in _FALSE:
-                    _fail(f"{variable}={value!r}: expected 1 or 0 (true/false, yes/no)")
+                    fail(f"{variable}={value!r}: expected 1 or 0 (true/false, yes/no)")
             elif name in REPEATABLE:
                 if any(a == f"--{name}" or a.startswith(f"--{name}=") for a in argv):
                     continue  # the command line's list replaces the environment's
@@ -219,7 +181,7 @@ class Options(usage.Options):
             for name, variable in used.items():
                 if message.startswith(f"--{name} "):
                     message += f" (from {variable})"
-            _fail(message)
+            fail(message)
 
     def postOptions(self) -> None:
         if not self["http"]:
@@ -481,7 +443,7 @@ class HomeportService(MultiService):
             super().startService()
         except StartupError as e:
             self.stopService()
-            _fail(str(e))
+            fail(str(e))
 
 
 def makeService(options: Options, reactor: Any = None) -> IService:
@@ -493,15 +455,16 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     from twisted.internet.endpoints import serverFromString
     from twisted.web.wsgi import WSGIResource
 
+    from .catalog.api import ERRORS, ConsulAPI, bootstrap, local_identity
     from .catalog.checks import HealthChecker
-    from .catalog.http import ConsulAPI, bootstrap, local_identity
     from .catalog.model import Catalog
     from .catalog.sessions import SessionTimers
     from .catalog.store import CatalogStore
-    from .web.api import ApiResource
-    from .web.cors import CORS
-    from .web.metrics import Metrics, MetricsResource
-    from .web.server import HomeportSite, Root
+    from .http.api import ApiResource
+    from .http.auth import Token
+    from .http.cors import CORS
+    from .http.metrics import Metrics, MetricsResource
+    from .http.site import HomeportSite, Root
     from .web.ui import create_app
 
     top = HomeportService()
@@ -512,13 +475,13 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as e:
-        _fail(f"--data-dir {str(data_dir)!r}: {e.strerror}")
+        fail(f"--data-dir {str(data_dir)!r}: {e.strerror}")
 
     catalog = Catalog(datacenter=options["datacenter"], clock=reactor.seconds)
     try:
         store = CatalogStore(catalog, data_dir / "catalog.sqlite3")
     except Exception as e:
-        _fail(f"--data-dir {str(data_dir)!r}: cannot open catalog.sqlite3: {e}")
+        fail(f"--data-dir {str(data_dir)!r}: cannot open catalog.sqlite3: {e}")
     store.setServiceParent(top)
 
     agent = local_identity(
@@ -554,9 +517,10 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         reactor,
         lambda: catalog.index,
         metrics,
-        options["token"],
+        Token(options["token"]),
         catalog.datacenter,
         cors=CORS(options["cors-origin"]),
+        errors=ERRORS,
     )
     ConsulAPI(api, catalog, agent, reactor)
     top.api = api
@@ -600,7 +564,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     try:
         push = push_module.build(options, reactor, data_dir, metrics)
     except Exception as e:
-        _fail(f"--data-dir {str(data_dir)!r}: cannot open events.sqlite3: {e}")
+        fail(f"--data-dir {str(data_dir)!r}: cannot open events.sqlite3: {e}")
     push.service.setServiceParent(top)
 
     def catalog_events(changes: list[Any]) -> None:  # topics "catalog" and "kv"
@@ -620,7 +584,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
             max_records=max_records,
         )
     except Exception as e:
-        _fail(f"--data-dir {str(data_dir)!r}: cannot open logs.sqlite3: {e}")
+        fail(f"--data-dir {str(data_dir)!r}: cannot open logs.sqlite3: {e}")
     logs.setServiceParent(top)
 
     root = Root()
@@ -646,7 +610,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
 
     error = create_empty_files(options["empty-file"])
     if error is not None:
-        _fail(error)
+        fail(error)
     endpoints = [(d, serverFromString(reactor, d), exposed_interfaces(d)) for d in options["http"]]
     # ACME: http-01 on the root, an issuing service per le:/lets: cert dir, HTTPS redirects.
     factories = wire_tls(

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .. import strictjson
+from ..units import DurationError, format_duration, parse_duration
 from .model import (
     CRITICAL,
     SERF_CHECK_ID,
@@ -33,83 +34,6 @@ from .model import (
     Weights,
     check_ids_for,
 )
-
-# ---------------------------------------------------------------------------
-# Durations
-
-
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
-_UNIT = {
-    "ns": 1e-9,
-    "us": 1e-6,
-    "µs": 1e-6,
-    "μs": 1e-6,
-    "ms": 1e-3,
-    "s": 1.0,
-    "m": 60.0,
-    "h": 3600.0,
-}
-
-
-class DurationError(ValueError):
-    pass
-
-
-def parse_duration(value: Any) -> float:
-    """Go's ``time.ParseDuration`` (``"1m30s"``), or a number of nanoseconds; in seconds."""
-    if isinstance(value, bool):
-        raise DurationError(repr(value))
-    if isinstance(value, int | float):
-        return float(value) / 1e9
-    if not isinstance(value, str):
-        raise DurationError(repr(value))
-    text = value.strip()
-    if text in ("", "0"):
-        return 0.0
-    sign = 1.0
-    if text[0] in "+-":
-        sign = -1.0 if text[0] == "-" else 1.0
-        text = text[1:]
-    pos = 0
-    total = 0.0
-    while pos < len(text):
-        match = _DURATION_PART.match(text, pos)
-        if match is None:
-            raise DurationError(f'time: invalid duration "{value}"')
-        total += float(match.group(1)) * _UNIT[match.group(2)]
-        pos = match.end()
-    if pos == 0:
-        raise DurationError(f'time: invalid duration "{value}"')
-    return sign * total
-
-
-def format_duration(seconds: float) -> str:
-    """Go's ``Duration.String()``: ``10s``, ``1m30s``, ``1h0m0s``, ``500ms``, ``0s``."""
-    if seconds == 0:
-        return "0s"
-    sign = "-" if seconds < 0 else ""
-    seconds = abs(seconds)
-    if seconds < 1:
-        ns = round(seconds * 1e9)
-        if ns < 1000:
-            return f"{sign}{ns}ns"
-        if ns < 1_000_000:
-            return f"{sign}{_trim(ns / 1e3)}µs"
-        return f"{sign}{_trim(ns / 1e6)}ms"
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    text = f"{_trim(secs)}s"
-    if hours:
-        return f"{sign}{int(hours)}h{int(minutes)}m{text}"
-    if minutes:
-        return f"{sign}{int(minutes)}m{text}"
-    return f"{sign}{text}"
-
-
-def _trim(number: float) -> str:
-    text = f"{number:.9f}".rstrip("0").rstrip(".")
-    return text or "0"
-
 
 # ---------------------------------------------------------------------------
 # Decoding

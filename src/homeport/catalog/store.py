@@ -20,6 +20,7 @@ from pathlib import Path
 from twisted.application.service import Service
 from twisted.logger import Logger
 
+from ..sqlite import open_database
 from .model import Catalog, Change, Entity, entity_from_dict, entity_to_dict
 
 SCHEMA = """
@@ -33,16 +34,6 @@ CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 EPHEMERAL_SOURCES = frozenset({"config", "builtin"})
-
-
-def open_database(path: Path) -> sqlite3.Connection:
-    """An SQLite connection in WAL mode with full fsync on commit."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=FULL")
-    db.execute("PRAGMA busy_timeout=5000")
-    return db
 
 
 def _persisted(change: Change) -> bool:

@@ -9,9 +9,6 @@ An ingest request is answered only when its records are committed (see
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hmac
 import json
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -22,6 +19,7 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
+from ..http.auth import Token
 from .query import BadQuery, LogQuery, parse_query
 from .record import BadInput, Record, parse_form, record_from_fields, records_from_body
 
@@ -38,29 +36,6 @@ def _text(request: Request, status: int, text: str) -> bytes:
     return text.encode("utf-8") + b"\n"
 
 
-def token_matches(request: Request, token: bytes | None) -> bool:
-    """HTTPHandler's ``credentials=(user, TOKEN)`` (Basic), ``Bearer TOKEN`` or the
-    ``X-Consul-Token`` header carry the write token; with no token set, all pass."""
-    if token is None:
-        return True
-    given: bytes | None = None
-    auth = request.getHeader(b"authorization")
-    if auth is not None:
-        scheme, _, value = auth.strip().partition(b" ")
-        scheme = scheme.lower()
-        if scheme == b"basic":
-            try:
-                decoded = base64.b64decode(value.strip(), validate=True)
-            except (binascii.Error, ValueError):
-                decoded = b""
-            given = decoded.partition(b":")[2]
-        elif scheme == b"bearer":
-            given = value.strip()
-    if given is None:
-        given = request.getHeader(b"x-consul-token")
-    return bool(given) and hmac.compare_digest(given or b"", token)
-
-
 class LogIngestResource(Resource):
     """``/log``: POST a form (stock HTTPHandler), JSON or NDJSON body; or GET with the
     record in the query string.  200 with the stored ids once committed."""
@@ -68,11 +43,11 @@ class LogIngestResource(Resource):
     isLeaf = True
     log = Logger()
 
-    def __init__(self, sink: Sink, now: Callable[[], float], token: str | None = None) -> None:
+    def __init__(self, sink: Sink, now: Callable[[], float], token: Token | None = None) -> None:
         super().__init__()
         self.sink = sink
         self.now = now
-        self.token = token.encode() if token else None
+        self.token = token or Token(None)
 
     def render(self, request: Request) -> bytes | int:
         if request.postpath not in ([], [b""]):
@@ -81,7 +56,7 @@ class LogIngestResource(Resource):
         if method not in (b"POST", b"GET"):
             request.setHeader(b"allow", b"GET, POST")
             return _text(request, 405, f"method {method.decode('latin-1')} not allowed")
-        if not token_matches(request, self.token):
+        if not self.token.allows(request):
             request.responseHeaders.setRawHeaders(
                 b"www-authenticate", [b'Basic realm="homeport"', b'Bearer realm="homeport"']
             )

@@ -18,12 +18,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from ..units import parse_age
 from .record import LEVEL_NAMES
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 10_000
-_AGE_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
-_AGE_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 _FIELD_NAME = re.compile(r"[^\"\\\x00-\x1f]{1,200}")
 # Standard fields that live in their own column rather than in the JSON body.
 COLUMNS = {
@@ -59,21 +58,6 @@ class LogQuery:
     after: int | None = None
     newest_first: bool = True
     extra_args: dict[str, str] = field(default_factory=dict)
-
-
-def parse_age(text: str) -> float:
-    """``15m``, ``1h30m``, ``7d``, ``2w``, ``500ms`` -> seconds; ValueError otherwise."""
-    text = text.strip().lower()
-    pos, total = 0, 0.0
-    while pos < len(text):
-        match = _AGE_PART.match(text, pos)
-        if match is None:
-            raise ValueError(text)
-        total += float(match.group(1)) * _AGE_UNITS[match.group(2)]
-        pos = match.end()
-    if pos == 0:
-        raise ValueError(text)
-    return total
 
 
 def parse_time(text: str, now: float) -> float:

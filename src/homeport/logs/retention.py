@@ -11,7 +11,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from .query import parse_age
+from ..units import parse_age
 
 DEFAULT_RETENTION = "7d"
 DEFAULT_INTERVAL = 60.0

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from twisted.application.service import MultiService
 
+from ..http.auth import Token
 from .console import ConsolePrinter
 from .http import LogIngestResource, LogSearchResource
 from .retention import RetentionService
@@ -58,5 +59,5 @@ class LogSink(MultiService):
         self.store.setServiceParent(self)
         self.retention = RetentionService(self.store.prune, reactor, max_age, max_records)
         self.retention.setServiceParent(self)
-        self.ingest = LogIngestResource(self.store.add, reactor.seconds, token)
+        self.ingest = LogIngestResource(self.store.add, reactor.seconds, Token(token))
         self.search = LogSearchResource(self.store.search, reactor.seconds)

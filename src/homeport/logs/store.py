@@ -32,6 +32,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
+from ..sqlite import open_database
 from . import query as query_module
 from .record import Record
 
@@ -79,21 +80,6 @@ Stored = list[tuple[int, Record, str]]
 Done = Callable[[list[int] | BaseException], None]
 
 
-def open_connection(path: Path, readonly: bool = False) -> sqlite3.Connection:
-    if readonly:
-        db = sqlite3.connect(
-            f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
-        )
-        db.execute("PRAGMA query_only=1")
-    else:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=FULL")
-    db.execute("PRAGMA busy_timeout=5000")
-    return db
-
-
 # One encoder for every record: json.dumps with options builds a new one per call.
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
 
@@ -124,7 +110,7 @@ class LogDatabase:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.db = open_connection(path)
+        self.db = open_database(path)
         self.db.executescript(SCHEMA)
         (last,) = self.db.execute(
             "SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name='logs'), 0), "
@@ -487,7 +473,7 @@ class LogStore(Service):
     def _search(self, query: query_module.LogQuery) -> bytes:
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
         if db is None:
-            db = open_connection(self.path, readonly=True)
+            db = open_database(self.path, readonly=True)
             self._local.db = db
             self._readers.append(db)
         page = query_module.page(db, query)

@@ -16,6 +16,7 @@ from twisted.application.service import MultiService
 from twisted.python import usage
 from twisted.web.resource import Resource
 
+from ..units import parse_seconds, parse_size
 from .hub import Hub, HubService, SQLiteHistory, check_topic
 
 OPTION_PARAMETERS: list[list[Any]] = [
@@ -33,23 +34,13 @@ OPTION_PARAMETERS: list[list[Any]] = [
 LIST_OPTIONS = ("zmq-connect", "zmq-bind", "zmq-topic", "cors-origin")
 
 
-def _seconds(text: str) -> float:
-    from ..logs.query import parse_age
-
-    try:
-        return float(text)
-    except ValueError:
-        return parse_age(text)
-
-
 def validate_options(options: Any) -> None:
     """Check and convert the push options in place; ``usage.UsageError`` on a bad one."""
-    from ..tap import parse_size
     from .zmq import check_address
 
     for name in ("socketio-ping-interval", "socketio-ping-timeout"):
         try:
-            options[name] = _seconds(options[name])
+            options[name] = parse_seconds(options[name])
             if not 0 < options[name] <= 3600:
                 raise ValueError
         except ValueError:
@@ -101,7 +92,8 @@ class Push:
 
 def build(options: Any, reactor: Any, data_dir: Path, metrics: Any = None) -> Push:
     """Every push part from *options* (already validated); nothing runs until started."""
-    from ..web.cors import CORS
+    from ..http.auth import Token
+    from ..http.cors import CORS
     from .sse import EventsResource, SSEService
 
     service = MultiService()
@@ -111,7 +103,7 @@ def build(options: Any, reactor: Any, data_dir: Path, metrics: Any = None) -> Pu
     cors = CORS(options["cors-origin"])
     sse = SSEService(hub, reactor, queue_limit=options["sse-queue-limit"])
     sse.setServiceParent(service)
-    events = EventsResource(sse, reactor.seconds, options["token"], cors)
+    events = EventsResource(sse, reactor.seconds, Token(options["token"]), cors)
     zmq_service = None
     if options["zmq-connect"] or options["zmq-bind"]:
         from .zmq import ZmqSubscriber

@@ -38,6 +38,8 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 from zope.interface import Interface, implementer
 
+from ..sqlite import open_database
+
 MAX_TOPIC_LENGTH = 200
 DEFAULT_PER_TOPIC = 1000
 DEFAULT_TOTAL = 100_000
@@ -280,9 +282,9 @@ class SQLiteHistory:
         total_bytes: int = DEFAULT_TOTAL_BYTES,
     ) -> None:
         self.memory = MemoryHistory(per_topic, total, total_bytes)
-        self.db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
+        # NORMAL, not FULL: history is a convenience for resuming clients, and the
+        # last commits before a power loss may go (never a corrupt file).
+        self.db = open_database(path, synchronous="NORMAL")
         self.db.executescript(SCHEMA)
         self._pending: list[Event] = []
         self._load()

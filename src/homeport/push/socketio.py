@@ -39,8 +39,8 @@ from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
 from .. import strictjson
-from ..web.api import parse_args
-from ..web.cors import CORS
+from ..http.args import parse_args
+from ..http.cors import CORS
 from .hub import BadTopic, Event, Hub, Subscription, check_topic
 from .sse import queued_bytes
 

@@ -21,7 +21,6 @@ One timer for all connections writes the heartbeat comment every 15 s.
 
 from __future__ import annotations
 
-import hmac
 import json
 import re
 from collections.abc import Callable, Sequence
@@ -39,10 +38,10 @@ from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
 from .. import strictjson
-from ..logs.http import token_matches
+from ..http.args import parse_args
+from ..http.auth import Token
+from ..http.cors import CORS
 from ..logs.query import BadQuery, LogQuery, parse_query
-from ..web.api import parse_args
-from ..web.cors import CORS
 from .hub import RESERVED_TOPICS, ZMQ_PREFIX, BadTopic, Event, Hub, check_topic, topic_matches
 from .logfilter import is_filtering, record_matches
 
@@ -292,14 +291,14 @@ class EventsResource(Resource):
         self,
         service: SSEService,
         now: Callable[[], float],
-        token: str | None = None,
+        token: Token | None = None,
         cors: CORS | None = None,
     ) -> None:
         super().__init__()
         self.service = service
         self.hub = service.hub
         self.now = now
-        self.token = token.encode() if token else None
+        self.token = token or Token(None)
         self.cors = cors or CORS()
 
     def render(self, request: Request) -> bytes | int:
@@ -357,7 +356,7 @@ class EventsResource(Resource):
         return NOT_DONE_YET
 
     def publish(self, request: Request, topic: str) -> bytes:
-        if not self._token_ok(request):
+        if not self.token.allows(request, _last(parse_args(request.uri).get("token"))):
             return _text(request, 403, "Permission denied: a valid token is required for writes")
         try:
             check_topic(topic)
@@ -386,10 +385,6 @@ class EventsResource(Resource):
         request.setHeader(b"content-type", b"application/json")
         return json.dumps({"id": event.id, "topic": topic}).encode()
 
-    def _token_ok(self, request: Request) -> bool:
-        if self.token is None:
-            return True
-        query = parse_args(request.uri).get("token")
-        if query and query[-1]:
-            return hmac.compare_digest(query[-1].encode(), self.token)
-        return token_matches(request, self.token)
+
+def _last(values: list[str] | None) -> str | None:
+    return values[-1] if values else None

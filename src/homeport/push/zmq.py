@@ -146,7 +146,7 @@ class ZmqSubscriber(Service):
     def startService(self) -> None:
         import zmq
 
-        from ..tap import StartupError
+        from ..errors import StartupError
 
         super().startService()
         self.context = zmq.Context()

@@ -24,7 +24,7 @@ from OpenSSL import SSL
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
-from ..web.server import PlainNotFound
+from ..http.site import PlainNotFound
 
 ACME_TLS_1 = b"acme-tls/1"
 HTTP_1_1 = b"http/1.1"

@@ -18,7 +18,6 @@ from the page and send it as ``X-Consul-Token``.
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 import mimetypes
 from collections.abc import Callable
@@ -29,6 +28,8 @@ from urllib.parse import urlsplit
 from flask import Flask, Response, abort, redirect, render_template, request, url_for
 from jinja2 import PackageLoader
 from werkzeug.wrappers.response import Response as BaseResponse
+
+from ..http.auth import Token
 
 COOKIE = "homeport_token"
 COOKIE_MAX_AGE = 400 * 24 * 3600  # Chromium's upper bound for a cookie's lifetime
@@ -93,13 +94,10 @@ def create_app(info: Callable[[], dict[str, Any]], token: str | None = None) -> 
     app = Flask("homeport.web", static_folder=None)
     app.jinja_loader = PackageLoader("homeport.web", "templates")
     static = Static()
-    secret = token.encode() if token else None
+    secret = Token(token)
 
     def authorised() -> bool:
-        if secret is None:
-            return True
-        given = request.cookies.get(COOKIE, "")
-        return bool(given) and hmac.compare_digest(given.encode(), secret)
+        return secret.matches(request.cookies.get(COOKIE, ""))
 
     def facts() -> dict[str, Any]:
         data = dict(info())
@@ -160,12 +158,12 @@ def create_app(info: Callable[[], dict[str, Any]], token: str | None = None) -> 
     @app.route("/login", methods=["GET", "POST"])
     def login() -> Response | BaseResponse:
         target = safe_next(request.values.get("next")) or url_for("services")
-        if secret is None:
+        if not secret.required:
             return redirect(target)
         error = None
         if request.method == "POST":
             given = request.form.get("token", "").strip()
-            if given and hmac.compare_digest(given.encode(), secret):
+            if secret.matches(given):
                 response = redirect(target, code=303)
                 response.set_cookie(
                     COOKIE,

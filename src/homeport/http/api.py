@@ -13,7 +13,6 @@ so thousands of them cost no threads.
 
 from __future__ import annotations
 
-import hmac
 import json
 import random
 import time
@@ -21,7 +20,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qs, unquote
+from urllib.parse import unquote
 
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
@@ -29,23 +28,16 @@ from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
-from ..catalog.consul import DurationError, parse_duration
-from ..catalog.model import BadRequest, CatalogError
+from ..units import DurationError, parse_duration
+from .args import parse_args
+from .auth import Token
 from .cors import CORS
+from .errors import ErrorTable, HTTPError
 from .metrics import Metrics
 
 DEFAULT_WAIT = 300.0
 MAX_WAIT = 600.0
 CACHE_SIZE = 4096
-
-
-@dataclass
-class HTTPError(Exception):
-    """An error with its own status and plain-text body."""
-
-    status: int
-    text: str
-    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -101,7 +93,7 @@ class Call:
         try:
             return int(value)
         except ValueError:
-            raise BadRequest(f"Invalid value for ?{name}: {value!r}") from None
+            raise HTTPError(400, f"Invalid value for ?{name}: {value!r}") from None
 
     @property
     def pretty(self) -> bool:
@@ -174,18 +166,6 @@ class _Waiter:
     done: bool = False
 
 
-def parse_args(uri: bytes) -> dict[str, list[str]]:
-    """The query string, keeping bare flags: ``?recurse`` is ``{"recurse": [""]}``.
-
-    (twisted.web's own ``request.args`` drops arguments without ``=``, and Consul's API
-    is full of them: ``?recurse``, ``?keys``, ``?raw``, ``?pretty``, ``?passing``.)
-    """
-    query = uri.partition(b"?")[2]
-    if not query:
-        return {}
-    return parse_qs(query.decode("utf-8", "replace"), keep_blank_values=True)
-
-
 class ApiResource(Resource):
     """``/v1/``: dispatches to routes; caches reads; parks blocking queries."""
 
@@ -197,16 +177,18 @@ class ApiResource(Resource):
         reactor: Any,
         index: Callable[[], int],
         metrics: Metrics,
-        token: str | None = None,
+        token: Token | None = None,
         datacenter: str = "dc1",
         cors: CORS | None = None,
+        errors: ErrorTable | None = None,
     ) -> None:
         super().__init__()
         self.cors = cors or CORS()
         self.reactor = reactor
         self.current_index = index
         self.metrics = metrics
-        self.token = token.encode() if token else None
+        self.token = token or Token(None)
+        self.errors = errors or ErrorTable()
         self.datacenter = datacenter
         self.routes: dict[str, list[Route]] = {}
         self.cache: OrderedDict[tuple[Any, ...], _Entry] = OrderedDict()
@@ -322,15 +304,14 @@ class ApiResource(Resource):
                 result = self._write(route, call)
             else:
                 result = self._read(route, call)
-        except HTTPError as e:
-            for name, value in e.headers.items():
-                request.setHeader(name, value)
-            result = self._text(request, e.status, e.text)
-        except CatalogError as e:
-            result = self._text(request, e.status, e.message())
         except Exception as e:
-            self.log.failure("Unexpected error serving {path}", path=request.path)
-            result = self._text(request, 500, str(e) or type(e).__name__)
+            answer = self.errors.answer(e)
+            if answer is None:
+                self.log.failure("Unexpected error serving {path}", path=request.path)
+                answer = HTTPError(500, str(e) or type(e).__name__)
+            for name, value in answer.headers.items():
+                request.setHeader(name, value)
+            result = self._text(request, answer.status, answer.text)
         if result is not NOT_DONE_YET:
             self.metrics.observe(route_name, request.code, time.perf_counter() - started)
         else:
@@ -362,23 +343,8 @@ class ApiResource(Resource):
         request.setHeader(b"content-type", TEXT)
         return text.encode("utf-8") if text else b""
 
-    def token_ok(self, request: Request, query_token: str | None = None) -> bool:
-        """Is the request's token (``?token=``, ``X-Consul-Token`` or Bearer) the right one?"""
-        if self.token is None:
-            return True
-        given: bytes | None = query_token.encode() if query_token is not None else None
-        if given is None:
-            given = request.getHeader(b"x-consul-token")
-        if given is None:
-            auth = request.getHeader(b"authorization") or b""
-            if auth[:7].lower() == b"bearer ":
-                given = auth[7:].strip()
-        return bool(given) and hmac.compare_digest(given or b"", self.token)
-
     def check_token(self, call: Call) -> None:
-        if self.token is None:
-            return
-        if not self.token_ok(call.request, call.arg("token")):
+        if not self.token.allows(call.request, call.arg("token")):
             raise HTTPError(403, "Permission denied: a valid token is required for writes")
 
     def _write(self, route: Route, call: Call) -> bytes:

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import __version__
-from ..web.api import TEXT, ApiResource, Call, HTTPError, Reply, json_reply
+from ..http.api import TEXT, ApiResource, Call, Reply, json_reply
+from ..http.errors import ErrorTable, HTTPError
 from . import consul
 from .filter import compile_filter
 from .model import (
@@ -23,7 +24,10 @@ from .model import (
     Check,
     CheckDefinition,
     Node,
+    NoTTL,
+    ServerRefusal,
     Service,
+    TooLarge,
     UnknownCheck,
     UnknownService,
     aggregate_status,
@@ -34,6 +38,18 @@ MAX_TXN_OPS = 128  # Consul's maxTxnOps
 # /v1/agent/health/service/*: the aggregated status as an HTTP code, for load balancers.
 HEALTH_CODES = {PASSING: 200, WARNING: 429, CRITICAL: 503}
 BUILTIN = "builtin"
+
+#: Consul's answer to each of the catalog's errors (its message is the error's text).
+ERRORS = ErrorTable(
+    {
+        BadRequest: (400, str),
+        TooLarge: (413, str),
+        ServerRefusal: (500, str),
+        UnknownService: (404, str),
+        UnknownCheck: (404, str),
+        NoTTL: (500, str),
+    }
+)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,62 @@
+"""The write token: one check for every face (API, log ingest, events, dashboard)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+
+from twisted.web.server import Request
+
+
+class Token:
+    """``--token``: the secret a write must carry; with none set, everything passes.
+
+    A request carries it as Consul's clients do: ``?token=`` (where the face allows it),
+    ``X-Consul-Token``, ``Authorization: Bearer``, or Basic auth's password (what
+    ``HTTPHandler(credentials=(user, TOKEN))`` sends).
+    """
+
+    def __init__(self, secret: str | None) -> None:
+        self.secret = secret.encode() if secret else None
+
+    @property
+    def required(self) -> bool:
+        return self.secret is not None
+
+    def matches(self, given: str | bytes | None) -> bool:
+        """Is *given* the secret (compared in constant time)?  True when none is set."""
+        if self.secret is None:
+            return True
+        if isinstance(given, str):
+            given = given.encode("utf-8", "surrogateescape")
+        return bool(given) and hmac.compare_digest(given or b"", self.secret)
+
+    def allows(self, request: Request, query_token: str | None = None) -> bool:
+        """Does *request* carry the secret?  *query_token* is its ``?token=``, if any."""
+        if self.secret is None:
+            return True
+        if query_token:
+            return self.matches(query_token)
+        return self.matches(given_token(request))
+
+
+def given_token(request: Request) -> bytes | None:
+    """The token in *request*'s headers: ``X-Consul-Token``, else Bearer or Basic."""
+    header = request.getHeader(b"x-consul-token")
+    if header is not None:
+        return header
+    auth = request.getHeader(b"authorization")
+    if auth is None:
+        return None
+    scheme, _, value = auth.strip().partition(b" ")
+    scheme = scheme.lower()
+    if scheme == b"bearer":
+        return value.strip()
+    if scheme == b"basic":
+        try:
+            decoded = base64.b64decode(value.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            return None
+        return decoded.partition(b":")[2]
+    return None
