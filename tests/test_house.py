@@ -1,0 +1,148 @@
+"""The house rules (see the README's layout): arrows point down, parts stand alone.
+
+Read from the source with ``ast``, so a function-level import counts as much as one
+at the top of a module.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parent.parent / "src"
+PACKAGE = SRC / "homeport"
+MAX_FUNCTION_LINES = 60
+#: Functions still over the limit (issue #13 splits them); the list may only shrink.
+TOO_LONG_TODAY = {
+    "homeport/dns/answer.py parse_query",
+    "homeport/logs/record.py record_from_fields",
+    "homeport/push/__init__.py build",
+    "homeport/tls/wiring.py wire_tls",
+    "homeport/web/ui.py create_app",
+    "homeport/tap.py postOptions",
+    "homeport/tap.py makeService",
+}
+#: The parts: each is built by its own ``build()`` and wired only by tap.py.
+PARTS = ("catalog", "dns", "logs", "push", "tls", "web")
+#: The modules of a part that face the network; the rest of a part is its core.
+FACES = ("catalog.api", "dns.server", "logs.http", "push", "tls", "web")
+
+
+def modules() -> Iterator[tuple[str, Path]]:
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(SRC).with_suffix("").parts
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        yield ".".join(parts), path
+
+
+def imports(name: str, path: Path) -> set[str]:
+    """Every homeport module *name* imports, at any depth of its code."""
+    tree = ast.parse(path.read_text(), str(path))
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.startswith("homeport"))
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            if target.startswith("homeport"):
+                found.add(target)
+                found.update(f"{target}.{a.name}" for a in node.names)
+    known = {n for n, _ in modules()}
+    return {t for t in found if t in known}
+
+
+def top(module: str) -> str:
+    """``homeport.catalog.model`` -> ``catalog``; ``homeport.units`` -> ``units``."""
+    return module.split(".")[1] if module.count(".") else ""
+
+
+def is_face(module: str) -> bool:
+    rest = module.removeprefix("homeport.")
+    return any(rest == f or rest.startswith(f + ".") for f in FACES)
+
+
+GRAPH = {name: imports(name, path) for name, path in modules()}
+
+
+def test_nothing_imports_the_wiring() -> None:
+    """No part imports tap.py: the wiring depends on the parts, never the reverse."""
+    offenders = sorted(n for n, deps in GRAPH.items() if "homeport.tap" in deps)
+    assert offenders == []
+
+
+def test_the_ground_floor_stands_on_no_part() -> None:
+    """homeport/http and the shared modules import no part."""
+    offenders = sorted(
+        f"{name} -> {dep}"
+        for name, deps in GRAPH.items()
+        if top(name) not in PARTS and name != "homeport.tap"
+        for dep in deps
+        if top(dep) in PARTS
+    )
+    assert offenders == []
+
+
+def test_no_face_imports_another_part_s_face() -> None:
+    """catalog/api, dns/server, logs/http, push, tls and web stand on http/ and their
+    own core; a part may read another part's pure core, never its face."""
+    offenders = sorted(
+        f"{name} -> {dep}"
+        for name, deps in GRAPH.items()
+        if name != "homeport.tap"
+        for dep in deps
+        if is_face(dep) and top(dep) != top(name)
+    )
+    assert offenders == []
+
+
+def test_packages_import_each_other_without_a_cycle() -> None:
+    edges: dict[str, set[str]] = {}
+    for name, deps in GRAPH.items():
+        if name == "homeport.tap":
+            continue
+        for dep in deps:
+            if top(dep) != top(name) and dep != "homeport":
+                edges.setdefault(top(name), set()).add(top(dep))
+
+    def reaches(start: str, goal: str, seen: set[str]) -> bool:
+        for nxt in edges.get(start, ()):
+            if nxt == goal or (nxt not in seen and reaches(nxt, goal, seen | {nxt})):
+                return True
+        return False
+
+    cycles = sorted(p for p in edges if reaches(p, p, {p}))
+    assert cycles == [], edges
+
+
+def functions() -> Iterator[tuple[str, int]]:
+    paths = [p for _, p in modules()] + sorted((SRC / "twisted" / "plugins").glob("*.py"))
+    for path in paths:
+        tree = ast.parse(path.read_text(), str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                assert node.end_lineno is not None
+                length = node.end_lineno - node.lineno + 1
+                yield f"{path.relative_to(SRC)}:{node.lineno} {node.name}", length
+
+
+@pytest.mark.parametrize("part", [*PARTS, "http", ""])
+def test_no_function_is_longer_than_a_screen(part: str) -> None:
+    """No function in homeport is over 60 lines (a screen): split it into named steps."""
+    long = [
+        f"{where} ({length} lines)"
+        for where, length in functions()
+        if length > MAX_FUNCTION_LINES
+        and (where.split("/")[1] == part if part else where.count("/") < 2)
+        and f"{where.split(':')[0]} {where.split()[-1]}" not in TOO_LONG_TODAY
+    ]
+    assert long == []
