@@ -31,9 +31,6 @@ class ErrorTable:
     def __init__(self, rows: Mapping[type[Exception], Row] | None = None) -> None:
         self.rows: dict[type[Exception], Row] = dict(rows or {})
 
-    def add(self, kind: type[Exception], status: int, text: Callable[[Any], str] = str) -> None:
-        self.rows[kind] = (status, text)
-
     def answer(self, error: Exception) -> HTTPError | None:
         """The answer to *error*, or None when no row covers it (a bug: 500)."""
         if isinstance(error, HTTPError):
