@@ -41,8 +41,8 @@ from zope.interface import implementer
 from .. import strictjson
 from ..http.args import parse_args
 from ..http.cors import CORS
+from .flow import FlowControl
 from .hub import BadTopic, Event, Hub, Subscription, check_topic
-from .sse import queued_bytes
 
 RS = "\x1e"
 TEXT = b"text/plain; charset=UTF-8"
@@ -411,26 +411,19 @@ class Session:
 
 
 @implementer(IPushProducer)
-class EngineIOWebSocket(WebSocketServerProtocol):
+class EngineIOWebSocket(FlowControl, WebSocketServerProtocol):
     """One WebSocket: a session's own transport, or a probe that may upgrade one."""
 
     log = Logger()
     factory: EngineIOWebSocketFactory
 
     def __init__(self) -> None:
-        super().__init__()
+        WebSocketServerProtocol.__init__(self)
+        FlowControl.__init__(self)
         self.session: Session | None = None
         self.probing = False
-        self.paused = False
-        self.queued = 0
 
-    # flow control, as for SSE: bytes written while the transport is full are counted
-    def pauseProducing(self) -> None:
-        self.paused = True
-
-    def resumeProducing(self) -> None:
-        self.paused = False
-        self.queued = 0
+    # pauseProducing and resumeProducing: FlowControl's, as for SSE.
 
     def stopProducing(self) -> None:
         pass
@@ -472,7 +465,7 @@ class EngineIOWebSocket(WebSocketServerProtocol):
 
     def _write(self, payload: bytes | None, prepared: Any) -> None:
         size = len(payload) if payload is not None else len(prepared.payload)
-        if self.paused and queued_bytes(self, size) > self.factory.engine.queue_limit:
+        if self.too_far_behind(self.transport, size, self.factory.engine.queue_limit):
             self.factory.engine.cut_off += 1
             session = self.session
             if session is not None:

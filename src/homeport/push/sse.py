@@ -42,6 +42,7 @@ from ..http.args import parse_args
 from ..http.auth import Token
 from ..http.cors import CORS
 from ..logs.query import BadQuery, LogQuery, parse_query
+from .flow import FlowControl
 from .hub import RESERVED_TOPICS, ZMQ_PREFIX, BadTopic, Event, Hub, check_topic, topic_matches
 from .logfilter import is_filtering, record_matches
 
@@ -81,24 +82,8 @@ HEARTBEAT = b": heartbeat\n\n"
 HEARTBEAT_CHUNKED = chunk(HEARTBEAT)
 
 
-def queued_bytes(connection: SSEConnection | Any, size: int) -> int:
-    """What would wait in *connection*'s transport with *size* more bytes.
-
-    Only asked while the transport has said it is full.  For a plain TCP transport this
-    reads its buffer sizes (Twisted's ``FileDescriptor`` has kept them under these names
-    for twenty years); otherwise it counts the bytes written since the pause.
-    """
-    transport = connection.transport
-    try:
-        waiting = len(transport.dataBuffer) - transport.offset + transport._tempDataLen
-    except (AttributeError, TypeError):
-        connection.queued += size
-        return int(connection.queued)
-    return int(waiting) + size
-
-
 @implementer(IPushProducer)
-class SSEConnection:
+class SSEConnection(FlowControl):
     """One open event stream: filters, frames and writes events; cut off when too slow."""
 
     __slots__ = (
@@ -106,8 +91,6 @@ class SSEConnection:
         "closed",
         "direct",
         "log_query",
-        "paused",
-        "queued",
         "request",
         "send_now",
         "service",
@@ -116,6 +99,7 @@ class SSEConnection:
     )
 
     def __init__(self, service: SSEService, request: Request, log_query: LogQuery | None) -> None:
+        FlowControl.__init__(self)
         self.service = service
         self.request = request
         self.chunked = bool(request.chunked)
@@ -125,19 +109,11 @@ class SSEConnection:
         # A plain TCP socket (not TLS: ssl:/le: listeners wrap it in a TLS protocol).
         self.send_now = isinstance(self.transport, Connection)
         self.log_query = log_query
-        self.paused = False
-        self.queued = 0
         self.closed = False
         self.subscription: Any = None
 
     # -- IPushProducer (called by the transport through the HTTP channel) -----
-
-    def pauseProducing(self) -> None:
-        self.paused = True
-
-    def resumeProducing(self) -> None:
-        self.paused = False
-        self.queued = 0
+    # pauseProducing and resumeProducing: FlowControl's.
 
     def stopProducing(self) -> None:
         self.close()
@@ -162,7 +138,7 @@ class SSEConnection:
     def write(self, data: bytes) -> None:
         if self.closed:
             return
-        if self.paused and queued_bytes(self, len(data)) > self.service.queue_limit:
+        if self.too_far_behind(self.transport, len(data), self.service.queue_limit):
             self.service.cut_off += 1
             self.abort()
             return
