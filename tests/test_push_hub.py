@@ -150,6 +150,27 @@ class HistoryContract:
         assert 0 < len(kept) <= 10
         assert kept[-1].data.endswith("99")
 
+    def test_after_a_flush_nothing_is_left_to_write(self, tmp_path: Path) -> None:
+        """flush() writes what is pending; then prepare() has no batch, and flush() no events."""
+        history = self.make(tmp_path)
+        hub = Hub(history)
+        hub.publish("a", 1)
+        assert history.flush() >= 0
+        assert history.prepare() is None
+        assert history.flush() == 0
+        assert [e.data for e in hub.replay(0, ["a"])] == [1]
+
+    def test_the_service_runs_on_a_clock_and_leaves_it_clean(self, tmp_path: Path) -> None:
+        """HubService flushes any history on its timer and cancels the timer at stop."""
+        clock = Clock()
+        hub = Hub(self.make(tmp_path), clock.seconds)
+        service = HubService(hub, clock, interval=0.25)
+        service.startService()
+        hub.publish("a", 1)
+        clock.advance(0.25)
+        assert service.stopService() is None
+        assert not clock.getDelayedCalls()
+
 
 def test_events_trimmed_from_a_topic_are_not_held_anywhere() -> None:
     """A flood on one topic leaves only the kept events alive (bounded memory)."""
@@ -186,6 +207,20 @@ class TestSQLiteHistory(HistoryContract):
         history.close()
         assert Hub(SQLiteHistory(tmp_path / "events.sqlite3")).publish("x", 0).id == 4
 
+    def test_a_batch_is_prepared_here_and_written_in_one_go(self, tmp_path: Path) -> None:
+        """prepare() takes the pending events as one batch; write() stores them all."""
+        path = tmp_path / "events.sqlite3"
+        history = SQLiteHistory(path)
+        hub = Hub(history)
+        for i in range(3):
+            hub.publish("a", i)
+        batch = history.prepare()
+        assert batch is not None and batch.count == 3 and batch.last_id == 3
+        assert history.prepare() is None
+        assert SQLiteHistory(path).last_id() == 0
+        assert history.write(batch) == 3
+        assert [e.data for e in Hub(SQLiteHistory(path)).replay(0, ["a"])] == [0, 1, 2]
+
     def test_the_service_flushes_on_a_timer_and_at_stop(self, tmp_path: Path) -> None:
         """Pending events reach the file within a flush interval, and all of them at stop."""
         path = tmp_path / "events.sqlite3"
@@ -219,8 +254,13 @@ def test_sse_frames_have_id_event_and_one_data_line_per_payload_line() -> None:
 def test_an_event_is_encoded_once_per_transport() -> None:
     event = Event(1, "t", "x", 0.0)
     calls: list[int] = []
+
+    def frame(_: Event) -> bytes:
+        calls.append(1)
+        return b"frame"
+
     for _ in range(3):
-        event.cached("k", lambda e: calls.append(1) or b"frame")
+        assert event.cached("k", frame) == b"frame"
     assert len(calls) == 1
 
 

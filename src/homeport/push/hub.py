@@ -31,10 +31,11 @@ from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorThreads
+from twisted.internet.interfaces import IReactorThreads, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 from zope.interface import Interface, implementer
 
@@ -126,6 +127,17 @@ def _size(event: Event) -> int:
 # History
 
 
+@dataclass(frozen=True)
+class HistoryBatch:
+    """Pending events of a :class:`SQLiteHistory`, ready to be written by any thread."""
+
+    rows: str  # a JSON list of [id, topic, time, data]
+    count: int
+    trims: list[tuple[str, int | None]]  # (topic, first id still kept, None: all gone)
+    oldest: int  # the oldest id kept in memory: older ones go from the file
+    last_id: int
+
+
 class IEventHistory(Interface):
     """Recent events per topic, bounded; where resuming clients are served from."""
 
@@ -141,6 +153,21 @@ class IEventHistory(Interface):
 
     def oldest_id(patterns: Sequence[str]) -> int | None:  # noqa: N805
         """The id of the oldest kept event matching *patterns*, if any."""
+
+    def flush() -> int:
+        """Write what is pending to the history's store, on this thread; how many events."""
+
+    def prepare() -> HistoryBatch | None:
+        """Take what is pending as one batch for :meth:`write` (None: nothing to write).
+
+        Called on the thread that publishes: only this half looks at the kept events.
+        """
+
+    def write(batch: HistoryBatch) -> int:  # noqa: N805
+        """Write a batch from :meth:`prepare`, on any thread; how many events it held.
+
+        Batches are written one at a time, in the order they were prepared.
+        """
 
     def close() -> None:
         """Release resources (flush what is pending)."""
@@ -200,9 +227,9 @@ class MemoryHistory:
                     yield kept
         else:
             for topic in dict.fromkeys(exact):
-                kept = self.topics.get(topic)  # type: ignore[assignment]
-                if kept:
-                    yield kept
+                found = self.topics.get(topic)
+                if found:
+                    yield found
 
     def after(self, last_id: int, patterns: Sequence[str], limit: int) -> list[Event]:
         streams = []
@@ -220,6 +247,15 @@ class MemoryHistory:
     def events(self) -> Iterator[Event]:
         """Every kept event, oldest first."""
         return heapq.merge(*self.topics.values(), key=lambda e: e.id)
+
+    def flush(self) -> int:
+        return 0  # memory is the whole store
+
+    def prepare(self) -> HistoryBatch | None:
+        return None
+
+    def write(self, batch: HistoryBatch) -> int:
+        return 0  # never prepared one
 
     def close(self) -> None:
         pass
@@ -252,17 +288,6 @@ INSERT_ROWS = (
     "INSERT OR REPLACE INTO events (id, topic, time, data) "
     "SELECT value->>0, value->>1, value->>2, value->3 FROM json_each(?)"
 )
-
-
-@dataclass(frozen=True)
-class HistoryBatch:
-    """Pending events of a :class:`SQLiteHistory`, ready to be written by any thread."""
-
-    rows: str  # a JSON list of [id, topic, time, data]
-    count: int
-    trims: list[tuple[str, int | None]]  # (topic, first id still kept, None: all gone)
-    oldest: int  # the oldest id kept in memory: older ones go from the file
-    last_id: int
 
 
 @implementer(IEventHistory)
@@ -453,7 +478,7 @@ class Hub:
         for sub in list(targets):
             try:
                 sub.deliver(event)
-            except Exception:
+            except Exception:  # noqa: BLE001, RUF100 - a failing subscriber must not stop the rest
                 self.subscriber_errors += 1
                 self.log.failure("Delivering event {id} on {topic}", id=event.id, topic=event.topic)
 
@@ -500,30 +525,28 @@ class HubService(Service):
     flush is written inline.
     """
 
-    def __init__(self, hub: Hub, reactor: Any, interval: float = 0.25) -> None:
+    def __init__(self, hub: Hub, reactor: IReactorTime, interval: float = 0.25) -> None:
         self.hub = hub
         self.reactor = reactor
         self.interval = interval
         self._loop: LoopingCall | None = None
         self._pool: ThreadPool | None = None
-        self._writing: Deferred[Any] | None = None
+        self._threads: IReactorThreads | None = None
+        self._writing: Deferred[int] | None = None
 
     def startService(self) -> None:
-        super().startService()
-        history = self.hub.history
-        if getattr(history, "flush", None) is not None:
-            if getattr(history, "prepare", None) is not None and IReactorThreads.providedBy(
-                self.reactor
-            ):
-                self._pool = ThreadPool(minthreads=1, maxthreads=1, name="homeport-events-write")
-                self._pool.start()
-            self._loop = LoopingCall(self._flush)
-            self._loop.clock = self.reactor
-            self._loop.start(self.interval, now=False)
+        Service.startService(self)
+        self._threads = IReactorThreads(self.reactor, None)
+        if self._threads is not None:
+            self._pool = ThreadPool(minthreads=1, maxthreads=1, name="homeport-events-write")
+            self._pool.start()
+        self._loop = LoopingCall(self._flush)
+        self._loop.clock = self.reactor
+        self._loop.start(self.interval, now=False)
 
     def _flush(self) -> None:
-        history: Any = self.hub.history
-        if self._pool is None:
+        history = self.hub.history
+        if self._pool is None or self._threads is None:
             try:
                 history.flush()
             except sqlite3.Error:
@@ -534,17 +557,20 @@ class HubService(Service):
         batch = history.prepare()
         if batch is None:
             return
-        writing: Deferred[int] = deferToThreadPool(self.reactor, self._pool, history.write, batch)
-        writing.addErrback(lambda f: self.hub.log.failure("Writing the event history", f))
+        writing: Deferred[int] = deferToThreadPool(self._threads, self._pool, history.write, batch)
+        writing.addErrback(self._failed)
         writing.addBoth(self._written)
         if not writing.called:
             self._writing = writing
+
+    def _failed(self, failure: Failure) -> None:
+        self.hub.log.failure("Writing the event history", failure)
 
     def _written(self, _: object) -> None:
         self._writing = None
 
     def stopService(self) -> Deferred[None] | None:
-        super().stopService()
+        Service.stopService(self)
         if self._loop is not None and self._loop.running:
             self._loop.stop()
         self._loop = None
