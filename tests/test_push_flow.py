@@ -3,28 +3,34 @@
 from __future__ import annotations
 
 from twisted.internet.abstract import FileDescriptor
+from twisted.internet.interfaces import IPushProducer
 from twisted.internet.testing import MemoryReactor
+from zope.interface.verify import verifyObject
 
 from homeport.push.flow import FlowControl
 
 
-def test_a_client_that_keeps_up_is_never_behind() -> None:
-    """While the transport is not full, no write counts, however large."""
-    flow = FlowControl()
-    assert not flow.too_far_behind(object(), 10_000_000, 1024)
-    assert flow.queued == 0
+def test_it_is_a_push_producer_whose_stop_is_the_writers() -> None:
+    """The transport pauses and resumes it; stopping it calls what the writer gave."""
+    stopped: list[bool] = []
+    flow = FlowControl(lambda: stopped.append(True))
+    assert verifyObject(IPushProducer, flow)
+    flow.stopProducing()
+    assert stopped == [True]
+    FlowControl().stopProducing()  # by default, nothing
 
 
 def test_writes_while_paused_count_until_the_transport_drains() -> None:
     """Without a readable buffer, the bytes written since the pause are what waits."""
     flow = FlowControl()
+    assert not flow.paused
     flow.pauseProducing()
-    assert not flow.too_far_behind(None, 600, 1024)
-    assert not flow.too_far_behind(None, 424, 1024)
-    assert flow.too_far_behind(None, 1, 1024)
+    assert flow.paused
+    assert not flow.over_limit(None, 600, 1024)
+    assert not flow.over_limit(None, 424, 1024)
+    assert flow.over_limit(None, 1, 1024)
     flow.resumeProducing()
     assert not flow.paused and flow.queued == 0
-    assert not flow.too_far_behind(None, 5000, 1024)
 
 
 def test_a_plain_socket_is_measured_by_what_its_buffers_hold() -> None:
@@ -36,6 +42,6 @@ def test_a_plain_socket_is_measured_by_what_its_buffers_hold() -> None:
     flow = FlowControl()
     flow.pauseProducing()
     assert flow.queued_bytes(transport, 24) == 924
-    assert not flow.too_far_behind(transport, 124, 1024)
-    assert flow.too_far_behind(transport, 125, 1024)
+    assert not flow.over_limit(transport, 124, 1024)
+    assert flow.over_limit(transport, 125, 1024)
     assert flow.queued == 0  # measured, not counted

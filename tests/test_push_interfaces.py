@@ -27,15 +27,14 @@ def test_both_histories_provide_the_event_history(tmp_path: Path) -> None:
         history.close()
 
 
-def test_an_event_stream_is_a_push_producer() -> None:
-    """The transport pauses, resumes and stops an SSE connection."""
+def test_an_event_stream_and_a_websocket_give_their_transport_a_push_producer() -> None:
+    """The transport pauses, resumes and stops an SSE connection or a WebSocket."""
     service = SSEService(Hub(), Clock())
     connection = SSEConnection(service, Request(DummyChannel()), None)
-    assert verifyObject(IPushProducer, connection)
-
-
-def test_an_engineio_websocket_is_a_push_producer() -> None:
-    assert verifyObject(IPushProducer, EngineIOWebSocket())
+    assert verifyObject(IPushProducer, connection.flow)
+    assert verifyObject(IPushProducer, EngineIOWebSocket().flow)
+    connection.flow.stopProducing()
+    assert connection.closed
 
 
 def test_the_zeromq_subscriber_is_a_read_descriptor() -> None:

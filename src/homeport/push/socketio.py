@@ -32,11 +32,10 @@ from autobahn.twisted.resource import WebSocketResource
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
 from twisted.application.service import Service
-from twisted.internet.interfaces import IDelayedCall, IPushProducer
+from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
-from zope.interface import implementer
 
 from .. import strictjson
 from ..http.args import parse_args
@@ -410,8 +409,7 @@ class Session:
 # WebSocket transport
 
 
-@implementer(IPushProducer)
-class EngineIOWebSocket(FlowControl, WebSocketServerProtocol):
+class EngineIOWebSocket(WebSocketServerProtocol):
     """One WebSocket: a session's own transport, or a probe that may upgrade one."""
 
     log = Logger()
@@ -419,14 +417,10 @@ class EngineIOWebSocket(FlowControl, WebSocketServerProtocol):
 
     def __init__(self) -> None:
         WebSocketServerProtocol.__init__(self)
-        FlowControl.__init__(self)
+        # The transport's producer once open (as for SSE); stopping it does nothing.
+        self.flow = FlowControl()
         self.session: Session | None = None
         self.probing = False
-
-    # pauseProducing and resumeProducing: FlowControl's, as for SSE.
-
-    def stopProducing(self) -> None:
-        pass
 
     def onConnect(self, request: ConnectionRequest) -> None:
         engine = self.factory.engine
@@ -447,7 +441,7 @@ class EngineIOWebSocket(FlowControl, WebSocketServerProtocol):
         transport: Any = self.transport
         try:
             transport.unregisterProducer()
-            transport.registerProducer(self, True)
+            transport.registerProducer(self.flow, True)
         except (AttributeError, RuntimeError):  # not a plain TCP/TLS transport
             pass
         if self.session is None:
@@ -465,7 +459,8 @@ class EngineIOWebSocket(FlowControl, WebSocketServerProtocol):
 
     def _write(self, payload: bytes | None, prepared: Any) -> None:
         size = len(payload) if payload is not None else len(prepared.payload)
-        if self.too_far_behind(self.transport, size, self.factory.engine.queue_limit):
+        flow = self.flow
+        if flow.paused and flow.over_limit(self.transport, size, self.factory.engine.queue_limit):
             self.factory.engine.cut_off += 1
             session = self.session
             if session is not None:

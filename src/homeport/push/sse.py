@@ -9,12 +9,12 @@ transport has nothing queued, the frame is sent on its socket at once
 saves two ``epoll_ctl`` calls and an ``epoll_wait`` entry per client and event (the
 ``send`` itself is the same); what the socket does not take is queued as usual.
 
-Each connection is a push producer registered with its request, so the transport tells
-it when its send buffer is full (``pauseProducing``) and when it has drained
-(``resumeProducing``).  While it is full, what waits in it is measured at each write;
-past ``queue_limit`` the connection is aborted — its buffers freed at once — and the
-browser reconnects with ``Last-Event-ID`` and resumes from the history.  One slow reader
-thus costs at most the limit, never more.
+Each connection registers a push producer (:class:`~.flow.FlowControl`) with its
+request, so the transport tells it when its send buffer is full (``pauseProducing``) and
+when it has drained (``resumeProducing``).  While it is full, what waits in it is
+measured at each write; past ``queue_limit`` the connection is aborted — its buffers
+freed at once — and the browser reconnects with ``Last-Event-ID`` and resumes from the
+history.  One slow reader thus costs at most the limit, never more.
 
 One timer for all connections writes the heartbeat comment every 15 s.
 """
@@ -28,14 +28,12 @@ from typing import Any
 from urllib.parse import unquote
 
 from twisted.application.service import Service
-from twisted.internet.interfaces import IPushProducer
 from twisted.internet.task import LoopingCall
 from twisted.internet.tcp import Connection
 from twisted.logger import Logger
 from twisted.web.http import HTTPChannel
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
-from zope.interface import implementer
 
 from .. import strictjson
 from ..http.args import parse_args
@@ -82,14 +80,14 @@ HEARTBEAT = b": heartbeat\n\n"
 HEARTBEAT_CHUNKED = chunk(HEARTBEAT)
 
 
-@implementer(IPushProducer)
-class SSEConnection(FlowControl):
+class SSEConnection:
     """One open event stream: filters, frames and writes events; cut off when too slow."""
 
     __slots__ = (
         "chunked",
         "closed",
         "direct",
+        "flow",
         "log_query",
         "request",
         "send_now",
@@ -99,7 +97,6 @@ class SSEConnection(FlowControl):
     )
 
     def __init__(self, service: SSEService, request: Request, log_query: LogQuery | None) -> None:
-        FlowControl.__init__(self)
         self.service = service
         self.request = request
         self.chunked = bool(request.chunked)
@@ -110,13 +107,10 @@ class SSEConnection(FlowControl):
         self.send_now = isinstance(self.transport, Connection)
         self.log_query = log_query
         self.closed = False
+        # The request's producer: the transport pauses and resumes it, and stopping it
+        # closes the stream.
+        self.flow = FlowControl(self.close)
         self.subscription: Any = None
-
-    # -- IPushProducer (called by the transport through the HTTP channel) -----
-    # pauseProducing and resumeProducing: FlowControl's.
-
-    def stopProducing(self) -> None:
-        self.close()
 
     # -- writing ----------------------------------------------------------------
 
@@ -138,7 +132,8 @@ class SSEConnection(FlowControl):
     def write(self, data: bytes) -> None:
         if self.closed:
             return
-        if self.too_far_behind(self.transport, len(data), self.service.queue_limit):
+        flow = self.flow
+        if flow.paused and flow.over_limit(self.transport, len(data), self.service.queue_limit):
             self.service.cut_off += 1
             self.abort()
             return
@@ -233,7 +228,7 @@ class SSEService(Service):
         """Start the stream on *request*: replay from *last_id*, then follow live."""
         connection = SSEConnection(self, request, log_query)
         self.connections[connection] = None
-        request.registerProducer(connection, True)
+        request.registerProducer(connection.flow, True)
         request.notifyFinish().addBoth(lambda _: connection.close())
         if last_id is not None:
             oldest = self.hub.history.oldest_id(patterns)
