@@ -37,6 +37,7 @@ from . import query as query_module
 from .database import PRUNE_CHUNK, Batch, open_reader, record_text
 from .database import LogDatabase as LogDatabase  # tests and bench/search.py import it here
 from .record import Record
+from .writer import ChildWriter, ThreadWriter, Writer, insert_frame
 
 # (id, record, its JSON text) of each record of a commit, for the stored-records listeners.
 Stored = list[tuple[int, Record, str]]
@@ -118,10 +119,7 @@ class LogStore(Service):
         self._writer_committed = False
         # Opened now, so that a broken data dir stops start-up with a clear message.
         self.database = LogDatabase(path)
-        self._writer: Any = None  # a ChildWriter or ThreadWriter while one runs
-        from .writer import insert_frame  # (writer imports this module)
-
-        self._insert_frame = insert_frame
+        self._writer: Writer | None = None  # while one runs
         self._incoming: list[_Pending] = []  # not yet handed over
         self._in_flight: _Commit | None = None  # handed over, not yet answered
         self._hand_over_scheduled = False
@@ -147,9 +145,7 @@ class LogStore(Service):
         writer.start()
         self._writer = writer
 
-    def _make_writer(self) -> Any:
-        from .writer import ChildWriter, ThreadWriter
-
+    def _make_writer(self) -> Writer:
         if self.process:
             return ChildWriter(self.reactor, self.path, self._finished, self._writer_ended)
         return ThreadWriter(self.reactor, self.database, self._finished, self._writer_ended)
@@ -204,7 +200,7 @@ class LogStore(Service):
         requests, self._incoming = self._incoming[:count], self._incoming[count:]
         try:
             batch = self.database.prepare(r for pending in requests for r in pending.records)
-            frame = self._insert_frame(batch.param())
+            frame = insert_frame(batch.param())
         except Exception as e:  # a record that cannot be encoded: refuse its request only
             self.log.failure("Encoding {count} log records", count=taken)
             bad = [p for p in requests if not _encodable(p.records)] or requests

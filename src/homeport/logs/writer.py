@@ -34,12 +34,12 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 from twisted.internet.protocol import ProcessProtocol
 from twisted.python.failure import Failure
 
-from .store import LogDatabase
+from .database import LogDatabase
 
 HEADER = struct.Struct("!cI")
 # The jobs a writer runs besides inserts, by name (a child cannot be sent a function).
@@ -53,6 +53,25 @@ Ended = Callable[[BaseException | None], None]
 
 class WriterError(Exception):
     """What went wrong in the writer, as it reported it."""
+
+
+class Writer(Protocol):
+    """What the store asks of a writer (:class:`ChildWriter` or :class:`ThreadWriter`)."""
+
+    @property
+    def dead(self) -> bool:
+        """True once the writer is gone: it must be sent nothing more."""
+
+    def start(self) -> None: ...
+
+    def insert(self, item: Any, frame: bytes) -> None:
+        """Run an :func:`insert_frame`; *item* comes back with its answer."""
+
+    def job(self, item: Any, operation: str, args: list[Any]) -> None:
+        """Run ``LogDatabase.<operation>(*args)`` (one of :data:`JOBS`)."""
+
+    def finish(self) -> None:
+        """Run what was sent, then end."""
 
 
 def insert_frame(param: str) -> bytes:
