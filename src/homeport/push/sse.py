@@ -39,7 +39,18 @@ from .. import strictjson
 from ..http.args import parse_args
 from ..http.auth import Token
 from ..http.cors import CORS
+from ..http.errors import ErrorTable
 from ..logs.query import BadQuery, LogQuery, parse_query
+from .errors import (
+    BadBody,
+    BadLastEventID,
+    BodyTooLarge,
+    EventsError,
+    MethodNotAllowed,
+    MissingTopic,
+    ReservedTopic,
+    WriteDenied,
+)
 from .flow import FlowControl
 from .hub import RESERVED_TOPICS, ZMQ_PREFIX, BadTopic, Event, Hub, check_topic, topic_matches
 from .logfilter import is_filtering, record_matches
@@ -198,13 +209,13 @@ class SSEService(Service):
         self._loop: LoopingCall | None = None
 
     def startService(self) -> None:
-        super().startService()
+        Service.startService(self)
         self._loop = LoopingCall(self.beat)
         self._loop.clock = self.reactor
         self._loop.start(self.heartbeat_interval, now=False)
 
     def stopService(self) -> None:
-        super().stopService()
+        Service.stopService(self)
         if self._loop is not None and self._loop.running:
             self._loop.stop()
         self._loop = None
@@ -246,10 +257,38 @@ class SSEService(Service):
         return connection
 
 
+#: The one place each refusal gets its status; the text is the error's ``str()``.
+ERRORS = ErrorTable(
+    {
+        MethodNotAllowed: (405, str),
+        MissingTopic: (400, str),
+        BadTopic: (400, str),
+        BadLastEventID: (400, str),
+        BadQuery: (400, str),
+        WriteDenied: (403, str),
+        ReservedTopic: (400, str),
+        BodyTooLarge: (413, str),
+        BadBody: (400, str),
+    }
+)
+#: What the resource refuses a request with (every kind has a row in :data:`ERRORS`).
+REFUSALS = (EventsError, BadTopic, BadQuery)
+
+
 def _text(request: Request, status: int, text: str) -> bytes:
     request.setResponseCode(status)
     request.setHeader(b"content-type", TEXT)
     return text.encode("utf-8") + b"\n"
+
+
+def _refuse(request: Request, error: Exception) -> bytes:
+    """The plain-text answer :data:`ERRORS` gives *error* (and ``Allow`` on a 405)."""
+    answer = ERRORS.answer(error)
+    if answer is None:  # not a refusal: a bug, raised as before
+        raise error
+    if isinstance(error, MethodNotAllowed):
+        request.setHeader(b"allow", error.allow.encode("ascii"))
+    return _text(request, answer.status, answer.text)
 
 
 class EventsResource(Resource):
@@ -265,7 +304,7 @@ class EventsResource(Resource):
         token: Token | None = None,
         cors: CORS | None = None,
     ) -> None:
-        super().__init__()
+        Resource.__init__(self)
         self.service = service
         self.hub = service.hub
         self.now = now
@@ -274,49 +313,35 @@ class EventsResource(Resource):
 
     def render(self, request: Request) -> bytes | int:
         self.cors.apply(request)
+        try:
+            return self.dispatch(request)
+        except REFUSALS as error:
+            return _refuse(request, error)
+
+    def dispatch(self, request: Request) -> bytes | int:
         segments = [s for s in request.postpath or () if s]
+        allow = "POST, OPTIONS" if segments else "GET, OPTIONS"
         if request.method == b"OPTIONS":
-            request.setHeader(b"allow", b"POST, OPTIONS" if segments else b"GET, OPTIONS")
+            request.setHeader(b"allow", allow.encode("ascii"))
             return b""
+        if request.method != (b"POST" if segments else b"GET"):
+            raise MethodNotAllowed(request.method.decode("latin-1"), allow)
         if not segments:
-            if request.method != b"GET":
-                request.setHeader(b"allow", b"GET, OPTIONS")
-                return _text(request, 405, f"method {request.method.decode('latin-1')} not allowed")
             return self.stream(request)
-        if request.method != b"POST":
-            request.setHeader(b"allow", b"POST, OPTIONS")
-            return _text(request, 405, f"method {request.method.decode('latin-1')} not allowed")
         topic = "/".join(unquote(s.decode("utf-8", "replace")) for s in segments)
         return self.publish(request, topic)
 
-    def stream(self, request: Request) -> bytes | int:
+    def stream(self, request: Request) -> int:
         args = parse_args(request.uri)
         patterns = [t for value in args.get("topic", ()) for t in value.split(",") if t]
         if not patterns:
-            return _text(request, 400, "?topic= is required (a topic, or a prefix ending in *)")
-        try:
-            for pattern in patterns:
-                check_topic(pattern, pattern=True)
-        except BadTopic as e:
-            return _text(request, 400, str(e))
-        last_id: int | None = None
-        raw = request.getHeader(b"last-event-id")
-        given = raw.decode("latin-1") if raw is not None else None
-        if given is None and args.get("last_event_id"):
-            given = args["last_event_id"][-1]
-        if given is not None and given.strip() != "":
-            try:
-                last_id = int(given.strip())
-                if last_id < 0:
-                    raise ValueError
-            except ValueError:
-                return _text(request, 400, f"Last-Event-ID {given!r}: expected an event id")
+            raise MissingTopic()
+        for pattern in patterns:
+            check_topic(pattern, pattern=True)
+        last_id = _last_event_id(request, args)
         log_query: LogQuery | None = None
         if any(topic_matches(p, "logs") for p in patterns):
-            try:
-                log_query = parse_query(args, self.now())
-            except BadQuery as e:
-                return _text(request, 400, str(e))
+            log_query = parse_query(args, self.now())
             if not is_filtering(log_query):
                 log_query = None
         request.setHeader(b"content-type", b"text/event-stream; charset=utf-8")
@@ -328,33 +353,51 @@ class EventsResource(Resource):
 
     def publish(self, request: Request, topic: str) -> bytes:
         if not self.token.allows(request, _last(parse_args(request.uri).get("token"))):
-            return _text(request, 403, "Permission denied: a valid token is required for writes")
-        try:
-            check_topic(topic)
-        except BadTopic as e:
-            return _text(request, 400, str(e))
+            raise WriteDenied()
+        check_topic(topic)
         if topic in RESERVED_TOPICS or topic.startswith(ZMQ_PREFIX):
-            return _text(request, 400, f"topic {topic!r}: published by homeport itself")
+            raise ReservedTopic(topic)
         if getattr(request, "too_large", False):
-            return _text(request, 413, "Request body too large")
+            raise BodyTooLarge()
         body = b""
         if request.content is not None:
             request.content.seek(0)
             body = request.content.read()
         content_type = (request.getHeader(b"content-type") or b"").lower()
-        try:
-            text = body.decode("utf-8")
-        except UnicodeDecodeError:
-            return _text(request, 400, "The event body must be UTF-8 text or JSON")
-        data: Any = text
-        try:
-            data = strictjson.loads(text)  # NaN would break browsers and the history
-        except ValueError:
-            if b"json" in content_type:
-                return _text(request, 400, "The event body is not valid JSON")
-        event = self.hub.publish(topic, data)
+        event = self.hub.publish(topic, _event_data(body, declared_json=b"json" in content_type))
         request.setHeader(b"content-type", b"application/json")
         return json.dumps({"id": event.id, "topic": topic}).encode()
+
+
+def _last_event_id(request: Request, args: dict[str, list[str]]) -> int | None:
+    """Where the client resumes: the ``Last-Event-ID`` header, else ``?last_event_id``."""
+    raw = request.getHeader(b"last-event-id")
+    given = raw.decode("latin-1") if raw is not None else None
+    if given is None and args.get("last_event_id"):
+        given = args["last_event_id"][-1]
+    if given is None or given.strip() == "":
+        return None
+    try:
+        last_id = int(given.strip())
+    except ValueError:
+        raise BadLastEventID(given) from None
+    if last_id < 0:
+        raise BadLastEventID(given)
+    return last_id
+
+
+def _event_data(body: bytes, declared_json: bool) -> Any:
+    """An event's data: the body as JSON when it parses, else as text (UTF-8 only)."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadBody(json=False) from None
+    try:
+        return strictjson.loads(text)  # NaN would break browsers and the history
+    except ValueError:
+        if declared_json:
+            raise BadBody(json=True) from None
+    return text
 
 
 def _last(values: list[str] | None) -> str | None:
