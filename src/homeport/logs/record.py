@@ -21,6 +21,7 @@ from __future__ import annotations
 import ast
 import json
 import logging
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -332,7 +333,7 @@ def _as_float(value: Any) -> float | None:
             return None
     else:
         return None
-    if number != number or number in (float("inf"), float("-inf")):
+    if not math.isfinite(number):
         return None
     return number
 
@@ -419,48 +420,46 @@ def render(msg: str, args: Any) -> tuple[str, str | None]:
         return msg, f"msg % args failed: {type(e).__name__}: {e}"[:200]
 
 
-def record_from_fields(
-    fields: dict[str, Any], now: float, problems: list[str] | None = None
-) -> Record:
-    """A dict of LogRecord attributes (strings from HTTPHandler, or JSON values) -> Record."""
-    problems = list(problems or ())
-    raw_msg = fields.get("msg")
-    message_field = _none(fields.get("message"))
-    if raw_msg is None and message_field is None:
-        raise BadInput("the record has no 'msg' (or 'message') field")
-    msg = "" if raw_msg is None else raw_msg if isinstance(raw_msg, str) else str(raw_msg)
-    raw_args = fields.get("args")
-    args_text: str | None
-    if raw_args is None or isinstance(raw_args, str):
-        args_text = _none(raw_args)
-    else:
-        args_text = json.dumps(raw_args, ensure_ascii=False, default=str)
+def _message(fields: dict[str, Any], msg: str, message_field: Any, problems: list[str]) -> str:
+    """The record's rendered message: as sent, or ``msg % args`` (reasons to *problems*)."""
     if message_field is not None:
         # A Formatter already rendered it (or homeport's handler sent it): trust that.
-        message = message_field if isinstance(message_field, str) else str(message_field)
-    else:
-        args, reason = parse_args(raw_args)
-        if reason is not None:
-            problems.append(reason)
-            message = msg
-        else:
-            message, reason = render(msg, args)
-            if reason is not None:
-                problems.append(reason)
-            # args are Python literals: '\udcff' (a surrogateescape'd file name) is one,
-            # and no UTF-8 can carry it.
-            message = strictjson.scrub(message)
+        return message_field if isinstance(message_field, str) else str(message_field)
+    args, reason = parse_args(fields.get("args"))
+    if reason is not None:
+        problems.append(reason)
+        return msg
+    message, reason = render(msg, args)
+    if reason is not None:
+        problems.append(reason)
+    # args are Python literals: '\udcff' (a surrogateescape'd file name) is one,
+    # and no UTF-8 can carry it.
+    scrubbed: str = strictjson.scrub(message)
+    return scrubbed
 
+
+def _args_text(raw_args: Any) -> str | None:
+    """``args`` as stored: the text sent, or JSON of a JSON value."""
+    if raw_args is None or raw_args == "None":
+        return None
+    if isinstance(raw_args, str):
+        return raw_args
+    return json.dumps(raw_args, ensure_ascii=False, default=str)
+
+
+def _created(fields: dict[str, Any], now: float, problems: list[str]) -> float:
+    """``created`` (or ``time``) as sent, else the receive time *now*."""
     raw_created = fields.get("created", fields.get("time"))
     created = _as_float(raw_created) if raw_created is not None else None
     if created is None:
         if raw_created is not None:
             problems.append(f"created {str(raw_created)[:40]!r} is not a number; receive time used")
         created = float(now)
-    levelno, levelname = _level(fields, problems)
-    raw_name = _none(fields.get("name", fields.get("logger")))
-    logger = "root" if raw_name in (None, "") else str(raw_name)
+    return created
 
+
+def _typed_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    """The standard fields kept as they are, typed (a number that is not one as text)."""
     typed: dict[str, Any] = {}
     for key in _TEXT_FIELDS:
         value = _none(fields.get(key))
@@ -476,7 +475,25 @@ def record_from_fields(
         if value is not None:
             fnumber = _as_float(value)
             typed[key] = fnumber if fnumber is not None else str(value)
-    extra = {k: v for k, v in fields.items() if k not in STANDARD_FIELDS}
+    return typed
+
+
+def record_from_fields(
+    fields: dict[str, Any], now: float, problems: list[str] | None = None
+) -> Record:
+    """A dict of LogRecord attributes (strings from HTTPHandler, or JSON values) -> Record."""
+    problems = list(problems or ())
+    raw_msg = fields.get("msg")
+    message_field = _none(fields.get("message"))
+    if raw_msg is None and message_field is None:
+        raise BadInput("the record has no 'msg' (or 'message') field")
+    msg = "" if raw_msg is None else raw_msg if isinstance(raw_msg, str) else str(raw_msg)
+    args_text = _args_text(fields.get("args"))
+    message = _message(fields, msg, message_field, problems)
+    created = _created(fields, now, problems)
+    levelno, levelname = _level(fields, problems)
+    raw_name = _none(fields.get("name", fields.get("logger")))
+    logger = "root" if raw_name in (None, "") else str(raw_name)
     return Record(
         created=created,
         levelno=levelno,
@@ -485,7 +502,7 @@ def record_from_fields(
         message=message,
         msg=msg,
         args=args_text,
-        fields=typed,
-        extra=extra,
+        fields=_typed_fields(fields),
+        extra={k: v for k, v in fields.items() if k not in STANDARD_FIELDS},
         problems=tuple(problems),
     )
