@@ -88,52 +88,47 @@ def parse_level(text: str) -> int:
     return level
 
 
-def parse_query(args: dict[str, list[str]], now: float) -> LogQuery:
-    """Query arguments (last value wins, except ``field.*``) -> :class:`LogQuery`."""
+def _min_level(value: str) -> int:
+    try:
+        return parse_level(value)
+    except ValueError:
+        raise BadQuery("level", value, "expected a number or DEBUG/INFO/WARNING/...") from None
 
-    def last(name: str) -> str | None:
-        values = args.get(name)
-        return values[-1] if values else None
 
-    kw: dict[str, Any] = {}
-    if (value := last("level")) not in (None, ""):
-        assert value is not None
-        try:
-            kw["min_level"] = parse_level(value)
-        except ValueError:
-            raise BadQuery("level", value, "expected a number or DEBUG/INFO/WARNING/...") from None
-    if value := last("logger"):
-        kw["logger"] = value
-    if (value := last("q")) and value.strip():
-        kw["text"] = value.strip()
-    for name in ("since", "until"):
-        if value := last(name):
-            try:
-                kw[name] = parse_time(value, now)
-            except (ValueError, OverflowError):
-                raise BadQuery(
-                    name, value, "expected ISO 8601, seconds since the epoch, or an age like 15m"
-                ) from None
-    if (value := last("limit")) not in (None, ""):
-        assert value is not None
-        try:
-            limit = int(value)
-            if limit < 1:
-                raise ValueError
-        except ValueError:
-            raise BadQuery("limit", value, "expected a positive whole number") from None
-        kw["limit"] = min(limit, MAX_LIMIT)
-    if (value := last("after")) not in (None, ""):
-        assert value is not None
-        try:
-            kw["after"] = int(value)
-        except ValueError:
-            raise BadQuery("after", value, "expected a record id") from None
-    if (value := last("order")) not in (None, ""):
-        assert value is not None
-        if value.lower() not in ("asc", "desc", "oldest", "newest"):
-            raise BadQuery("order", value, "expected asc (oldest first) or desc (newest first)")
-        kw["newest_first"] = value.lower() in ("desc", "newest")
+def _time(name: str, value: str, now: float) -> float:
+    try:
+        return parse_time(value, now)
+    except (ValueError, OverflowError):
+        raise BadQuery(
+            name, value, "expected ISO 8601, seconds since the epoch, or an age like 15m"
+        ) from None
+
+
+def _limit(value: str) -> int:
+    try:
+        limit = int(value)
+        if limit < 1:
+            raise ValueError
+    except ValueError:
+        raise BadQuery("limit", value, "expected a positive whole number") from None
+    return min(limit, MAX_LIMIT)
+
+
+def _after(value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise BadQuery("after", value, "expected a record id") from None
+
+
+def _newest_first(value: str) -> bool:
+    if value.lower() not in ("asc", "desc", "oldest", "newest"):
+        raise BadQuery("order", value, "expected asc (oldest first) or desc (newest first)")
+    return value.lower() in ("desc", "newest")
+
+
+def _fields(args: dict[str, list[str]]) -> tuple[tuple[str, str], ...]:
+    """Every ``field.NAME=value`` (all values of a repeated one), in order."""
     fields: list[tuple[str, str]] = []
     for key, values in args.items():
         if key.startswith("field."):
@@ -141,7 +136,37 @@ def parse_query(args: dict[str, list[str]], now: float) -> LogQuery:
             if not _FIELD_NAME.fullmatch(name):
                 raise BadQuery(key, values[-1], "not a usable field name")
             fields.extend((name, v) for v in values)
-    kw["fields"] = tuple(fields)
+    return tuple(fields)
+
+
+def parse_query(args: dict[str, list[str]], now: float) -> LogQuery:
+    """Query arguments (last value wins, except ``field.*``) -> :class:`LogQuery`.
+
+    An empty value is the same as none; the arguments are checked in this order, so a
+    query with two bad ones is refused for the first.
+    """
+
+    def last(name: str) -> str | None:
+        values = args.get(name)
+        return values[-1] if values else None
+
+    kw: dict[str, Any] = {}
+    if value := last("level"):
+        kw["min_level"] = _min_level(value)
+    if value := last("logger"):
+        kw["logger"] = value
+    if (value := last("q")) and value.strip():
+        kw["text"] = value.strip()
+    for name in ("since", "until"):
+        if value := last(name):
+            kw[name] = _time(name, value, now)
+    if value := last("limit"):
+        kw["limit"] = _limit(value)
+    if value := last("after"):
+        kw["after"] = _after(value)
+    if value := last("order"):
+        kw["newest_first"] = _newest_first(value)
+    kw["fields"] = _fields(args)
     return LogQuery(**kw)
 
 
