@@ -44,7 +44,7 @@ class LogIngestResource(Resource):
     log = Logger()
 
     def __init__(self, sink: Sink, now: Callable[[], float], token: Token | None = None) -> None:
-        super().__init__()
+        Resource.__init__(self)
         self.sink = sink
         self.now = now
         self.token = token or Token(None)
@@ -80,7 +80,8 @@ class LogIngestResource(Resource):
                 records = [record_from_fields(form, self.now(), problems)]
         except BadInput as e:
             return _text(request, 400, f"Bad log record: {e.reason}")
-        except Exception:  # a parser bug must never take the daemon down or 500 silently
+        except Exception:  # noqa: BLE001, RUF100 - blind on purpose, see below
+            # A parser bug must never take the daemon down or 500 silently.
             self.log.failure("Parsing a log record")
             return _text(request, 400, "Bad log record: it could not be read")
         try:
@@ -109,7 +110,7 @@ class LogSearchResource(Resource):
     log = Logger()
 
     def __init__(self, search: Searcher, now: Callable[[], float]) -> None:
-        super().__init__()
+        Resource.__init__(self)
         self.search = search
         self.now = now
 
@@ -159,7 +160,7 @@ class V1Dispatch(Resource):
     """
 
     def __init__(self, api: Resource) -> None:
-        super().__init__()
+        Resource.__init__(self)
         self.api = api
 
     def getChild(self, path: bytes, request: Request) -> Resource:

@@ -73,7 +73,7 @@ class RetentionService(Service):
         self.pruned = 0
 
     def startService(self) -> None:
-        super().startService()
+        Service.startService(self)
         if self.max_age is None and self.max_records is None:
             return
         self._loop = LoopingCall(self.run)
@@ -83,7 +83,7 @@ class RetentionService(Service):
         )
 
     def stopService(self) -> None:
-        super().stopService()
+        Service.stopService(self)
         if self._loop is not None and self._loop.running:
             self._loop.stop()
         self._loop = None

@@ -48,7 +48,7 @@ def _encodable(records: Sequence[Record]) -> bool:
     try:
         for record in records:
             record_text(0, record).encode("utf-8")
-    except Exception:
+    except Exception:  # noqa: BLE001, RUF100 - whatever _hand_over's guard caught
         return False
     return True
 
@@ -134,7 +134,7 @@ class LogStore(Service):
     # -- the reactor side -------------------------------------------------------
 
     def startService(self) -> None:
-        super().startService()
+        Service.startService(self)
         self._stopping = False
         self._start_writer()
         self.pool.start()
@@ -151,7 +151,7 @@ class LogStore(Service):
         return ThreadWriter(self.reactor, self.database, self._finished, self._writer_ended)
 
     def stopService(self) -> Deferred[None]:
-        super().stopService()
+        Service.stopService(self)
         self.pool.stop()
         for reader in self._readers:
             reader.close()
@@ -201,7 +201,9 @@ class LogStore(Service):
         try:
             batch = self.database.prepare(r for pending in requests for r in pending.records)
             frame = insert_frame(batch.param())
-        except Exception as e:  # a record that cannot be encoded: refuse its request only
+        except Exception as e:  # noqa: BLE001, RUF100 - blind on purpose, see below
+            # A record that cannot be encoded, for any reason: refuse its request only.
+            # Anything escaping here would leave these requests unanswered for ever.
             self.log.failure("Encoding {count} log records", count=taken)
             bad = [p for p in requests if not _encodable(p.records)] or requests
             for pending in bad:
@@ -334,10 +336,10 @@ class LogStore(Service):
                 id += 1
             try:
                 pending.done(mine)
-            except Exception:
+            except Exception:  # noqa: BLE001, RUF100 - one caller's bug must not stop the rest
                 self.log.failure("Answering a log ingest request")
         for listener in self.listeners:
             try:
                 listener(stored)
-            except Exception:
+            except Exception:  # noqa: BLE001, RUF100 - one listener's bug must not stop the rest
                 self.log.failure("A stored-log listener failed")
