@@ -33,15 +33,9 @@ from homeport.catalog.model import (
     Service,
     Weights,
 )
-from homeport.dns.answer import (
-    Config,
-    InvalidConfig,
-    Responder,
-    Snapshot,
-    affects_dns,
-    answer,
-    take_snapshot,
-)
+from homeport.dns.answer import Responder, answer
+from homeport.dns.config import Config, InvalidConfig
+from homeport.dns.snapshot import Snapshot, affects_dns, take_snapshot
 
 SERIAL = 1_700_000_000
 
@@ -404,14 +398,30 @@ def test_the_ttl_and_domain_come_from_the_config() -> None:
     assert ask("web.service.consul", config=config).rcode() == dns.rcode.REFUSED
 
 
-def test_a_bad_domain_or_ttl_is_refused_with_the_option_named() -> None:
-    """Config errors carry the option and value."""
+def test_a_bad_domain_or_ttl_is_refused_with_the_field_named() -> None:
+    """Config errors carry the field and value; the message names the daemon's option."""
     with pytest.raises(InvalidConfig) as caught:
         Config(domain="a..b")
-    assert caught.value.option == "--domain"
+    assert (caught.value.field, caught.value.value) == ("domain", "a..b")
+    assert str(caught.value) == "invalid --domain 'a..b': not a DNS name"
+    with pytest.raises(InvalidConfig) as caught:
+        Config(domain="bücher.example")
+    assert str(caught.value) == "invalid --domain 'bücher.example': not an ASCII DNS name"
     with pytest.raises(InvalidConfig) as caught:
         Config(ttl=-1)
-    assert caught.value.option == "--dns-ttl"
+    assert caught.value.field == "ttl"
+    assert str(caught.value) == "invalid --dns-ttl -1: must be between 0 and 2147483647"
+    with pytest.raises(InvalidConfig) as caught:
+        Config(soa_min_ttl=2**31)
+    assert caught.value.field == "soa_min_ttl"
+    assert str(caught.value) == (
+        "invalid --dns-soa-min-ttl 2147483648: must be between 0 and 2147483647"
+    )
+    with pytest.raises(InvalidConfig) as caught:
+        Config(max_udp_size=100)
+    assert caught.value.field == "max_udp_size"
+    assert str(caught.value) == "invalid max UDP size 100: must be 512..65507"
+    assert isinstance(caught.value, ValueError)
 
 
 # -- size limits --------------------------------------------------------------------

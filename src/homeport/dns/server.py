@@ -25,7 +25,10 @@ from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 
 from homeport.catalog.model import Catalog, Change
-from homeport.dns.answer import Config, Responder, Snapshot, affects_dns, take_snapshot
+
+from .answer import Responder
+from .config import Config
+from .snapshot import Snapshot, affects_dns, take_snapshot
 
 #: The largest TCP query we read: a question and an OPT record need far less.
 MAX_TCP_QUERY = 4096

@@ -1,0 +1,135 @@
+"""The snapshot: what DNS needs of the catalog, read once and indexed by lower-case name.
+
+:func:`take_snapshot` makes one from a :class:`~homeport.catalog.model.Catalog`, so
+that answering a name costs nothing that grows with the catalog; :func:`affects_dns`
+says whether catalog changes make the current one stale.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from homeport.catalog.model import (
+    CRITICAL,
+    Catalog,
+    Change,
+    Check,
+    Node,
+    Service,
+    aggregate_status,
+)
+
+#: What a reverse name points at: ``("node", name)`` or ``("service", name)``.
+Pointer = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One service instance that DNS may hand out (its checks are not critical)."""
+
+    service: Service
+    node: Node
+    status: str
+    address: str
+    tags: frozenset[str]
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    datacenter: str
+    serial: int
+    nodes: Mapping[str, Node]
+    services: Mapping[str, tuple[Instance, ...]]
+    #: Reverse names (``4.3.2.1.in-addr.arpa``, ``….ip6.arpa``) to what they point at:
+    #: ``("node", name)`` for every node with that address, else ``("service", name)``
+    #: for the first service registered with it as its own address (as Consul does).
+    reverse: Mapping[str, tuple[Pointer, ...]] = field(default_factory=dict)
+
+
+def parse_address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """*text* as an IP address, or None when it is a host name (or nothing)."""
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
+def take_snapshot(catalog: Catalog, serial: int) -> Snapshot:
+    """Read the catalog once: nodes and non-critical instances by lower-case name.
+
+    One pass over checks, services and nodes, so that answering a name costs nothing
+    that grows with the catalog.
+    """
+    nodes: dict[str, Node] = {}
+    for node in sorted(catalog.nodes.values(), key=lambda n: n.name):
+        nodes.setdefault(node.name.lower(), node)
+    ordered = sorted(catalog.services.values(), key=lambda s: (s.node, s.id))
+    return Snapshot(
+        datacenter=catalog.datacenter,
+        serial=serial & 0xFFFFFFFF,
+        nodes=nodes,
+        services=_instances(catalog, ordered),
+        reverse=_reverse(nodes.values(), ordered),
+    )
+
+
+def _instances(catalog: Catalog, services: Iterable[Service]) -> dict[str, tuple[Instance, ...]]:
+    """The non-critical instances of *services* on known nodes, by lower-case name."""
+    statuses: dict[tuple[str, str], list[str]] = {}
+    for check in catalog.checks.values():
+        statuses.setdefault((check.node, check.service_id), []).append(check.status)
+    found: dict[str, list[Instance]] = {}
+    for service in services:
+        owner = catalog.nodes.get(service.node)
+        if owner is None:
+            continue
+        status = aggregate_status(
+            statuses.get((service.node, ""), []) + statuses.get((service.node, service.id), [])
+        )
+        if status == CRITICAL:
+            continue
+        found.setdefault(service.name.lower(), []).append(
+            Instance(
+                service=service,
+                node=owner,
+                status=status,
+                address=service.address or owner.address,
+                tags=frozenset(tag.lower() for tag in service.tags),
+            )
+        )
+    return {name: tuple(instances) for name, instances in found.items()}
+
+
+def _reverse(nodes: Iterable[Node], services: Iterable[Service]) -> dict[str, tuple[Pointer, ...]]:
+    """Reverse names to every node with that address, else the first such service."""
+    found: dict[str, list[Pointer]] = {}
+    for node in nodes:
+        address = parse_address(node.address)
+        if address is not None:
+            found.setdefault(address.reverse_pointer, []).append(("node", node.name))
+    for service in services:
+        address = parse_address(service.address)
+        if address is not None and address.reverse_pointer not in found:
+            found[address.reverse_pointer] = [("service", service.name)]
+    return {name: tuple(pointers) for name, pointers in found.items()}
+
+
+def affects_dns(changes: Iterable[Change]) -> bool:
+    """Whether any of these catalog changes can change a DNS answer.
+
+    KV writes cannot, nor can a check result that changes only the output text
+    (HTTP checks do that on every run); everything else about nodes, services and
+    check statuses can.
+    """
+    for change in changes:
+        if change.kind in ("node", "service"):
+            return True
+        if change.kind == "check":
+            before, after = change.previous, change.value
+            if not (isinstance(before, Check) and isinstance(after, Check)):
+                return True
+            if before.status != after.status:
+                return True
+    return False
