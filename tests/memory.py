@@ -9,20 +9,23 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from treq.testing import StubTreq
+from twisted.application.service import MultiService
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
-from homeport.tap import HomeportService, Options, makeService
+from homeport.options import Options
+from homeport.part import IHomeportReactor
+from homeport.tap import HomeportService, makeService
 
 
 class ThreadedMemoryReactor(MemoryReactorClock):
     """A MemoryReactorClock whose callFromThread queues calls for the test thread to run."""
 
     def __init__(self) -> None:
-        super().__init__()
+        MemoryReactorClock.__init__(self)
         self._from_threads: queue.SimpleQueue[tuple[Any, Any, Any]] = queue.SimpleQueue()
 
     def callFromThread(self, f: Any, *args: Any, **kw: Any) -> None:
@@ -52,15 +55,15 @@ class InMemoryDaemon:
             + ["--dns", "none", "--http", "tcp:0"]
             + (args or [])
         )
-        service = makeService(options, reactor=self.reactor)
+        service = makeService(options, reactor=cast(IHomeportReactor, self.reactor))
         assert isinstance(service, HomeportService)
         self.service = service
         self.service.startService()
-        self.treq = StubTreq(self.service.site.resource)
+        self.treq: Any = StubTreq(self.service.site.resource)
         self.catalog = self.service.catalog
 
     def stop(self) -> None:
-        d = self.service.stopService()
+        d = MultiService.stopService(self.service)
         self.reactor.drain(until=lambda: d is None or d.called)
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import Any, cast
 
 import pytest
+from twisted.internet.interfaces import IReactorFromThreads
 
-from homeport.tap import Options
+from homeport.options import Options
 
 
 def parse(argv: list[str], environ: dict[str, str]) -> Options:
@@ -22,7 +24,7 @@ def test_every_option_can_come_from_the_environment() -> None:
         {
             "HOMEPORT_TOKEN": "s3cret",
             "HOMEPORT_DATA_DIR": "/var/lib/hp",
-            "HOMEPORT_DNS": "none",
+            "HOMEPORT_DNS": "127.0.0.1:5353",
             "HOMEPORT_DNS_TTL": "30",
             "HOMEPORT_HTTP": "tcp:8500 tcp:8080:interface=127.0.0.1",
             "HOMEPORT_CORS_ORIGIN": "https://a.example https://b.example",
@@ -30,12 +32,16 @@ def test_every_option_can_come_from_the_environment() -> None:
             "HOMEPORT_HEALTHCHECK_URL": "http://127.0.0.1:8500/",  # not an option: ignored
         },
     )
-    assert options["token"] == "s3cret"
-    assert options["data-dir"] == "/var/lib/hp"
-    assert options["dns"] is None and options["dns-ttl"] == 30
-    assert options["http"] == ["tcp:8500", "tcp:8080:interface=127.0.0.1"]
-    assert options["cors-origin"] == ["https://a.example", "https://b.example"]
-    assert options["access-log"]
+    settings = options.settings
+    assert settings.token == "s3cret"
+    assert settings.data_dir == Path("/var/lib/hp")
+    assert settings.dns is not None
+    assert (settings.dns.host, settings.dns.port, settings.dns.ttl) == ("127.0.0.1", 5353, 30)
+    assert settings.http == ("tcp:8500", "tcp:8080:interface=127.0.0.1")
+    assert settings.push.cors_origins == ("https://a.example", "https://b.example")
+    assert settings.catalog.cors_origins == settings.push.cors_origins
+    assert settings.access_log
+    assert settings.logs.token == settings.push.token == settings.web.token == "s3cret"
 
 
 def test_the_command_line_wins_over_the_environment() -> None:
@@ -45,10 +51,10 @@ def test_the_command_line_wins_over_the_environment() -> None:
         "HOMEPORT_ACCESS_LOG": "0",
     }
     options = parse(["--datacenter", "cli-dc", "--http=tcp:2"], environ)
-    assert options["datacenter"] == "cli-dc"
-    assert options["http"] == ["tcp:2"]  # the list is replaced, not extended
-    assert not options["access-log"]
-    assert parse([], environ)["datacenter"] == "env-dc"
+    assert options.settings.catalog.datacenter == "cli-dc"
+    assert options.settings.http == ("tcp:2",)  # the list is replaced, not extended
+    assert not options.settings.access_log
+    assert parse([], environ).settings.catalog.datacenter == "env-dc"
 
 
 @pytest.mark.parametrize(
@@ -77,13 +83,13 @@ def test_stopping_the_dashboard_pool_does_not_wait_on_a_worker_that_waits_on_the
 
     from twisted.python.threadpool import ThreadPool
 
-    from homeport.tap import ThreadPoolService
+    from homeport.web.pool import ThreadPoolService
 
     from .memory import ThreadedMemoryReactor
 
     reactor = ThreadedMemoryReactor()
     pool = ThreadPool(minthreads=1, maxthreads=1)
-    service = ThreadPoolService(pool, reactor)
+    service = ThreadPoolService(pool, cast(IReactorFromThreads, reactor))
     service.startService()
     answered = threading.Event()
     inside = threading.Event()

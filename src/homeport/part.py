@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from twisted.application.service import IService
+from twisted.application.service import IService, IServiceCollection
 from twisted.internet.interfaces import (
     IReactorCore,
     IReactorFDSet,
@@ -57,3 +57,10 @@ class Part:
     on_hangup: Sequence[Callable[[], None]] = ()
     #: True when it listens beyond loopback (the no-token warning counts it).
     exposed: bool = False
+
+
+def attach(parent: IServiceCollection, *children: IService) -> None:
+    """Make each of *children* a child of *parent*, in order (started in this order,
+    stopped in the reverse)."""
+    for child in children:
+        child.setServiceParent(parent)

@@ -1,0 +1,123 @@
+"""The service catalog: nodes, services, checks, KV and sessions, served as Consul's HTTP API.
+
+:mod:`.model` is the pure core (no Twisted), :mod:`.store` keeps it in SQLite,
+:mod:`.checks` and :mod:`.sessions` run its timers, :mod:`.config` loads ``--config-dir``,
+and :mod:`.api` is the face: Consul's routes on the ground floor's
+:class:`~homeport.http.api.ApiResource`.  :func:`build` makes all of it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from twisted.application.service import MultiService
+
+from ..http.metrics import Metrics
+from ..part import IHomeportReactor, Part, attach
+
+if TYPE_CHECKING:
+    from ..http.api import ApiResource
+    from .api import Agent
+    from .model import Catalog, Change
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    datacenter: str = "dc1"
+    #: This agent's node name and address; None: the hostname, the first routable IPv4.
+    node: str | None = None
+    advertise: str | None = None
+    config_dirs: tuple[Path, ...] = ()
+    token: str | None = None
+    cors_origins: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class CatalogPart(Part):
+    catalog: Catalog
+    agent: Agent
+    #: The Consul API resource: everything under ``/v1/`` no other part claims.
+    api: ApiResource
+    #: The dashboard's header facts; call on the reactor thread.
+    facts: Callable[[], dict[str, Any]] = field(default=dict)
+
+
+def build(
+    settings: Settings,
+    reactor: IHomeportReactor,
+    data_dir: Path,
+    metrics: Metrics,
+    publish: Callable[[str, Any], object] | None = None,
+) -> CatalogPart:
+    """The catalog loaded from ``<data_dir>/catalog.sqlite3``, its timers and its API.
+
+    Every change is published on *publish*'s topics ``catalog`` and ``kv``.  Raises what
+    opening the database raises (``sqlite3.Error``, ``OSError``).
+    """
+    from ..http.api import ApiResource
+    from ..http.auth import Token
+    from ..http.cors import CORS
+    from .api import ERRORS, ConsulAPI, bootstrap, local_identity
+    from .checks import HealthChecker
+    from .config import ConfigService
+    from .model import Catalog
+    from .sessions import SessionTimers
+    from .store import CatalogStore
+    from .summary import dashboard_facts
+
+    service = MultiService()
+    catalog = Catalog(datacenter=settings.datacenter, clock=reactor.seconds)
+    store = CatalogStore(catalog, data_dir / "catalog.sqlite3")
+    agent = local_identity(settings.node, settings.advertise, catalog.datacenter, reactor.seconds())
+    bootstrap(catalog, agent)
+    config = ConfigService(catalog, agent.node, settings.config_dirs)
+    timers = SessionTimers(catalog, reactor)
+    attach(service, store, HealthChecker(catalog, agent.node, reactor), timers, config)
+    _gauges(metrics, catalog)
+    api = ApiResource(
+        reactor,
+        lambda: catalog.index,
+        metrics,
+        Token(settings.token),
+        catalog.datacenter,
+        cors=CORS(settings.cors_origins),
+        errors=ERRORS,
+    )
+    ConsulAPI(api, catalog, agent, reactor)
+    if publish is not None:
+        catalog.subscribe(_publisher(publish))
+
+    def facts() -> dict[str, Any]:
+        return dashboard_facts(catalog, agent, reactor.seconds())
+
+    hangup = (config.reload,) if settings.config_dirs else ()
+    return CatalogPart(
+        service=service, on_hangup=hangup, catalog=catalog, agent=agent, api=api, facts=facts
+    )
+
+
+def _gauges(metrics: Metrics, catalog: Catalog) -> None:
+    gauge = metrics.gauge
+    gauge("homeport_catalog_nodes", "Nodes in the catalog", lambda: len(catalog.nodes))
+    gauge(
+        "homeport_catalog_services",
+        "Service instances in the catalog",
+        lambda: len(catalog.services),
+    )
+    gauge("homeport_catalog_checks", "Health checks in the catalog", lambda: len(catalog.checks))
+    gauge("homeport_kv_entries", "Keys in the KV store", lambda: len(catalog.kv))
+    gauge("homeport_sessions", "Live sessions", lambda: len(catalog.sessions))
+    gauge("homeport_catalog_index", "The catalog's current index", lambda: catalog.index)
+
+
+def _publisher(publish: Callable[[str, Any], object]) -> Callable[[list[Change]], None]:
+    """A catalog listener putting each change on the event feed (``catalog``, ``kv``)."""
+
+    def changed(changes: list[Change]) -> None:
+        for change in changes:
+            publish(change.topic, change.as_event())
+
+    return changed

@@ -1,7 +1,44 @@
 """DNS interface to the catalog (Consul's ``<service>.service.consul`` names).
 
-:mod:`homeport.dns.answer` is the pure part: a catalog snapshot and a query packet in,
-reply bytes out, with the precomputed reply cache that makes it fast.
-:mod:`homeport.dns.server` is the thin transport part: :class:`~homeport.dns.server.DNSService`
-owns a UDP and a TCP port on the same ``HOST:PORT`` and answers from that cache.
+The core (no Twisted) takes a catalog snapshot and a query packet and gives reply
+bytes, with the precomputed reply cache that makes it fast; :mod:`.server` is the thin
+transport: :class:`~.server.DNSService` owns a UDP and a TCP port on the same
+``HOST:PORT`` and answers from that cache.  :func:`build` makes the part.
 """
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ..part import IHomeportReactor, Part
+
+if TYPE_CHECKING:
+    from ..catalog.model import Catalog
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8600
+    domain: str = "consul"
+    #: TTL of answers, and the SOA minimum (how long "no such name" may be cached).
+    ttl: int = 0
+    soa_min_ttl: int = 0
+
+
+def build(settings: Settings, reactor: IHomeportReactor, catalog: Catalog) -> Part:
+    """DNS for *catalog* on ``settings.host:port`` (UDP and TCP), once started."""
+    from .server import DNSService
+
+    service = DNSService(
+        catalog,
+        settings.host,
+        settings.port,
+        domain=settings.domain,
+        ttl=settings.ttl,
+        soa_min_ttl=settings.soa_min_ttl,
+        reactor=reactor,
+    )
+    return Part(service=service, exposed=not ipaddress.ip_address(settings.host).is_loopback)

@@ -182,7 +182,7 @@ class ApiResource(Resource):
         cors: CORS | None = None,
         errors: ErrorTable | None = None,
     ) -> None:
-        super().__init__()
+        Resource.__init__(self)
         self.cors = cors or CORS()
         self.reactor = reactor
         self.current_index = index
@@ -237,7 +237,7 @@ class ApiResource(Resource):
             route, call = self._parked[key]
             try:
                 entry = self._fresh(key, route, call)
-            except Exception:
+            except Exception:  # noqa: BLE001 - one broken watcher must not stop the rest
                 self.log.failure("Re-computing a blocking query for {route}", route=route.name)
                 continue
             ready = [w for w in entry.waiters if entry.index > w.min_index]
@@ -304,7 +304,7 @@ class ApiResource(Resource):
                 result = self._write(route, call)
             else:
                 result = self._read(route, call)
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - unknown errors become a logged 500
             answer = self.errors.answer(e)
             if answer is None:
                 self.log.failure("Unexpected error serving {path}", path=request.path)

@@ -105,7 +105,7 @@ class MetricsResource(Resource):
     isLeaf = True
 
     def __init__(self, metrics: Metrics) -> None:
-        super().__init__()
+        Resource.__init__(self)
         self.metrics = metrics
 
     def render_GET(self, request: Request) -> bytes:

@@ -40,7 +40,7 @@ class HomeportRequest(Request):
             self.requestHeaders.removeHeader(b"expect")
             self._refuse()
             length = 0
-        super().gotLength(length)
+        Request.gotLength(self, length)
 
     def handleContentChunk(self, data: bytes) -> None:
         if self.too_large:
@@ -49,7 +49,7 @@ class HomeportRequest(Request):
         if self._received > self._limit():
             self._refuse()
             return
-        super().handleContentChunk(data)
+        Request.handleContentChunk(self, data)
 
     def _refuse(self) -> None:
         self.too_large = True
@@ -82,11 +82,11 @@ class HomeportRequest(Request):
             # close into a reset.
             self._close()
             return
-        super().requestReceived(command, path, version)
+        Request.requestReceived(self, command, path, version)
 
     def connectionLost(self, reason: Failure) -> None:
         self._stop_lingering()
-        super().connectionLost(reason)
+        Request.connectionLost(self, reason)
 
 
 class HomeportSite(Site):
@@ -101,7 +101,7 @@ class HomeportSite(Site):
         max_body: int = DEFAULT_MAX_BODY,
         **kw: Any,
     ) -> None:
-        super().__init__(resource, **kw)
+        Site.__init__(self, resource, **kw)
         self.access_log = access_log
         self.max_body = max_body
 
@@ -127,6 +127,9 @@ class PlainNotFound(Resource):
 
     isLeaf = True
 
+    def __init__(self) -> None:
+        Resource.__init__(self)
+
     def render(self, request: Request) -> bytes:
         request.setResponseCode(404)
         request.setHeader(b"content-type", b"text/plain; charset=utf-8")
@@ -136,6 +139,9 @@ class PlainNotFound(Resource):
 class Root(Resource):
     """``/``: redirects to the dashboard; everything else is a registered child."""
 
+    def __init__(self) -> None:
+        Resource.__init__(self)
+
     def getChild(self, path: bytes, request: Request) -> Resource:
         if path == b"" and not request.postpath:
             return Redirect(b"/ui/")
@@ -143,3 +149,25 @@ class Root(Resource):
 
     def render(self, request: Request) -> bytes:
         return bytes(Redirect(b"/ui/").render(request))
+
+
+class V1Dispatch(Resource):
+    """``/v1/``: named children (``logs``, ``events``) first, everything else to the API.
+
+    The catalog's ``ApiResource`` is a leaf that owns ``/v1/*`` and caches reads until the
+    catalog changes; log searches and event streams must not be cached that way, so they
+    are routed here before it.
+    """
+
+    def __init__(self, api: Resource) -> None:
+        Resource.__init__(self)
+        self.api = api
+
+    def getChild(self, path: bytes, request: Request) -> Resource:
+        # Hand the segment back: the API resource routes on the whole postpath.
+        assert request.prepath is not None and request.postpath is not None
+        request.postpath.insert(0, request.prepath.pop())
+        return self.api
+
+    def render(self, request: Request) -> Any:
+        return self.api.render(request)

@@ -1,0 +1,53 @@
+"""The log sink: ``logging.handlers.HTTPHandler`` records in, stored, searched, tailed.
+
+:mod:`.record` reads a record from HTTPHandler's fields, :mod:`.store` keeps records in
+SQLite (committed in batches by a writer child process, :mod:`.writer`), :mod:`.query` is
+the search language, :mod:`.retention` prunes, and :mod:`.http` is the face: ``/log`` to
+ingest and ``/v1/logs`` to search.  :func:`build` makes all of it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..part import IHomeportReactor, Part
+
+if TYPE_CHECKING:
+    from .service import Publish
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    #: Prune records older than this (seconds) and beyond this count; None: no limit.
+    max_age: float | None = 7 * 86400.0
+    max_records: int | None = None
+    token: str | None = None
+    #: Print each record on the daemon's console.
+    console: bool = True
+
+
+def build(
+    settings: Settings,
+    reactor: IHomeportReactor,
+    data_dir: Path,
+    publish: Publish | None = None,
+) -> Part:
+    """The sink on ``<data_dir>/logs.sqlite3``; every stored record is published on
+    *publish*'s topic ``logs``.  Raises what opening the database raises."""
+    from ..http.auth import Token
+    from .http import LogIngestResource, LogSearchResource
+    from .service import LogSink
+
+    sink = LogSink(
+        data_dir / "logs.sqlite3",
+        reactor,
+        publish=publish,
+        max_age=settings.max_age,
+        max_records=settings.max_records,
+        console=settings.console,
+    )
+    ingest = LogIngestResource(sink.store.add, reactor.seconds, Token(settings.token))
+    search = LogSearchResource(sink.store.search, reactor.seconds)
+    return Part(service=sink, resources={b"log": ingest}, v1={b"logs": search})

@@ -1,8 +1,4 @@
-"""The log sink as one service: store, retention, console lines, event feed, resources.
-
-``makeService`` builds a :class:`LogSink`, adds it to the daemon and mounts
-:attr:`LogSink.ingest` at ``/log`` and :attr:`LogSink.search` at ``/v1/logs``.
-"""
+"""The log sink's service: the store, its retention, console lines and the event feed."""
 
 from __future__ import annotations
 
@@ -12,9 +8,8 @@ from typing import Any, Protocol
 
 from twisted.application.service import MultiService
 
-from ..http.auth import Token
+from ..part import attach
 from .console import ConsolePrinter
-from .http import LogIngestResource, LogSearchResource
 from .retention import RetentionService
 from .store import LogStore, Stored
 
@@ -43,21 +38,17 @@ class LogSink(MultiService):
         self,
         path: Path,
         reactor: Any,
-        token: str | None = None,
         publish: Publish | None = None,
         max_age: float | None = 7 * 86400.0,
         max_records: int | None = None,
         console: bool = True,
     ) -> None:
-        super().__init__()
+        MultiService.__init__(self)
         listeners: list[Callable[[Stored], None]] = []
         if console:
             listeners.append(ConsolePrinter())
         if publish is not None:
             listeners.append(publisher(publish))
         self.store = LogStore(path, reactor, listeners)
-        self.store.setServiceParent(self)
         self.retention = RetentionService(self.store.prune, reactor, max_age, max_records)
-        self.retention.setServiceParent(self)
-        self.ingest = LogIngestResource(self.store.add, reactor.seconds, Token(token))
-        self.search = LogSearchResource(self.store.search, reactor.seconds)
+        attach(self, self.store, self.retention)

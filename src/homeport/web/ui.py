@@ -93,14 +93,31 @@ def create_app(info: Callable[[], dict[str, Any]], token: str | None = None) -> 
     """
     app = Flask("homeport.web", static_folder=None)
     app.jinja_loader = PackageLoader("homeport.web", "templates")
-    static = Static()
-    secret = Token(token)
+    views = Views(info, token)
+    for name in PAGES:
+        app.add_url_rule("/" if name == "services" else f"/{name}", name, views.pager(name))
+    app.add_url_rule("/logs/<int:record_id>", "log_record", views.log_record)
+    app.add_url_rule("/info.json", "info_json", views.info_json)
+    app.add_url_rule("/login", "login", views.login, methods=["GET", "POST"])
+    app.add_url_rule("/logout", "logout", views.logout, methods=["POST"])
+    app.add_url_rule("/static/<name>", "static_file", views.static_file)
+    return app
 
-    def authorised() -> bool:
-        return secret.matches(request.cookies.get(COOKIE, ""))
 
-    def facts() -> dict[str, Any]:
-        data = dict(info())
+class Views:
+    """The dashboard's views, over the facts function and the token."""
+
+    def __init__(self, info: Callable[[], dict[str, Any]], token: str | None) -> None:
+        self.info = info
+        self.token = token
+        self.secret = Token(token)
+        self.static = Static()
+
+    def authorised(self) -> bool:
+        return self.secret.matches(request.cookies.get(COOKIE, ""))
+
+    def facts(self) -> dict[str, Any]:
+        data = dict(self.info())
         seconds = float(data.get("uptime_seconds", 0))
         data["uptime_seconds"] = int(seconds)
         data.setdefault("uptime", format_uptime(seconds))
@@ -108,16 +125,16 @@ def create_app(info: Callable[[], dict[str, Any]], token: str | None = None) -> 
         data.setdefault("services", {})
         return data
 
-    def page(name: str, **extra: Any) -> Response | BaseResponse:
-        if not authorised():
+    def page(self, name: str, **extra: Any) -> Response | BaseResponse:
+        if not self.authorised():
             here = request.script_root + request.full_path.rstrip("?")
             return redirect(url_for("login", next=here))
         html = render_template(
             f"{name}.html",
             page=name,
             pages=PAGES,
-            info=facts(),
-            write_token=token or "",
+            info=self.facts(),
+            write_token=self.token or "",
             **extra,
         )
         response = Response(html, content_type="text/html; charset=utf-8")
@@ -125,45 +142,29 @@ def create_app(info: Callable[[], dict[str, Any]], token: str | None = None) -> 
         response.headers["Referrer-Policy"] = "same-origin"
         return response
 
-    @app.get("/")
-    def services() -> Response | BaseResponse:
-        return page("services")
+    def pager(self, name: str) -> Callable[[], Response | BaseResponse]:
+        return lambda: self.page(name)
 
-    @app.get("/logs")
-    def logs() -> Response | BaseResponse:
-        return page("logs")
+    def log_record(self, record_id: int) -> Response | BaseResponse:
+        return self.page("record", record_id=record_id)
 
-    @app.get("/logs/<int:record_id>")
-    def log_record(record_id: int) -> Response | BaseResponse:
-        return page("record", record_id=record_id)
-
-    @app.get("/events")
-    def events() -> Response | BaseResponse:
-        return page("events")
-
-    @app.get("/kv")
-    def kv() -> Response | BaseResponse:
-        return page("kv")
-
-    @app.get("/info.json")
-    def info_json() -> Response | BaseResponse:
-        if not authorised():
+    def info_json(self) -> Response | BaseResponse:
+        if not self.authorised():
             return Response('{"error":"token required"}\n', 403, mimetype="application/json")
-        data = facts()
+        data = self.facts()
         keys = ("node", "datacenter", "version", "uptime_seconds", "counts")
         response = Response(json.dumps({k: data[k] for k in keys}), mimetype="application/json")
         response.headers["Cache-Control"] = "no-store"
         return response
 
-    @app.route("/login", methods=["GET", "POST"])
-    def login() -> Response | BaseResponse:
+    def login(self) -> Response | BaseResponse:
         target = safe_next(request.values.get("next")) or url_for("services")
-        if not secret.required:
+        if not self.secret.required:
             return redirect(target)
         error = None
         if request.method == "POST":
             given = request.form.get("token", "").strip()
-            if secret.matches(given):
+            if self.secret.matches(given):
                 response = redirect(target, code=303)
                 response.set_cookie(
                     COOKIE,
@@ -179,15 +180,13 @@ def create_app(info: Callable[[], dict[str, Any]], token: str | None = None) -> 
         html = render_template("login.html", next=target, error=error, page="login", pages=())
         return Response(html, 403 if error else 200, content_type="text/html; charset=utf-8")
 
-    @app.post("/logout")
-    def logout() -> BaseResponse:
+    def logout(self) -> BaseResponse:
         response = redirect(url_for("login"), code=303)
         response.delete_cookie(COOKIE, path="/", samesite="Strict")
         return response
 
-    @app.get("/static/<name>")
-    def static_file(name: str) -> BaseResponse:
-        found = static.get(name)
+    def static_file(self, name: str) -> BaseResponse:
+        found = self.static.get(name)
         if found is None:
             abort(404)
         body, kind, etag = found
@@ -195,5 +194,3 @@ def create_app(info: Callable[[], dict[str, Any]], token: str | None = None) -> 
         response.set_etag(etag)
         response.headers["Cache-Control"] = "no-cache"  # revalidate: cheap 304s
         return response.make_conditional(request)
-
-    return app

@@ -1,0 +1,417 @@
+"""The options of ``twist homeport``, from the command line and ``HOMEPORT_*``, and the one
+place they become each part's typed :class:`Settings`.
+
+:class:`Options` checks every value as it parses (a bad one is one line naming the option
+and exit 1) and leaves what it read as given; :func:`make_settings` is what the wiring
+(``tap.py``) builds the parts from.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from twisted.python import usage
+
+from . import __version__, catalog, dns, logs, push, tls, web
+from .errors import fail
+from .units import parse_hostport, parse_seconds, parse_size
+
+DEFAULT_HTTP = "tcp:8500:interface=127.0.0.1"
+ENV_PREFIX = "HOMEPORT_"
+# The options an opt_* method collects into a list (and HOMEPORT_* splits on spaces).
+REPEATABLE: tuple[str, ...] = ("http", "config-dir", "empty-file", "zmq-connect", "zmq-bind")
+REPEATABLE += ("zmq-topic", "cors-origin")
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("", "0", "false", "no", "off")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """The whole daemon's settings: the shared ones, then each part's."""
+
+    data_dir: Path
+    http: tuple[str, ...]
+    access_log: bool
+    max_body: int
+    token: str | None
+    catalog: catalog.Settings
+    dns: dns.Settings | None  # None: no DNS (--dns none)
+    logs: logs.Settings
+    push: push.Settings
+    tls: tls.Settings
+    web: web.Settings
+
+
+def env_name(option: str) -> str:
+    """``--data-dir`` -> ``HOMEPORT_DATA_DIR``."""
+    return ENV_PREFIX + option.upper().replace("-", "_")
+
+
+OPTION_PARAMETERS: list[list[Any]] = [
+    ["dns", None, "127.0.0.1:8600", "DNS on UDP and TCP at HOST:PORT, or 'none'."],
+    ["domain", None, "consul", "The DNS domain served."],
+    ["dns-ttl", None, "0", "TTL in seconds of DNS answers."],
+    [
+        "dns-soa-min-ttl",
+        None,
+        "0",
+        "SOA minimum TTL in seconds: how long resolvers may cache 'no such name'.",
+    ],
+    ["data-dir", None, "./homeport-data", "Where the SQLite files live (created if missing)."],
+    ["datacenter", None, "dc1", "This agent's datacenter name."],
+    ["node", None, None, "This agent's node name. [default: the hostname]"],
+    [
+        "advertise",
+        None,
+        None,
+        "The address this node is known by. [default: first non-loopback IPv4, else 127.0.0.1]",
+    ],
+    ["token", None, None, "A secret required for every write (or use --token-file)."],
+    ["token-file", None, None, "Read the write token from this file."],
+    ["max-body-size", None, "1MiB", "Largest request body accepted (413 beyond)."],
+    [
+        "log-retention",
+        None,
+        "7d",
+        "Prune stored log records older than an age (7d, 12h), beyond a count "
+        "(1000000), or both (7d,1000000); 'none' keeps all.",
+    ],
+    ["socketio-ping-interval", None, "25s", "Engine.IO ping interval."],
+    ["socketio-ping-timeout", None, "20s", "Engine.IO ping timeout."],
+    ["socketio-max-payload", None, "1000000", "Engine.IO largest payload (bytes)."],
+    [
+        "sse-queue-limit",
+        None,
+        "1MiB",
+        "Bytes an event stream may fall behind before it is closed (it then resumes).",
+    ],
+    ["event-history", None, "1000", "Events kept per topic for clients that resume."],
+    [
+        "acme-directory",
+        None,
+        None,
+        "ACME server directory URL for le:/lets: listeners. "
+        "[default: Let's Encrypt (le:) or its staging server (lets:)]",
+    ],
+    [
+        "acme-ca-file",
+        None,
+        None,
+        "An extra trust root (PEM) for the ACME server's own HTTPS, e.g. pebble's.",
+    ],
+    ["acme-email", None, None, "Contact address registered with the ACME account."],
+]
+
+
+class Options(usage.Options):
+    synopsis = "[options]"
+    longdesc = (
+        "homeport: a Consul-compatible service catalog (HTTP + DNS), a log sink for "
+        "logging.handlers.HTTPHandler, live event push and a dashboard, in one daemon.\n\n"
+        "Every option can also be set in the environment as HOMEPORT_<OPTION> "
+        "(HOMEPORT_TOKEN, HOMEPORT_DATA_DIR, ...): repeatable ones take a space-separated "
+        "list, flags take 1/0; the command line wins."
+    )
+    #: Where HOMEPORT_* settings are read (tests give their own).
+    environ: Mapping[str, str] = os.environ
+    optParameters = OPTION_PARAMETERS
+    optFlags = [
+        ["access-log", None, "Log one line per HTTP request (off: it halves hot-path speed)."],
+    ]
+    #: Made by postOptions from what was parsed.
+    settings: Settings
+
+    def __init__(self) -> None:
+        usage.Options.__init__(self)
+        for name in REPEATABLE:
+            self[name] = []
+
+    def opt_zmq_connect(self, value: str) -> None:
+        """ZeroMQ SUB socket connects to this publisher (repeatable). [default: none]"""
+        self["zmq-connect"].append(value)
+
+    def opt_zmq_bind(self, value: str) -> None:
+        """ZeroMQ SUB socket binds here for publishers (repeatable). [default: none]"""
+        self["zmq-bind"].append(value)
+
+    def opt_zmq_topic(self, value: str) -> None:
+        """ZeroMQ subscription prefix (repeatable). [default: everything]"""
+        self["zmq-topic"].append(value)
+
+    def opt_cors_origin(self, value: str) -> None:
+        """Browser origin allowed to read event streams ('*': any; repeatable)."""
+        self["cors-origin"].append(value)
+
+    def opt_http(self, value: str) -> None:
+        """HTTP on this Twisted endpoint (repeatable). [default: tcp:8500:interface=127.0.0.1]"""
+        self["http"].append(value)
+
+    def opt_config_dir(self, value: str) -> None:
+        """Consul-style service definitions, reloaded on SIGHUP (repeatable). [default: none]"""
+        self["config-dir"].append(value)
+
+    def opt_empty_file(self, value: str) -> None:
+        """Create this file empty unless it exists; with le: asks for its name's certificate."""
+        self["empty-file"].append(value)
+
+    def opt_version(self) -> None:
+        """Print the version and exit."""
+        print(f"homeport {__version__}")
+        raise SystemExit(0)
+
+    def environment_arguments(self, argv: Sequence[str]) -> tuple[list[str], dict[str, str]]:
+        """The HOMEPORT_* variables as arguments to put before *argv* (which wins), and
+        which option came from which variable."""
+        flags = [str(flag[0]) for flag in self.optFlags]
+        names = [str(param[0]) for param in self.optParameters] + list(REPEATABLE) + flags
+        args: list[str] = []
+        used: dict[str, str] = {}
+        for name in names:
+            variable = env_name(name)
+            value = self.environ.get(variable)
+            if value is None:
+                continue
+            if name in flags:
+                word = value.strip().lower()
+                if word in _TRUE:
+                    args.append(f"--{name}")
+                elif word not in _FALSE:
+                    fail(f"{variable}={value!r}: expected 1 or 0 (true/false, yes/no)")
+            elif name in REPEATABLE:
+                if any(a == f"--{name}" or a.startswith(f"--{name}=") for a in argv):
+                    continue  # the command line's list replaces the environment's
+                for item in value.split():
+                    args += [f"--{name}", item]
+            else:
+                args.append(f"--{name}={value}")
+            used[name] = variable
+        return args, used
+
+    def parseOptions(self, options: Any = None) -> None:
+        argv = list(sys.argv[1:] if options is None else options)
+        from_env, used = self.environment_arguments(argv)
+        try:
+            usage.Options.parseOptions(self, from_env + argv)
+        except usage.UsageError as e:
+            message = str(e)
+            for name, variable in used.items():
+                if message.startswith(f"--{name} "):
+                    message += f" (from {variable})"
+            fail(message)
+
+    def postOptions(self) -> None:
+        self.settings = make_settings(self)
+
+
+def make_settings(options: Mapping[str, Any]) -> Settings:
+    """Every part's settings from parsed *options*; ``usage.UsageError`` naming a bad one."""
+    token = _token(options)
+    cors = tuple(options["cors-origin"])
+    http = tuple(options["http"]) or (DEFAULT_HTTP,)
+    for description in http:
+        _check_endpoint(description)
+    return Settings(
+        data_dir=Path(options["data-dir"]),
+        http=http,
+        access_log=bool(options["access-log"]),
+        max_body=convert(options, "max-body-size", parse_size, "a size like 1MiB or 65536"),
+        token=token,
+        catalog=_catalog(options, token, cors),
+        dns=_dns(options),
+        logs=_logs(options, token),
+        push=_push(options, token, cors),
+        tls=_tls(options),
+        web=web.Settings(token=token),
+    )
+
+
+def convert(options: Mapping[str, Any], name: str, parse: Callable[[str], T], expected: str) -> T:
+    """``parse(options[name])``, or ``--name 'value': expected ...`` when it fails."""
+    text = options[name]
+    try:
+        return parse(text)
+    except ValueError:
+        raise usage.UsageError(f"--{name} {text!r}: expected {expected}") from None
+
+
+def _check_endpoint(description: str) -> None:
+    from twisted.internet import reactor
+    from twisted.internet.endpoints import serverFromString
+
+    try:
+        serverFromString(reactor, description)
+    except Exception as e:  # noqa: BLE001 - endpoint parsers raise every type there is
+        raise usage.UsageError(
+            f"--http {description!r}: not a valid endpoint ({e or type(e).__name__})"
+        ) from None
+
+
+def _token(options: Mapping[str, Any]) -> str | None:
+    token: str | None = options["token"]
+    token_file = options["token-file"]
+    if token is not None and token_file is not None:
+        raise usage.UsageError("--token and --token-file: give one, not both")
+    if token_file is not None:
+        try:
+            token = Path(token_file).read_text().strip()
+        except OSError as e:
+            raise usage.UsageError(f"--token-file {token_file!r}: {e.strerror}") from None
+        if not token:
+            raise usage.UsageError(f"--token-file {token_file!r}: the file is empty")
+    if token is not None and not token.strip():
+        raise usage.UsageError("--token: must not be empty")
+    return token
+
+
+def _catalog(
+    options: Mapping[str, Any], token: str | None, cors: tuple[str, ...]
+) -> catalog.Settings:
+    datacenter = options["datacenter"]
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", datacenter):
+        raise usage.UsageError(f"--datacenter {datacenter!r}: use letters, digits, '-' and '_'")
+    node = options["node"]
+    if node is not None and not re.fullmatch(r"[A-Za-z0-9_.-]+", node):
+        raise usage.UsageError(f"--node {node!r}: use letters, digits, '-', '_', '.'")
+    advertise = options["advertise"]
+    if advertise is not None:
+        try:
+            ipaddress.ip_address(advertise)
+        except ValueError:
+            raise usage.UsageError(f"--advertise {advertise!r}: not an IP address") from None
+    for directory in options["config-dir"]:
+        if not Path(directory).is_dir():
+            raise usage.UsageError(f"--config-dir {directory!r}: not a directory")
+    return catalog.Settings(
+        datacenter=datacenter,
+        node=node,
+        advertise=advertise,
+        config_dirs=tuple(Path(d) for d in options["config-dir"]),
+        token=token,
+        cors_origins=cors,
+    )
+
+
+def _seconds_count(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 2**31 - 1:
+        raise ValueError(text)
+    return value
+
+
+def _dns(options: Mapping[str, Any]) -> dns.Settings | None:
+    seconds = "a whole number of seconds"
+    ttl = convert(options, "dns-ttl", _seconds_count, seconds)
+    soa_min_ttl = convert(options, "dns-soa-min-ttl", _seconds_count, seconds)
+    domain = options["domain"].strip(".").lower()
+    if not re.fullmatch(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*", domain):
+        raise usage.UsageError(f"--domain {options['domain']!r}: not a DNS domain name")
+    if options["dns"].lower() == "none":
+        return None
+    host, port = convert(
+        options,
+        "dns",
+        lambda text: parse_hostport(text, 8600),
+        "HOST:PORT (e.g. 127.0.0.1:8600) or 'none'",
+    )
+    return dns.Settings(host=host, port=port, domain=domain, ttl=ttl, soa_min_ttl=soa_min_ttl)
+
+
+def _logs(options: Mapping[str, Any], token: str | None) -> logs.Settings:
+    from .logs.retention import parse_retention
+
+    max_age, max_records = convert(
+        options,
+        "log-retention",
+        parse_retention,
+        "an age like 7d, a record count like 1000000, both (7d,1000000), or none",
+    )
+    return logs.Settings(max_age=max_age, max_records=max_records, token=token)
+
+
+def _duration(text: str) -> float:
+    seconds = parse_seconds(text)
+    if not 0 < seconds <= 3600:
+        raise ValueError(text)
+    return seconds
+
+
+def _buffer_size(text: str) -> int:
+    size = parse_size(text)
+    if size < 1024:
+        raise ValueError(text)
+    return size
+
+
+def _push(options: Mapping[str, Any], token: str | None, cors: tuple[str, ...]) -> push.Settings:
+    from .push.hub import BadTopic, check_topic
+    from .push.zmq import check_address
+
+    duration, size = "a duration like 25s or 500ms", "a size of at least 1024 bytes"
+    for name in ("zmq-connect", "zmq-bind"):
+        for address in options[name]:
+            try:
+                check_address(address)
+            except ValueError:
+                raise usage.UsageError(
+                    f"--{name} {address!r}: expected a ZeroMQ address like tcp://127.0.0.1:5556"
+                ) from None
+    for topic in options["zmq-topic"]:
+        try:
+            check_topic("zmq/" + topic)
+        except BadTopic:
+            raise usage.UsageError(f"--zmq-topic {topic!r}: not a usable topic prefix") from None
+    if options["zmq-topic"] and not (options["zmq-connect"] or options["zmq-bind"]):
+        raise usage.UsageError("--zmq-topic: give --zmq-connect or --zmq-bind too")
+    return push.Settings(
+        ping_interval=convert(options, "socketio-ping-interval", _duration, duration),
+        ping_timeout=convert(options, "socketio-ping-timeout", _duration, duration),
+        max_payload=convert(options, "socketio-max-payload", _buffer_size, size),
+        sse_queue_limit=convert(options, "sse-queue-limit", _buffer_size, size),
+        event_history=convert(options, "event-history", _whole_number, "a whole number"),
+        zmq_connect=tuple(options["zmq-connect"]),
+        zmq_bind=tuple(options["zmq-bind"]),
+        zmq_topics=tuple(options["zmq-topic"]),
+        token=token,
+        cors_origins=cors,
+    )
+
+
+def _whole_number(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError(text)
+    return value
+
+
+def _tls(options: Mapping[str, Any]) -> tls.Settings:
+    directory = options["acme-directory"]
+    if directory is not None and not re.match(r"^https?://[^/\s]+", directory):
+        raise usage.UsageError(
+            f"--acme-directory {directory!r}: expected a URL like "
+            "https://acme-v02.api.letsencrypt.org/directory"
+        )
+    ca_file = options["acme-ca-file"]
+    if ca_file is not None:
+        try:
+            data = Path(ca_file).read_bytes()
+        except OSError as e:
+            raise usage.UsageError(f"--acme-ca-file {ca_file!r}: {e.strerror}") from None
+        if b"-----BEGIN CERTIFICATE-----" not in data:
+            raise usage.UsageError(f"--acme-ca-file {ca_file!r}: no PEM certificate in it")
+    email = options["acme-email"]
+    if email is not None and not re.fullmatch(r"[^@\s]+@[^@\s]+", email):
+        raise usage.UsageError(f"--acme-email {email!r}: not an e-mail address")
+    return tls.Settings(
+        acme_directory=directory,
+        ca_file=ca_file,
+        email=email,
+        empty_files=tuple(options["empty-file"]),
+    )

@@ -1,0 +1,62 @@
+"""Small services the wiring uses: SIGHUP's reload, and a callback run at stop."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable, Sequence
+from types import FrameType
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet.interfaces import IReactorFromThreads
+from twisted.logger import Logger
+
+log = Logger(namespace="homeport")
+
+
+class OnStop(Service):
+    """Calls *callback* when stopped."""
+
+    def __init__(self, callback: Callable[[], None]) -> None:
+        self.callback = callback
+
+    def stopService(self) -> None:
+        Service.stopService(self)
+        self.callback()
+
+
+class HangupService(Service):
+    """SIGHUP: read again what lives in files (``--config-dir``, certificate directories).
+
+    The handler is installed only when there is something to read again, so a daemon
+    without either keeps SIGHUP's default meaning.
+    """
+
+    def __init__(self, reactor: IReactorFromThreads, actions: Sequence[Callable[[], None]]) -> None:
+        self.reactor = reactor
+        self.actions = list(actions)
+        self._previous_handler: Any = None
+
+    def startService(self) -> None:
+        Service.startService(self)
+        if self.actions and hasattr(signal, "SIGHUP"):
+            try:
+                self._previous_handler = signal.signal(signal.SIGHUP, self._hup)
+            except ValueError:  # not the main thread (tests)
+                self._previous_handler = None
+
+    def stopService(self) -> None:
+        Service.stopService(self)
+        if self._previous_handler is not None:
+            signal.signal(signal.SIGHUP, self._previous_handler)
+            self._previous_handler = None
+
+    def _hup(self, signum: int, frame: FrameType | None) -> None:
+        self.reactor.callFromThread(self.run)
+
+    def run(self) -> None:
+        for action in list(self.actions):
+            try:
+                action()
+            except Exception:  # noqa: BLE001 - one broken reload must not stop the others
+                log.failure("Reading files again after SIGHUP")
