@@ -24,14 +24,13 @@ import logging.handlers
 import os
 import re
 import shutil
-import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlencode
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,21 +53,38 @@ def handler_body() -> bytes:
 
 def serve_discard() -> None:
     """The peer: the daemon's own site and ingest resource, records parsed then dropped."""
-    from twisted.internet import reactor
+    from twisted.internet import reactor as global_reactor
+    from twisted.internet.address import IPv4Address
+    from twisted.internet.endpoints import TCP4ServerEndpoint
+    from twisted.internet.interfaces import IListeningPort
+    from twisted.python.failure import Failure
     from twisted.web.resource import Resource
 
     from homeport.http.site import HomeportSite
     from homeport.logs.http import LogIngestResource
+    from homeport.part import IHomeportReactor
+
+    reactor = cast(IHomeportReactor, global_reactor)
 
     def discard(records: Any, done: Any) -> None:
         done([0] * len(records))
 
     root = Resource()
-    root.putChild(b"log", LogIngestResource(discard, reactor.seconds))  # type: ignore[attr-defined]
+    root.putChild(b"log", LogIngestResource(discard, reactor.seconds))
     site = HomeportSite(root, parsePOSTFormSubmission=False)
-    port = reactor.listenTCP(0, site, interface="127.0.0.1")  # type: ignore[attr-defined]
-    print(f"homeport-port http {port.getHost().port}", flush=True)
-    reactor.run()  # type: ignore[attr-defined]
+
+    def listening(port: IListeningPort) -> None:
+        address = port.getHost()
+        assert isinstance(address, IPv4Address)
+        print(f"homeport-port http {address.port}", flush=True)
+
+    def failed(failure: Failure) -> None:
+        failure.printTraceback()
+        reactor.stop()
+
+    endpoint = TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1")
+    endpoint.listen(site).addCallbacks(listening, failed)
+    reactor.run()
 
 
 def start(command: list[str], log: Path) -> tuple[subprocess.Popen[bytes], int]:
@@ -127,13 +143,14 @@ def sender(port: int, seconds: float, name: str) -> None:
 
 
 def count(data_dir: Path, prefix: str) -> int:
-    db = sqlite3.connect(f"file:{data_dir / 'logs.sqlite3'}?mode=ro", uri=True)
+    from homeport.logs.database import open_reader
+
+    db = open_reader(data_dir / "logs.sqlite3")
     try:
-        return int(
-            db.execute("SELECT count(*) FROM logs WHERE logger LIKE ?", (prefix + "%",)).fetchone()[
-                0
-            ]
-        )
+        (number,) = db.execute(
+            "SELECT count(*) FROM logs WHERE logger LIKE ?", (prefix + "%",)
+        ).fetchone()
+        return int(number)
     finally:
         db.close()
 
@@ -142,7 +159,7 @@ def _rounds(values: list[float]) -> str:
     return "(" + ", ".join(f"{v:.0f}" for v in values) + ")"
 
 
-def main() -> None:
+def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument(
@@ -155,19 +172,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--serve-discard", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--send", nargs=3, help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.serve_discard:
-        serve_discard()
-        return
-    if args.send:
-        sender(int(args.send[0]), float(args.send[1]), args.send[2])
-        return
-    if shutil.which("wrk") is None:
-        raise SystemExit("wrk is needed (apt-get install wrk)")
-    body = handler_body()
-    workdir = Path(tempfile.mkdtemp(prefix="homeport-bench-"))
-    data_dir = workdir / "data"
-    daemon, daemon_port = start(
+    return parser.parse_args()
+
+
+def _start_daemon(workdir: Path, data_dir: Path) -> tuple[subprocess.Popen[bytes], int]:
+    return start(
         [
             sys.executable,
             "-m",
@@ -183,60 +192,86 @@ def main() -> None:
         ],
         workdir / "daemon.log",
     )
+
+
+def _compare(
+    args: argparse.Namespace, body: bytes, workdir: Path, peer_port: int, daemon_port: int
+) -> None:
+    """Step 2: wrk against parse-and-discard and the durable daemon, in pairs."""
+    for connections in args.connections:
+        discards: list[float] = []
+        durables: list[float] = []
+        for n in range(args.rounds):
+            order = [(peer_port, discards), (daemon_port, durables)]
+            for port, rates in order if n % 2 == 0 else order[::-1]:
+                rates.append(wrk(port, body, args.seconds, connections, workdir))
+        ratios = [d / p for d, p in zip(durables, discards, strict=True)]
+        print(
+            f"wrk: {connections} keep-alive connections, "
+            f"{args.rounds} pairs of {args.seconds}s runs (medians)"
+        )
+        print(
+            f"  parse-and-discard : {statistics.median(discards):9.0f} records/s  "
+            f"{_rounds(discards)}"
+        )
+        print(
+            f"  durable (homeport): {statistics.median(durables):9.0f} records/s  "
+            f"{_rounds(durables)}"
+        )
+        print(
+            f"  ratio durable/discard: {statistics.median(ratios):.2f}  (target >= 0.70; "
+            f"pairs {', '.join(f'{r:.2f}' for r in ratios)})"
+        )
+
+
+def _send(args: argparse.Namespace, daemon_port: int, data_dir: Path) -> None:
+    """Step 3: stock HTTPHandler senders, end to end."""
+    seconds = max(5, args.seconds)
+    senders = [
+        subprocess.Popen(
+            [sys.executable, __file__, "--send", str(daemon_port), str(seconds), f"s{n}.bench"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for n in range(args.senders)
+    ]
+    sent = sum(int((p.communicate()[0] or "0").strip() or 0) for p in senders)
+    landed = count(data_dir, "s")
+    print(f"stock HTTPHandler, {args.senders} processes, {seconds}s:")
+    print(
+        f"  {sent / seconds:9.0f} records/s end to end "
+        f"({sent} sent, {landed} stored, {sent / seconds / args.senders:.0f}/s per process)"
+    )
+
+
+def main() -> None:
+    args = _arguments()
+    if args.serve_discard:
+        serve_discard()
+        return
+    if args.send:
+        sender(int(args.send[0]), float(args.send[1]), args.send[2])
+        return
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is needed (apt-get install wrk)")
+    body = handler_body()
+    workdir = Path(tempfile.mkdtemp(prefix="homeport-bench-"))
+    data_dir = workdir / "data"
+    daemon, daemon_port = _start_daemon(workdir, data_dir)
     peer, peer_port = start([sys.executable, __file__, "--serve-discard"], workdir / "discard.log")
     try:
         wrk(peer_port, body, 2, 64, workdir)  # warm up both
         wrk(daemon_port, body, 2, 64, workdir)
         before = count(data_dir, "bench.worker")
-        for connections in args.connections:
-            discards: list[float] = []
-            durables: list[float] = []
-            for n in range(args.rounds):
-                order = [(peer_port, discards), (daemon_port, durables)]
-                for port, rates in order if n % 2 == 0 else order[::-1]:
-                    rates.append(wrk(port, body, args.seconds, connections, workdir))
-            ratios = [d / p for d, p in zip(durables, discards, strict=True)]
-            print(
-                f"wrk: {connections} keep-alive connections, "
-                f"{args.rounds} pairs of {args.seconds}s runs (medians)"
-            )
-            print(
-                f"  parse-and-discard : {statistics.median(discards):9.0f} records/s  "
-                f"{_rounds(discards)}"
-            )
-            print(
-                f"  durable (homeport): {statistics.median(durables):9.0f} records/s  "
-                f"{_rounds(durables)}"
-            )
-            print(
-                f"  ratio durable/discard: {statistics.median(ratios):.2f}  (target >= 0.70; "
-                f"pairs {', '.join(f'{r:.2f}' for r in ratios)})"
-            )
+        _compare(args, body, workdir, peer_port, daemon_port)
         stored = count(data_dir, "bench.worker") - before
         print(f"({stored} records stored durably)")
         if os.environ.get("HOMEPORT_BENCH_SHOW_LOG"):
             print(
                 re.sub(r"(?m)^\d{4}-\d\d-\d\d \d\d:.*\n", "", (workdir / "daemon.log").read_text())
             )
-
-        if not args.senders:
-            return
-        seconds = max(5, args.seconds)
-        senders = [
-            subprocess.Popen(
-                [sys.executable, __file__, "--send", str(daemon_port), str(seconds), f"s{n}.bench"],
-                stdout=subprocess.PIPE,
-                text=True,
-            )
-            for n in range(args.senders)
-        ]
-        sent = sum(int((p.communicate()[0] or "0").strip() or 0) for p in senders)
-        landed = count(data_dir, "s")
-        print(f"stock HTTPHandler, {args.senders} processes, {seconds}s:")
-        print(
-            f"  {sent / seconds:9.0f} records/s end to end "
-            f"({sent} sent, {landed} stored, {sent / seconds / args.senders:.0f}/s per process)"
-        )
+        if args.senders:
+            _send(args, daemon_port, data_dir)
     finally:
         for process in (daemon, peer):
             process.terminate()

@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -24,6 +24,9 @@ import pytest
 from homeport.logging import FormattedHTTPHandler, HomeportHandler
 
 from .daemon import Daemon
+
+# What the conftest's daemon_factory fixture gives: Daemon's fields but workdir.
+DaemonFactory = Callable[..., Daemon]
 
 
 @pytest.fixture
@@ -70,8 +73,9 @@ def test_an_exception_logged_through_the_formatted_handler_keeps_its_traceback(
     daemon: Daemon, logger: logging.Logger
 ) -> None:
     logger.addHandler(FormattedHTTPHandler(host(daemon), "/log", method="POST"))
+    lookups: dict[str, str] = {}
     try:
-        {}["missing"]
+        lookups["missing"]
     except KeyError:
         logger.exception("lookup of %r failed", "missing")
     (record,) = search(daemon, "q=lookup&logger=" + logger.name)
@@ -121,9 +125,9 @@ def test_search_filters_through_http_and_bad_filters_are_400(
 
 
 def test_with_a_token_only_basic_or_bearer_credentials_are_stored(
-    daemon_factory: type[Daemon], logger: logging.Logger
+    daemon_factory: DaemonFactory, logger: logging.Logger
 ) -> None:
-    daemon = daemon_factory(["--token", "s3cret"]).start()  # type: ignore[call-arg]
+    daemon = daemon_factory(["--token", "s3cret"]).start()
     good = logging.handlers.HTTPHandler(
         host(daemon), "/log", method="POST", credentials=("app", "s3cret")
     )
@@ -151,9 +155,9 @@ def _post(daemon: Daemon, body: bytes, content_type: str) -> tuple[int, bytes]:
 
 
 def test_bad_input_gets_a_clear_4xx_or_is_stored_as_well_as_possible_and_never_a_500(
-    daemon_factory: type[Daemon],
+    daemon_factory: DaemonFactory,
 ) -> None:
-    daemon = daemon_factory(["--max-body-size", "4k"]).start()  # type: ignore[call-arg]
+    daemon = daemon_factory(["--max-body-size", "4k"]).start()
     form = "application/x-www-form-urlencoded"
     status, answer = _post(daemon, b'{"msg": "x"', "application/json")
     assert status == 400 and b"malformed JSON" in answer
@@ -202,10 +206,10 @@ def test_bad_input_gets_a_clear_4xx_or_is_stored_as_well_as_possible_and_never_a
     assert "Traceback" not in daemon.output()
 
 
-def test_a_record_answered_200_survives_kill_9_right_after(daemon_factory: type[Daemon]) -> None:
+def test_a_record_answered_200_survives_kill_9_right_after(daemon_factory: DaemonFactory) -> None:
     """Clients record every 200; the daemon is killed mid-stream; after a restart every
     acknowledged record is there."""
-    daemon = daemon_factory().start()  # type: ignore[call-arg]
+    daemon = daemon_factory().start()
     acknowledged: list[str] = []
     lock = threading.Lock()
     stop = threading.Event()
@@ -313,9 +317,9 @@ def test_a_bad_retention_value_stops_start_up_with_one_line(tmp_path: Any) -> No
 
 
 def test_basic_auth_with_a_token_as_the_password_is_accepted_for_json_too(
-    daemon_factory: type[Daemon],
+    daemon_factory: DaemonFactory,
 ) -> None:
-    daemon = daemon_factory(["--token", "t0k"]).start()  # type: ignore[call-arg]
+    daemon = daemon_factory(["--token", "t0k"]).start()
     auth = "Basic " + base64.b64encode(b"anyone:t0k").decode()
     status, _, body = daemon.request(
         "POST",

@@ -44,7 +44,7 @@ def handler_body(msg: str = "job %s took %d ms", args: tuple[Any, ...] = ("a1", 
 def services(parent: IService) -> Iterator[IService]:
     yield parent
     if IServiceCollection.providedBy(parent):
-        for child in parent:  # type: ignore[attr-defined]
+        for child in parent:
             yield from services(child)
 
 
@@ -68,7 +68,8 @@ class Daemon:
     ) -> list[Any]:
         """Start a request; the returned list gets its response (or failure) when answered."""
         answer: list[Any] = []
-        self.memory.treq.request(  # type: ignore[attr-defined]
+        treq: Any = self.memory.treq  # StubTreq makes its request methods at run time
+        treq.request(
             method,
             "http://127.0.0.1" + path,
             data=body,

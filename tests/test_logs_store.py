@@ -19,10 +19,11 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 
 from homeport.logs import writer
+from homeport.logs.database import LogDatabase
 from homeport.logs.query import BadQuery, LogQuery, parse_query, parse_time
 from homeport.logs.record import Record, record_from_fields, records_from_body
 from homeport.logs.retention import RetentionError, RetentionService, parse_retention
-from homeport.logs.store import LogDatabase, LogStore
+from homeport.logs.store import LogStore
 
 T0 = 1_800_000_000.0
 
@@ -243,8 +244,12 @@ def test_concurrent_requests_share_one_commit_and_hear_back_only_after_it(tmp_pa
     )
     store.startService()
     answers: dict[int, list[int] | BaseException] = {}
+
+    def answer(n: int) -> Callable[[list[int] | BaseException], None]:
+        return lambda result: answers.__setitem__(n, result)
+
     for n in range(20):
-        store.add([rec(f"r{n}")], lambda result, n=n: answers.__setitem__(n, result))
+        store.add([rec(f"r{n}")], answer(n))
     reactor.pump(lambda: len(answers) == 20)
     assert sorted(i for ids in answers.values() if isinstance(ids, list) for i in ids) == list(
         range(1, 21)
