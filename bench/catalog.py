@@ -83,6 +83,40 @@ def wrk(url: str, seconds: int, connections: int) -> tuple[float, str]:
     return rps, latency
 
 
+def start_homeport(work: Path, procs: list[subprocess.Popen[bytes]]) -> str:
+    """homeport on a free port (added to *procs*); its base URL once it answers."""
+    port = free_port()
+    command = [sys.executable, "-m", "twisted", "homeport", "--http"]
+    command += [f"tcp:{port}:interface=127.0.0.1", "--dns", "none"]
+    command += ["--data-dir", str(work / "data"), "--node", "bench", "--advertise", "10.0.0.1"]
+    procs.append(
+        subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=work)
+    )
+    base = f"http://127.0.0.1:{port}"
+    wait_http(base + "/v1/status/leader")
+    return base
+
+
+def register_sample(base: str) -> None:
+    """100 instances of ``web`` on 100 nodes: the catalog read the bench serves."""
+    for n in range(100):
+        body = json.dumps(
+            {
+                "Node": f"node{n:03d}",
+                "Address": f"10.0.{n // 250}.{n % 250 + 1}",
+                "Service": {
+                    "ID": f"web-{n}",
+                    "Service": "web",
+                    "Port": 8000 + n,
+                    "Tags": ["rails", f"shard{n % 4}"],
+                    "Meta": {"version": "1.2.3"},
+                },
+            }
+        ).encode()
+        req = urllib.request.Request(base + "/v1/catalog/register", data=body, method="PUT")
+        urllib.request.urlopen(req).read()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=10)
@@ -103,48 +137,8 @@ def main() -> None:
     work.chmod(0o755)  # nginx workers may run as another user
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        port = free_port()
-        procs.append(
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "twisted",
-                    "homeport",
-                    "--http",
-                    f"tcp:{port}:interface=127.0.0.1",
-                    "--dns",
-                    "none",
-                    "--data-dir",
-                    str(work / "data"),
-                    "--node",
-                    "bench",
-                    "--advertise",
-                    "10.0.0.1",
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                cwd=work,
-            )
-        )
-        base = f"http://127.0.0.1:{port}"
-        wait_http(base + "/v1/status/leader")
-        for n in range(100):
-            body = json.dumps(
-                {
-                    "Node": f"node{n:03d}",
-                    "Address": f"10.0.{n // 250}.{n % 250 + 1}",
-                    "Service": {
-                        "ID": f"web-{n}",
-                        "Service": "web",
-                        "Port": 8000 + n,
-                        "Tags": ["rails", f"shard{n % 4}"],
-                        "Meta": {"version": "1.2.3"},
-                    },
-                }
-            ).encode()
-            req = urllib.request.Request(base + "/v1/catalog/register", data=body, method="PUT")
-            urllib.request.urlopen(req).read()
+        base = start_homeport(work, procs)
+        register_sample(base)
         path = "/v1/catalog/service/web"
         payload = wait_http(base + path)
         assert len(json.loads(payload)) == 100

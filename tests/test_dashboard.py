@@ -158,8 +158,9 @@ def send_log(
     log.addHandler(handler)
     try:
         if exc:
+            empty: dict[str, int] = {}
             try:
-                {}["missing"]
+                empty["missing"]
             except KeyError:
                 log.log(level, message, *args, exc_info=True, extra=extra)
         else:
@@ -493,6 +494,28 @@ def test_kv_page_shows_keys_as_a_tree_and_values_on_click(
     screenshot(page, "kv")
 
 
+def kv_delete_honours_a_change_made_meanwhile(daemon: Daemon, page: Any) -> None:
+    """Delete asks first; a change made while it asks is reported, then a second
+    Delete goes through."""
+
+    def change_then_accept(dialog: Any) -> None:
+        # While "Delete app/cache?" is asked, someone else changes it.
+        daemon.request("PUT", "/v1/kv/app/cache", '{"ttl": 60}')
+        dialog.accept()
+
+    page.once("dialog", change_then_accept)
+    page.click("#kv-delete")
+    expect(page.locator("#kv-status")).to_have_text(
+        "Not deleted: app/cache was changed since you opened it."
+    )
+    expect(page.locator("#kv-text")).to_contain_text('"ttl": 60')
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click("#kv-delete")
+    expect(page.locator("#kv-value")).to_contain_text("Deleted app/cache.")
+    expect(page.locator("#kv-tree a[data-key='app/cache']")).to_have_count(0)
+    assert daemon.request("GET", "/v1/kv/app/cache")[0] == 404
+
+
 def test_kv_page_creates_edits_and_deletes_keys_without_overwriting_anyone(
     daemon: Daemon, open_browser: Callable[[Daemon], Browser]
 ) -> None:
@@ -546,22 +569,7 @@ def test_kv_page_creates_edits_and_deletes_keys_without_overwriting_anyone(
     assert json.loads(raw("app/cache")) == {"ttl": 30}
     page.click("#kv-cancel")
 
-    def change_then_accept(dialog: Any) -> None:
-        # While "Delete app/cache?" is asked, someone else changes it.
-        daemon.request("PUT", "/v1/kv/app/cache", '{"ttl": 60}')
-        dialog.accept()
-
-    page.once("dialog", change_then_accept)
-    page.click("#kv-delete")
-    expect(page.locator("#kv-status")).to_have_text(
-        "Not deleted: app/cache was changed since you opened it."
-    )
-    expect(page.locator("#kv-text")).to_contain_text('"ttl": 60')
-    page.once("dialog", lambda dialog: dialog.accept())
-    page.click("#kv-delete")
-    expect(page.locator("#kv-value")).to_contain_text("Deleted app/cache.")
-    expect(page.locator("#kv-tree a[data-key='app/cache']")).to_have_count(0)
-    assert daemon.request("GET", "/v1/kv/app/cache")[0] == 404
+    kv_delete_honours_a_change_made_meanwhile(daemon, page)
 
 
 def test_every_page_fits_a_phone_width_screen(

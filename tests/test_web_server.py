@@ -6,6 +6,7 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.interfaces import IProtocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.web.server import Site
 
 from homeport.http.site import HomeportRequest, HomeportSite, Root
 
@@ -15,7 +16,7 @@ HEAD = b"PUT /v1/kv/big HTTP/1.1\r\nHost: hub\r\n"
 def connect(max_body: int = 10) -> tuple[Clock, StringTransport, IProtocol]:
     clock = Clock()
     site = HomeportSite(Root(), max_body=max_body, reactor=clock)
-    protocol = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+    protocol = Site.buildProtocol(site, IPv4Address("TCP", "127.0.0.1", 40000))
     assert protocol is not None
     transport = StringTransport()
     protocol.makeConnection(transport)

@@ -62,7 +62,7 @@ def _traceback_text(record: logging.LogRecord) -> str | None:
 def _message(record: logging.LogRecord) -> str:
     try:
         return record.getMessage()
-    except Exception as e:  # a bad msg % args must not lose the record
+    except Exception as e:  # noqa: BLE001 - a bad msg % args must not lose the record
         return f"{record.msg!s} (args {record.args!r}: {type(e).__name__}: {e})"
 
 
@@ -157,7 +157,7 @@ class HomeportHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             fields = record_fields(record)
-        except Exception:
+        except Exception:  # noqa: BLE001 - logging's rule: a handler never raises
             self.handleError(record)
             return
         try:

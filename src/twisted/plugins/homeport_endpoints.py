@@ -2,9 +2,11 @@
 # or install a reactor; the parsers import their module when an le:/lets: string is used.
 from __future__ import annotations
 
-from typing import Any
-
-from twisted.internet.interfaces import IStreamServerEndpointStringParser
+from twisted.internet.interfaces import (
+    IReactorCore,
+    IStreamServerEndpoint,
+    IStreamServerEndpointStringParser,
+)
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
@@ -17,10 +19,13 @@ class _AcmeEndpointParser:
         self.prefix = prefix
         self.staging = staging
 
-    def parseStreamServer(self, reactor: Any, *args: str, **kwargs: str) -> Any:
+    def parseStreamServer(
+        self, reactor: IReactorCore, *args: object, **kwargs: object
+    ) -> IStreamServerEndpoint:
         from homeport.tls.endpoint import parse
 
-        return parse(reactor, self.staging, *args, **kwargs)
+        words = [str(a) for a in args]
+        return parse(reactor, self.staging, *words, **{k: str(v) for k, v in kwargs.items()})
 
 
 le = _AcmeEndpointParser("le", staging=False)
