@@ -62,25 +62,37 @@ def record_matches(query: LogQuery, record: Any) -> bool:
         return False
     if query.logger and not str(record.get("name", "")).startswith(query.logger):
         return False
+    return _in_time(query, record) and _has_words(query, record) and _fields_match(query, record)
+
+
+def _in_time(query: LogQuery, record: dict[str, Any]) -> bool:
+    """``since``/``until``: a record without a numeric ``created`` passes neither."""
     created = record.get("created")
     if not isinstance(created, int | float):
         created = None
     if query.since is not None and (created is None or created < query.since):
         return False
-    if query.until is not None and (created is None or created > query.until):
-        return False
-    if query.text:
-        message = str(record.get("message") or "")
-        haystack = _words(message + " " + str(record.get("exc_text") or ""))
-        for term in _words(query.text):
-            if not any(word.startswith(term) for word in haystack):
-                return False
-    extra = record.get("extra") if isinstance(record.get("extra"), dict) else {}
+    return not (query.until is not None and (created is None or created > query.until))
+
+
+def _has_words(query: LogQuery, record: dict[str, Any]) -> bool:
+    """``q``: every word a word prefix of the message or the traceback."""
+    if not query.text:
+        return True
+    message = str(record.get("message") or "")
+    haystack = _words(message + " " + str(record.get("exc_text") or ""))
+    return all(any(word.startswith(term) for word in haystack) for term in _words(query.text))
+
+
+def _fields_match(query: LogQuery, record: dict[str, Any]) -> bool:
+    """``field.NAME``: a column, else the record's ``extra`` (or its top level), as text."""
+    extra = record.get("extra")
+    if not isinstance(extra, dict):
+        extra = {}
     for name, value in query.fields:
         if name in COLUMNS:
             actual = _as_text(record.get(name))
         else:
-            assert isinstance(extra, dict)
             actual = _as_text(extra[name] if name in extra else record.get(name))
         if actual != value:
             return False

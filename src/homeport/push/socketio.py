@@ -275,15 +275,7 @@ class Session:
             raise ProtocolError("a packet where a binary attachment was expected")
         kind, attachments, nsp, ack, data = decode_socketio(text)
         if kind == 0:  # CONNECT
-            if nsp != "/":
-                self.send("4" + encode_socketio(4, {"message": "Invalid namespace"}, nsp=nsp))
-                return
-            if data is not None and not isinstance(data, dict):
-                raise ProtocolError("CONNECT data must be an object")
-            if self.socket_sid is None:
-                self.socket_sid = secrets.token_urlsafe(15)
-            self.connected = True
-            self.send("4" + encode_socketio(0, {"sid": self.socket_sid}))
+            self._on_connect(nsp, data)
             return
         if nsp != "/":
             return  # not connected to that namespace: ignored, as Socket.IO servers do
@@ -297,16 +289,31 @@ class Session:
         elif kind == 3:  # ACK of something we emitted with an id: we never ask for one
             pass
         elif kind in (5, 6):  # BINARY_EVENT, BINARY_ACK: the attachments follow
-            if attachments > 16:
-                raise ProtocolError("more than 16 binary attachments")
-            self.attachments_left = attachments
-            self._binary = (ack, data) if kind == 5 else None
-            self._attachments = []
-            if attachments == 0 and kind == 5:
-                self._binary = None
-                self.on_event(data, ack)
+            self._on_binary_header(kind == 5, attachments, ack, data)
         else:  # CONNECT_ERROR comes from servers only
             raise ProtocolError(f"a client may not send Socket.IO packet type {kind}")
+
+    def _on_connect(self, nsp: str, data: Any) -> None:
+        if nsp != "/":
+            self.send("4" + encode_socketio(4, {"message": "Invalid namespace"}, nsp=nsp))
+            return
+        if data is not None and not isinstance(data, dict):
+            raise ProtocolError("CONNECT data must be an object")
+        if self.socket_sid is None:
+            self.socket_sid = secrets.token_urlsafe(15)
+        self.connected = True
+        self.send("4" + encode_socketio(0, {"sid": self.socket_sid}))
+
+    def _on_binary_header(self, event: bool, attachments: int, ack: int | None, data: Any) -> None:
+        """A BINARY_EVENT (*event*) or BINARY_ACK: wait for its *attachments*."""
+        if attachments > 16:
+            raise ProtocolError("more than 16 binary attachments")
+        self.attachments_left = attachments
+        self._binary = (ack, data) if event else None
+        self._attachments = []
+        if attachments == 0 and event:
+            self._binary = None
+            self.on_event(data, ack)
 
     def on_event(self, data: Any, ack: int | None) -> None:
         if not isinstance(data, list) or not data or not isinstance(data[0], str):
@@ -469,7 +476,7 @@ class EngineIOWebSocket(WebSocketServerProtocol):
         if prepared is not None:
             self.sendPreparedMessage(prepared)
         else:
-            self.sendMessage(payload, isBinary=False)
+            WebSocketServerProtocol.sendMessage(self, payload, isBinary=False)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         session = self.session
@@ -519,9 +526,10 @@ class EngineIOWebSocketFactory(WebSocketServerFactory):
     protocol = EngineIOWebSocket  # type: ignore[assignment]
 
     def __init__(self, engine: EngineIO, reactor: Any) -> None:
-        super().__init__(reactor=reactor)
+        WebSocketServerFactory.__init__(self, reactor=reactor)
         self.engine = engine
-        self.setProtocolOptions(
+        WebSocketServerFactory.setProtocolOptions(
+            self,
             maxFramePayloadSize=engine.max_payload,
             maxMessagePayloadSize=engine.max_payload,
             autoPingInterval=0,
@@ -566,7 +574,7 @@ class EngineIO(Service):
         self.resource = EngineIOResource(self, websocket)
 
     def stopService(self) -> None:
-        super().stopService()
+        Service.stopService(self)
         for session in list(self.sessions.values()):
             session.close("server shutting down")
 
@@ -596,7 +604,7 @@ class EngineIOResource(Resource):
     log = Logger()
 
     def __init__(self, engine: EngineIO, websocket: Resource) -> None:
-        super().__init__()
+        Resource.__init__(self)
         self.engine = engine
         self.websocket = websocket
 
@@ -606,49 +614,52 @@ class EngineIOResource(Resource):
         return _error_body(code)
 
     def render(self, request: Request) -> bytes | int:
-        engine = self.engine
-        engine.cors.apply(request, b"GET, POST, OPTIONS")
+        self.engine.cors.apply(request, b"GET, POST, OPTIONS")
         if request.method == b"OPTIONS":
             request.setHeader(b"allow", b"GET, POST, OPTIONS")
             return b""
         args = parse_args(request.uri)
-
-        def arg(name: str) -> str | None:
-            values = args.get(name)
-            return values[-1] if values else None
-
-        if arg("EIO") != "4":
+        if _last(args, "EIO") != "4":
             return self._refuse(request, UNSUPPORTED_VERSION)
-        transport = arg("transport")
-        sid = arg("sid")
+        transport = _last(args, "transport")
+        sid = _last(args, "sid")
         if transport == "websocket":
-            if request.method != b"GET" or (request.getHeader(b"upgrade") or b"").lower() != (
-                b"websocket"
-            ):
-                return self._refuse(request, BAD_REQUEST)
-            if sid is not None:
-                session = engine.sessions.get(sid)
-                if session is None or session.transport != "polling" or session.probe is not None:
-                    return self._refuse(request, UNKNOWN_SID)
-            result: bytes | int = self.websocket.render(request)
-            return result
+            return self._websocket(request, sid)
         if transport != "polling":
             return self._refuse(request, UNKNOWN_TRANSPORT)
+        return self._polling(request, sid)
+
+    def _websocket(self, request: Request, sid: str | None) -> bytes | int:
+        """The WebSocket handshake: a new session, or the upgrade of polling session *sid*."""
+        if request.method != b"GET" or (request.getHeader(b"upgrade") or b"").lower() != (
+            b"websocket"
+        ):
+            return self._refuse(request, BAD_REQUEST)
+        if sid is not None:
+            session = self.engine.sessions.get(sid)
+            if session is None or session.transport != "polling" or session.probe is not None:
+                return self._refuse(request, UNKNOWN_SID)
+        result: bytes | int = self.websocket.render(request)
+        return result
+
+    def _polling(self, request: Request, sid: str | None) -> bytes | int:
+        """The polling transport: the handshake (no *sid*), a poll (GET) or a send (POST)."""
+        engine = self.engine
         if sid is None:
             if request.method != b"GET":
                 return self._refuse(request, BAD_HANDSHAKE_METHOD)
             session = engine.new_session("polling")
             request.setHeader(b"content-type", TEXT)
             return engine.open_packet(session, upgrades=["websocket"]).encode()
-        session = engine.sessions.get(sid)
-        if session is None:
+        found = engine.sessions.get(sid)
+        if found is None:
             return self._refuse(request, UNKNOWN_SID)
-        if session.transport != "polling":
+        if found.transport != "polling":
             return self._refuse(request, BAD_REQUEST)  # upgraded: polling is over
         if request.method == b"GET":
-            return self._poll(request, session)
+            return self._poll(request, found)
         if request.method == b"POST":
-            return self._post(request, session)
+            return self._post(request, found)
         request.setHeader(b"allow", b"GET, POST, OPTIONS")
         return self._refuse(request, BAD_HANDSHAKE_METHOD, 405)
 
@@ -695,3 +706,9 @@ class EngineIOResource(Resource):
             return self._refuse(request, BAD_REQUEST)
         request.setHeader(b"content-type", b"text/html")
         return b"ok"
+
+
+def _last(args: dict[str, list[str]], name: str) -> str | None:
+    """The last value of query argument *name*, if it was given."""
+    values = args.get(name)
+    return values[-1] if values else None

@@ -5,9 +5,9 @@ is *edge-triggered* — it signals that the socket's state changed, not that a m
 waiting — so:
 
 * every wake-up drains with ``recv_multipart(NOBLOCK)`` while ``EVENTS`` says ``POLLIN``,
-  at most ``budget`` messages (and about ``byte_budget`` bytes) per reactor turn; if more
-  are waiting, the rest is drained on the next turn (``callLater(0)``), so a flood never
-  starves HTTP;
+  at most ``budget`` messages (and about ``byte_budget`` bytes: :class:`Limits`) per
+  reactor turn; if more are waiting, the rest is drained on the next turn
+  (``callLater(0)``), so a flood never starves HTTP;
 * ``EVENTS`` is checked again after every other socket operation (subscribe, connect,
   bind), which can swallow the edge;
 * a slow safety timer drains anyway, in case an edge was missed.
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from twisted.application.service import Service
@@ -48,6 +49,16 @@ DEFAULT_HWM = 10_000
 DEFAULT_MAX_MESSAGE = 1024 * 1024
 SAFETY_INTERVAL = 1.0
 SCHEMES = ("tcp", "ipc", "inproc", "pgm", "epgm", "udp", "ws", "wss", "vmci")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What the SUB socket queues and what one reactor turn drains."""
+
+    budget: int = DEFAULT_BUDGET  # messages per reactor turn, at most
+    byte_budget: int = DEFAULT_BYTE_BUDGET  # bytes per reactor turn, about
+    hwm: int = DEFAULT_HWM  # ZeroMQ's receive high-water mark (messages)
+    max_message: int = DEFAULT_MAX_MESSAGE  # ZeroMQ's MAXMSGSIZE (bytes)
 
 
 class BadMessage(Exception):
@@ -119,20 +130,14 @@ class ZmqSubscriber(Service):
         connect: Sequence[str] = (),
         bind: Sequence[str] = (),
         topics: Sequence[str] = (),
-        budget: int = DEFAULT_BUDGET,
-        byte_budget: int = DEFAULT_BYTE_BUDGET,
-        hwm: int = DEFAULT_HWM,
-        max_message: int = DEFAULT_MAX_MESSAGE,
+        limits: Limits = Limits(),
     ) -> None:
         self.hub = hub
         self.reactor = reactor
         self.connect_to = list(connect)
         self.bind_to = list(bind)
         self.topics = list(topics) or [""]
-        self.budget = budget
-        self.byte_budget = byte_budget
-        self.hwm = hwm
-        self.max_message = max_message
+        self.limits = limits
         self.received = 0
         self.malformed = 0
         self.context: Any = None
@@ -148,12 +153,12 @@ class ZmqSubscriber(Service):
 
         from ..errors import StartupError
 
-        super().startService()
+        Service.startService(self)
         self.context = zmq.Context()
         socket = self.context.socket(zmq.SUB)
         socket.setsockopt(zmq.LINGER, 0)
-        socket.setsockopt(zmq.RCVHWM, self.hwm)
-        socket.setsockopt(zmq.MAXMSGSIZE, self.max_message)
+        socket.setsockopt(zmq.RCVHWM, self.limits.hwm)
+        socket.setsockopt(zmq.MAXMSGSIZE, self.limits.max_message)
         for topic in self.topics:
             socket.setsockopt(zmq.SUBSCRIBE, topic.encode("utf-8"))
         self.socket = socket
@@ -176,7 +181,7 @@ class ZmqSubscriber(Service):
         self._schedule()  # the operations above may have consumed the edge
 
     def stopService(self) -> None:
-        super().stopService()
+        Service.stopService(self)
         self._close()
 
     def _close(self) -> None:
@@ -208,15 +213,15 @@ class ZmqSubscriber(Service):
         self.log.error("ZeroMQ descriptor lost: {reason}", reason=reason.getErrorMessage())
 
     def doRead(self) -> None:
-        """Drain at most ``budget`` messages; come back next turn if more are waiting."""
+        """Drain at most ``limits.budget`` messages; come back next turn if more wait."""
         import zmq
 
         socket = self.socket
         if socket is None:
             return
         taken = 0
-        for _ in range(self.budget):
-            if taken > self.byte_budget:
+        for _ in range(self.limits.budget):
+            if taken > self.limits.byte_budget:
                 break
             try:
                 if not socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:

@@ -98,7 +98,7 @@ class ChallengeResource(Resource):
     """``/.well-known/acme-challenge/<token>``: the key authorization as plain text."""
 
     def __init__(self, challenges: Challenges) -> None:
-        super().__init__()
+        Resource.__init__(self)
         self.challenges = challenges
 
     def getChild(self, path: bytes, request: Request) -> Resource:
@@ -115,7 +115,7 @@ class _Answer(Resource):
     isLeaf = True
 
     def __init__(self, body: bytes) -> None:
-        super().__init__()
+        Resource.__init__(self)
         self.body = body
 
     def render_GET(self, request: Request) -> bytes:
@@ -129,7 +129,7 @@ class WellKnown(Resource):
     """``/.well-known/``: only ``acme-challenge/`` lives here."""
 
     def __init__(self, challenges: Challenges) -> None:
-        super().__init__()
+        Resource.__init__(self)
         self.challenge = ChallengeResource(challenges)
 
     def getChild(self, path: bytes, request: Request) -> Resource:
@@ -149,7 +149,7 @@ class RedirectToHTTPS(Resource):
     """
 
     def __init__(self, challenges: Challenges, https_port: Callable[[], int | None]) -> None:
-        super().__init__()
+        Resource.__init__(self)
         self.well_known = WellKnown(challenges)
         self.https_port = https_port
 
@@ -166,7 +166,7 @@ class _Redirect(Resource):
     isLeaf = True
 
     def __init__(self, https_port: Callable[[], int | None]) -> None:
-        super().__init__()
+        Resource.__init__(self)
         self.https_port = https_port
 
     def render(self, request: Request) -> bytes:

@@ -174,7 +174,7 @@ class _TLSProtocol(BufferingTLSTransport):
         if self._handshakeDone and self.negotiatedProtocol == ACME_TLS_1:
             cast(ITCPTransport, self.transport).abortConnection()
             return
-        super().dataReceived(data)
+        BufferingTLSTransport.dataReceived(self, data)
 
 
 class _TLSFactory(TLSMemoryBIOFactory):

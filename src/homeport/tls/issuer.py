@@ -91,6 +91,16 @@ class Issued:
     challenges: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class Schedule:
+    """When :class:`AcmeIssuingService` checks, renews and retries (seconds)."""
+
+    check_interval: float = DAY  # how often every name's certificate is looked at
+    renew_before: float = RENEW_BEFORE  # renewed when it expires sooner than this
+    first_retry: float = FIRST_RETRY  # a failed name is retried after this, doubling...
+    last_retry: float = LAST_RETRY  # ...up to this
+
+
 class Cancelled(Exception):
     """The service stopped while an order was under way."""
 
@@ -377,10 +387,7 @@ class AcmeIssuingService(Service):
         clock: IReactorTime,
         preference: Sequence[str] = (TLS_ALPN_01, HTTP_01),
         run_blocking: Callable[..., defer.Deferred[Any]] | None = None,
-        check_interval: float = DAY,
-        renew_before: float = RENEW_BEFORE,
-        first_retry: float = FIRST_RETRY,
-        last_retry: float = LAST_RETRY,
+        schedule: Schedule = Schedule(),
     ) -> None:
         self.store = store
         self.sni = sni
@@ -388,10 +395,7 @@ class AcmeIssuingService(Service):
         self.clock = clock
         self.preference = tuple(preference)
         self._run_blocking = run_blocking
-        self.check_interval = check_interval
-        self.renew_before = renew_before
-        self.first_retry = first_retry
-        self.last_retry = last_retry
+        self.schedule = schedule
         self.failures: dict[str, int] = {}
         self._queue: list[str] = []
         self._busy: set[str] = set()  # queued, being issued, or waiting to retry
@@ -402,7 +406,7 @@ class AcmeIssuingService(Service):
         self._current: defer.Deferred[Any] | None = None
 
     def startService(self) -> None:
-        super().startService()
+        Service.startService(self)
         if self._run_blocking is None:
             from twisted.python.threadpool import ThreadPool
 
@@ -411,12 +415,12 @@ class AcmeIssuingService(Service):
             self._run_blocking = run_in(self._pool, self.clock)
         self._loop = LoopingCall(self.check)
         self._loop.clock = self.clock
-        self._loop.start(self.check_interval, now=True).addErrback(
+        self._loop.start(self.schedule.check_interval, now=True).addErrback(
             lambda f: log.failure("The certificate check loop stopped", f)
         )
 
     def stopService(self) -> defer.Deferred[None] | None:
-        super().stopService()
+        Service.stopService(self)
         if self._loop is not None and self._loop.running:
             self._loop.stop()
         for call in self._retries.values():
@@ -441,7 +445,7 @@ class AcmeIssuingService(Service):
         for name in listing.wanted:
             self._want(name, "requested")
         for name, certificate in sorted(listing.certificates.items()):
-            if certificate.expires - now <= self.renew_before:
+            if certificate.expires - now <= self.schedule.renew_before:
                 self._want(name, "renewal")
 
     def _want(self, name: str, why: str) -> None:
@@ -503,7 +507,7 @@ class AcmeIssuingService(Service):
             self._busy.discard(name)
             return
         count = self.failures[name] = self.failures.get(name, 0) + 1
-        delay = min(self.first_retry * 2 ** (count - 1), self.last_retry)
+        delay = min(self.schedule.first_retry * 2 ** (count - 1), self.schedule.last_retry)
         error = failure.value
         assert error is not None
         if isinstance(error, RateLimited):
