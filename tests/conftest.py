@@ -2,14 +2,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from .daemon import Daemon
+from .daemon import Daemon, DaemonFactory
 
 
 @pytest.fixture
-def daemon_factory(tmp_path: Path) -> Iterator[type[Daemon]]:
+def daemon_factory(tmp_path: Path) -> Iterator[DaemonFactory]:
     """Start daemons in this test's temp dir; all are stopped afterwards."""
     started: list[Daemon] = []
 
@@ -18,10 +19,10 @@ def daemon_factory(tmp_path: Path) -> Iterator[type[Daemon]]:
             started.append(self)
             return super().start(extra, timeout)
 
-    def make(args: list[str] | None = None, **kw: object) -> Daemon:
-        return _Daemon(workdir=tmp_path, args=args or [], **kw)  # type: ignore[arg-type]
+    def make(args: list[str] | None = None, **kw: Any) -> Daemon:
+        return _Daemon(workdir=tmp_path, args=args or [], **kw)
 
-    yield make  # type: ignore[misc]
+    yield make
     for daemon in started:
         if daemon.process is not None and daemon.process.poll() is None:
             daemon.process.kill()
@@ -29,6 +30,6 @@ def daemon_factory(tmp_path: Path) -> Iterator[type[Daemon]]:
 
 
 @pytest.fixture
-def daemon(daemon_factory: type[Daemon]) -> Daemon:
+def daemon(daemon_factory: DaemonFactory) -> Daemon:
     """A running daemon on a free loopback port with an empty data dir."""
-    return daemon_factory().start()  # type: ignore[call-arg]
+    return daemon_factory().start()

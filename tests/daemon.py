@@ -10,6 +10,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -127,3 +128,7 @@ class Daemon:
         status, _, body = self.request("GET", path)
         assert status == 200, (status, body)
         return json.loads(body)
+
+
+#: The ``daemon_factory`` fixture: ``daemon_factory(args, env=...)`` -> a Daemon to start.
+DaemonFactory = Callable[..., Daemon]
