@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -149,25 +148,3 @@ class LogSearchResource(Resource):
             return
         request.write(_text(request, 500, "The search failed: see the daemon's log"))
         request.finish()
-
-
-class V1Dispatch(Resource):
-    """``/v1/``: named children (``logs``) first, everything else to the API resource.
-
-    The catalog's ``ApiResource`` is a leaf that owns ``/v1/*`` and caches reads until the
-    catalog changes; log searches must not be cached that way, so they are routed here
-    before it.
-    """
-
-    def __init__(self, api: Resource) -> None:
-        Resource.__init__(self)
-        self.api = api
-
-    def getChild(self, path: bytes, request: Request) -> Resource:
-        # Hand the segment back: the API resource routes on the whole postpath.
-        assert request.prepath is not None and request.postpath is not None
-        request.postpath.insert(0, request.prepath.pop())
-        return self.api
-
-    def render(self, request: Request) -> Any:
-        return self.api.render(request)

@@ -34,8 +34,7 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
 from . import query as query_module
-from .database import PRUNE_CHUNK, Batch, open_reader, record_text
-from .database import LogDatabase as LogDatabase  # tests and bench/search.py import it here
+from .database import PRUNE_CHUNK, Batch, LogDatabase, open_reader, record_text
 from .record import Record
 from .writer import ChildWriter, ThreadWriter, Writer, insert_frame
 
