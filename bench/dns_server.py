@@ -37,8 +37,8 @@ def main() -> None:
     service = DNSService(build_catalog(), args.interface, args.port, reactor=reactor)
     service.startService()
     print(f"PORT {service.port}", flush=True)
-    reactor.addSystemEventTrigger("before", "shutdown", service.stopService)  # type: ignore[attr-defined]
-    reactor.run()  # type: ignore[attr-defined]
+    reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
+    reactor.run()
     sys.exit(0)
 
 

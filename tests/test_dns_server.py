@@ -40,10 +40,12 @@ def serve(idle_timeout: float) -> None:
     from twisted.protocols.basic import LineReceiver
 
     from homeport.catalog.model import Catalog, Check, Node, Service, Weights
-    from homeport.dns.server import DNSService
+    from homeport.dns.server import DNSService, Limits
 
     catalog = Catalog()
-    service = DNSService(catalog, HOST, 0, reactor=reactor, idle_timeout=idle_timeout)
+    service = DNSService(
+        catalog, HOST, 0, reactor=reactor, limits=Limits(idle_timeout=idle_timeout)
+    )
 
     def apply(command: dict[str, Any]) -> None:
         op = command["op"]
@@ -83,22 +85,22 @@ def serve(idle_timeout: float) -> None:
         delimiter = b"\n"
 
         def connectionMade(self) -> None:
-            self.sendLine(f"PORT {service.port}".encode())
+            LineReceiver.sendLine(self, f"PORT {service.port}".encode())
 
         def lineReceived(self, line: bytes) -> None:
             try:
                 apply(json.loads(line))
-            except Exception as error:
-                self.sendLine(f"error {error!r}".encode())
+            except Exception as error:  # noqa: BLE001 - any failure goes back to the test
+                LineReceiver.sendLine(self, f"error {error!r}".encode())
             else:
-                self.sendLine(b"ok")
+                LineReceiver.sendLine(self, b"ok")
 
         def connectionLost(self, reason: object = None) -> None:
-            service.stopService().addBoth(lambda _: reactor.stop())  # type: ignore[attr-defined]
+            service.stopService().addBoth(lambda _: reactor.stop())
 
     service.startService()
     stdio.StandardIO(Commands())
-    reactor.run()  # type: ignore[attr-defined]
+    reactor.run()
 
 
 # ---------------------------------------------------------------------------

@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import errno
 import socket
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet import udp
 from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
 from twisted.internet.error import CannotListenError
-from twisted.internet.interfaces import IListeningPort, IReactorTCP
+from twisted.internet.interfaces import IDelayedCall, IListeningPort, IReactorTCP, IReactorTime
 from twisted.internet.protocol import DatagramProtocol, Protocol, ServerFactory
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
@@ -67,10 +69,23 @@ class DNSDatagramProtocol(DatagramProtocol):
                 pass
 
 
-class _AnsweringPort(udp.Port):  # type: ignore[misc]
+class _AnsweringPort(udp.Port):
     """A UDP port that answers queries itself, cache hits first, straight from its read loop."""
 
     protocol: DNSDatagramProtocol
+
+    def __init__(self, port: int, protocol: DNSDatagramProtocol, interface: str, reactor: Any):
+        udp.Port.__init__(self, port, protocol, interface, maxPacketSize=65535, reactor=reactor)
+
+    def listen(self) -> int:
+        """Start listening, with roomy socket buffers; the bound port number."""
+        udp.Port.startListening(self)
+        for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+            try:
+                self.socket.setsockopt(socket.SOL_SOCKET, option, 4 * 1024 * 1024)
+            except OSError:
+                pass
+        return int(udp.Port.getHost(self).port)
 
     def doRead(self) -> None:
         responder = self.protocol.responder
@@ -101,7 +116,7 @@ class _AnsweringPort(udp.Port):  # type: ignore[misc]
                     sendto(reply, addr)
             except OSError:
                 pass
-            except Exception:
+            except Exception:  # noqa: BLE001 - the reactor's read loop: one packet, not the port
                 _log.failure("DNS UDP query failed")
 
 
@@ -118,18 +133,22 @@ class DNSStreamProtocol(Protocol, TimeoutMixin):
 
     def __init__(self, factory: DNSStreamFactory) -> None:
         self.factory = factory
-        self.callLater = factory.reactor.callLater  # type: ignore[assignment]
         self._buffer = bytearray()
         self._paused = False
 
+    def callLater(self, period: float, func: Callable[[], object]) -> IDelayedCall:
+        """TimeoutMixin's timer, on the factory's reactor (not the global one)."""
+        reactor: IReactorTime = self.factory.reactor
+        return reactor.callLater(period, func)
+
     def connectionMade(self) -> None:
         self.factory.opened(self)
-        self.setTimeout(self.factory.idle_timeout)
+        TimeoutMixin.setTimeout(self, self.factory.idle_timeout)
         assert self.transport is not None
         self.transport.registerProducer(self, True)  # type: ignore[attr-defined]
 
     def connectionLost(self, reason: Failure | None = None) -> None:
-        self.setTimeout(None)
+        TimeoutMixin.setTimeout(self, None)
         self.factory.closed(self)
 
     def dataReceived(self, data: bytes) -> None:
@@ -151,7 +170,7 @@ class DNSStreamProtocol(Protocol, TimeoutMixin):
                 return
             query = bytes(buffer[2 : 2 + length])
             del buffer[: 2 + length]
-            self.resetTimeout()
+            TimeoutMixin.resetTimeout(self)
             rotor = responder.tcp.get(query[2:]) if length >= 12 else None
             if rotor is not None:
                 reply: bytes | None = query[:2] + next(rotor)
@@ -224,6 +243,18 @@ class DNSStreamFactory(ServerFactory):
         return gatherResults(waiters)
 
 
+@dataclass(frozen=True)
+class Limits:
+    """How much of the server one client may take."""
+
+    #: Seconds a TCP connection may go without a complete query before it is closed.
+    idle_timeout: float = 10.0
+    #: Open TCP connections; past this, the oldest is closed.
+    max_connections: int = 1024
+    #: The largest UDP reply we send, whatever size the client's EDNS offers.
+    max_udp_size: int = 4096
+
+
 class DNSService(Service):
     """The catalog's DNS answers on UDP and TCP ``interface:port``.
 
@@ -241,10 +272,8 @@ class DNSService(Service):
         ttl: int = 0,
         reactor: Any = None,
         *,
-        idle_timeout: float = 10.0,
-        max_connections: int = 1024,
-        max_udp_size: int = 4096,
         soa_min_ttl: int = 0,
+        limits: Limits = Limits(),
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor as default_reactor
@@ -254,15 +283,17 @@ class DNSService(Service):
         self.interface = interface
         self.port = port
         self.config = Config(
-            domain=domain, ttl=ttl, soa_min_ttl=soa_min_ttl, max_udp_size=max_udp_size
+            domain=domain, ttl=ttl, soa_min_ttl=soa_min_ttl, max_udp_size=limits.max_udp_size
         )
         self.reactor = reactor
         self.responder = Responder(self.config, self._snapshot, on_error=self._failed)
-        self.factory = DNSStreamFactory(self.responder, reactor, idle_timeout, max_connections)
+        self.factory = DNSStreamFactory(
+            self.responder, reactor, limits.idle_timeout, limits.max_connections
+        )
         self._requested_port = port
         self._udp: IListeningPort | None = None
         self._tcp: IListeningPort | None = None
-        self._unsubscribe: Any = None
+        self._unsubscribe: Callable[[], None] | None = None
 
     def _snapshot(self) -> Snapshot:
         return take_snapshot(self.catalog, serial=int(self.reactor.seconds()))
@@ -283,7 +314,7 @@ class DNSService(Service):
             self._unsubscribe()
             self._unsubscribe = None
             raise
-        super().startService()
+        Service.startService(self)
 
     def _listen(self) -> None:
         """Bind UDP, then TCP on the same number; with port 0, retry if TCP's is taken."""
@@ -293,23 +324,16 @@ class DNSService(Service):
                 self._requested_port,
                 DNSDatagramProtocol(self.responder),
                 self.interface,
-                maxPacketSize=65535,
                 reactor=self.reactor,
             )
-            udp_port.startListening()
-            for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-                try:
-                    udp_port.socket.setsockopt(socket.SOL_SOCKET, option, 4 * 1024 * 1024)
-                except OSError:
-                    pass
-            number = udp_port.getHost().port
+            number = udp_port.listen()
             tcp_reactor: IReactorTCP = self.reactor
             try:
                 self._tcp = tcp_reactor.listenTCP(
                     number, self.factory, backlog=128, interface=self.interface
                 )
             except CannotListenError:
-                udp_port.stopListening()
+                udp.Port.stopListening(udp_port)
                 if attempt == attempts - 1:
                     raise
                 continue
@@ -324,7 +348,7 @@ class DNSService(Service):
             return
 
     def stopService(self) -> Deferred[Any]:
-        super().stopService()
+        Service.stopService(self)
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
