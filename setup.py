@@ -1,6 +1,6 @@
 """homeport: service discovery, log sink, event push and dashboard in one Twisted daemon."""
 
-from setuptools import find_packages, setup
+from setuptools import find_namespace_packages, setup
 
 # Runtime dependencies are pinned exactly: the pex and the image are built from
 # these versions, and the tests ran against them.
@@ -56,7 +56,11 @@ setup(
     license="MIT",
     python_requires=">=3.11",
     package_dir={"": "src"},
-    packages=find_packages("src") + ["twisted.plugins"],
+    # The dashboard's templates/ and static/ are data directories of homeport.web, read
+    # through importlib.resources; find_namespace_packages lists them so setuptools
+    # neither warns about nor (in a future release) drops them.
+    packages=find_namespace_packages("src", include=["homeport", "homeport.*"])
+    + ["twisted.plugins"],
     package_data={"homeport.web": ["templates/*", "static/*"], "twisted": ["plugins/*.py"]},
     include_package_data=True,
     install_requires=INSTALL_REQUIRES,

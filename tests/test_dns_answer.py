@@ -399,23 +399,23 @@ def test_the_ttl_and_domain_come_from_the_config() -> None:
 
 
 def test_a_bad_domain_or_ttl_is_refused_with_the_field_named() -> None:
-    """Config errors carry the field and value; the message names the daemon's option."""
+    """Config errors carry the field and value, and name the setting (never a CLI flag)."""
     with pytest.raises(InvalidConfig) as caught:
         Config(domain="a..b")
     assert (caught.value.field, caught.value.value) == ("domain", "a..b")
-    assert str(caught.value) == "invalid --domain 'a..b': not a DNS name"
+    assert str(caught.value) == "invalid DNS domain 'a..b': not a DNS name"
     with pytest.raises(InvalidConfig) as caught:
         Config(domain="bücher.example")
-    assert str(caught.value) == "invalid --domain 'bücher.example': not an ASCII DNS name"
+    assert str(caught.value) == "invalid DNS domain 'bücher.example': not an ASCII DNS name"
     with pytest.raises(InvalidConfig) as caught:
         Config(ttl=-1)
     assert caught.value.field == "ttl"
-    assert str(caught.value) == "invalid --dns-ttl -1: must be between 0 and 2147483647"
+    assert str(caught.value) == "invalid TTL -1: must be between 0 and 2147483647"
     with pytest.raises(InvalidConfig) as caught:
         Config(soa_min_ttl=2**31)
     assert caught.value.field == "soa_min_ttl"
-    assert str(caught.value) == (
-        "invalid --dns-soa-min-ttl 2147483648: must be between 0 and 2147483647"
+    assert (
+        str(caught.value) == "invalid SOA minimum TTL 2147483648: must be between 0 and 2147483647"
     )
     with pytest.raises(InvalidConfig) as caught:
         Config(max_udp_size=100)

@@ -19,12 +19,14 @@ def test_pip_install_dot_then_twist_homeport_serves(tmp_path: Path) -> None:
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     install = subprocess.run(
-        [str(venv / "bin" / "pip"), "install", "-q", "--disable-pip-version-check", str(ROOT)],
+        [str(venv / "bin" / "pip"), "install", "-v", "--disable-pip-version-check", str(ROOT)],
         capture_output=True,
         text=True,
         timeout=900,
     )
     assert install.returncode == 0, install.stdout + install.stderr
+    # -v shows the build backend's output: the package data is declared, not guessed.
+    assert "absent from the `packages` configuration" not in install.stdout + install.stderr
     workdir = tmp_path / "run"
     workdir.mkdir()
     with open(workdir / "out.log", "wb") as out:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any, cast
 
@@ -62,6 +64,10 @@ def test_the_command_line_wins_over_the_environment() -> None:
     [
         ({"HOMEPORT_DNS_TTL": "soon"}, "--dns-ttl 'soon': expected a whole number of seconds"),
         ({"HOMEPORT_ACCESS_LOG": "maybe"}, "HOMEPORT_ACCESS_LOG='maybe': expected 1 or 0"),
+        (
+            {"HOMEPORT_DOMAIN": "a" * 64 + ".example"},
+            "--domain '" + "a" * 64 + ".example': not a DNS name",
+        ),
     ],
 )
 def test_a_bad_environment_value_is_one_line_naming_the_variable(
@@ -112,3 +118,19 @@ def test_stopping_the_dashboard_pool_does_not_wait_on_a_worker_that_waits_on_the
     [stopping] = returned
     reactor.drain(until=lambda: stopping.called)  # the reactor runs: worker done, joined
     assert stopping.called
+
+
+def test_help_opens_with_the_command_a_user_types() -> None:
+    """``twist homeport --help`` starts with one clean usage line, then the description."""
+    result = subprocess.run(
+        [sys.executable, "-m", "twisted", "homeport", "--help"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    first, _, rest = result.stdout.partition("\n")
+    assert first == "Usage: twist [--log-format=text|json] homeport [options]"
+    assert "plugin_options" not in result.stdout
+    assert "--data-dir=" in rest and "HOMEPORT_<OPTION>" in rest

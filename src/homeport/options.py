@@ -134,6 +134,11 @@ class Options(usage.Options):
         for name in REPEATABLE:
             self[name] = []
 
+    def getSynopsis(self) -> str:
+        """``Usage: twist [twist options] homeport [options]``: what a user types (not
+        twist's generic ``plugin [plugin_options]`` with ours appended)."""
+        return "Usage: twist [--log-format=text|json] homeport [options]"
+
     def opt_zmq_connect(self, value: str) -> None:
         """ZeroMQ SUB socket connects to this publisher (repeatable). [default: none]"""
         self["zmq-connect"].append(value)
@@ -306,7 +311,13 @@ def _seconds_count(text: str) -> int:
     return value
 
 
+#: The option each field of the DNS core's Config comes from.
+DNS_FLAGS = {"domain": "--domain", "ttl": "--dns-ttl", "soa_min_ttl": "--dns-soa-min-ttl"}
+
+
 def _dns(options: Mapping[str, Any]) -> dns.Settings | None:
+    from .dns.config import Config, InvalidConfig
+
     seconds = "a whole number of seconds"
     ttl = convert(options, "dns-ttl", _seconds_count, seconds)
     soa_min_ttl = convert(options, "dns-soa-min-ttl", _seconds_count, seconds)
@@ -321,6 +332,11 @@ def _dns(options: Mapping[str, Any]) -> dns.Settings | None:
         lambda text: parse_hostport(text, 8600),
         "HOST:PORT (e.g. 127.0.0.1:8600) or 'none'",
     )
+    try:  # what the DNS core refuses beyond the checks above (a label over 63 bytes)
+        Config(domain=domain, ttl=ttl, soa_min_ttl=soa_min_ttl)
+    except InvalidConfig as e:
+        flag = DNS_FLAGS[e.field]
+        raise usage.UsageError(f"{flag} {options[flag[2:]]!r}: {e.reason}") from None
     return dns.Settings(host=host, port=port, domain=domain, ttl=ttl, soa_min_ttl=soa_min_ttl)
 
 

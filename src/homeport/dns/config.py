@@ -1,8 +1,8 @@
 """What the DNS side is told at start-up, checked once: :class:`Config`.
 
 A setting that cannot work raises :class:`InvalidConfig`, which names the
-:class:`Config` field; the core knows no command line.  :data:`FLAGS` spells each
-field as the daemon's option for today's message, until the options module owns that.
+:class:`Config` field; the core knows no command line (``homeport.options`` says which
+option a field came from).
 """
 
 from __future__ import annotations
@@ -11,10 +11,13 @@ from dataclasses import dataclass
 
 from .codes import CLASSIC_UDP_SIZE
 
-#: How the message names a field: the daemon's option for it (moves to the options).
-FLAGS = {"domain": "--domain", "ttl": "--dns-ttl", "soa_min_ttl": "--dns-soa-min-ttl"}
-#: Fields without an option, named in words.
-_WORDS = {"max_udp_size": "max UDP size"}
+#: How the message names each field.
+_WORDS = {
+    "domain": "DNS domain",
+    "ttl": "TTL",
+    "soa_min_ttl": "SOA minimum TTL",
+    "max_udp_size": "max UDP size",
+}
 _MAX_TTL = 2**31 - 1
 _MAX_UDP_SIZE = 65507
 
@@ -28,7 +31,7 @@ class InvalidConfig(ValueError):
     reason: str
 
     def __str__(self) -> str:
-        name = FLAGS.get(self.field) or _WORDS.get(self.field, self.field)
+        name = _WORDS.get(self.field, self.field)
         return f"invalid {name} {self.value!r}: {self.reason}"
 
 
