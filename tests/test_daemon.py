@@ -393,34 +393,58 @@ def test_bad_options_give_one_line_and_exit_1(
     assert "Traceback" not in result.stderr + result.stdout
 
 
-def test_a_port_in_use_is_one_clear_line(tmp_path: Path) -> None:
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
+def busy(kind: int) -> tuple[socket.socket, int]:
+    """A loopback socket holding a port (TCP listening, or UDP bound)."""
+    taken = socket.socket(socket.AF_INET, kind)
+    taken.bind(("127.0.0.1", 0))
+    if kind == socket.SOCK_STREAM:
         taken.listen()
-        port = taken.getsockname()[1]
+    return taken, taken.getsockname()[1]
+
+
+@pytest.mark.parametrize(
+    ("listener", "kind"),
+    [
+        ("http", socket.SOCK_STREAM),
+        ("dns-udp", socket.SOCK_DGRAM),
+        ("dns-tcp", socket.SOCK_STREAM),
+        ("https", socket.SOCK_STREAM),
+        ("zmq-bind", socket.SOCK_STREAM),
+    ],
+)
+def test_a_port_in_use_is_one_clear_line_and_exit_1(
+    tmp_path: Path, listener: str, kind: int
+) -> None:
+    """Every listener whose port is taken stops start-up the same way: one line naming
+    the option, exit 1, no traceback, and nothing left running (no hang)."""
+    taken, port = busy(kind)
+    args = ["--http", "tcp:0:interface=127.0.0.1", "--dns", "127.0.0.1:0"]
+    if listener == "http":
+        args[1] = f"tcp:{port}:interface=127.0.0.1"
+        what = f"--http 'tcp:{port}:interface=127.0.0.1'"
+    elif listener.startswith("dns"):
+        args[3] = f"127.0.0.1:{port}"
+        what = f"--dns 127.0.0.1:{port}"
+    elif listener == "https":
+        endpoint = f"le:{tmp_path / 'certs'}:tcp:{port}:interface=127.0.0.1"
+        args += ["--http", endpoint, "--acme-directory", "https://127.0.0.1:1/dir"]
+        what = f"--http {endpoint!r}"
+    else:
+        args += ["--zmq-bind", f"tcp://127.0.0.1:{port}"]
+        what = f"--zmq-bind 'tcp://127.0.0.1:{port}'"
+    with taken:
         result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "twisted",
-                "homeport",
-                "--data-dir",
-                str(tmp_path / "d"),
-                "--dns",
-                "none",
-                "--http",
-                f"tcp:{port}:interface=127.0.0.1",
-            ],
+            [sys.executable, "-m", "twisted", "homeport", "--data-dir", str(tmp_path / "d"), *args],
             capture_output=True,
             text=True,
             timeout=60,
             cwd=tmp_path,
         )
-    assert result.returncode == 1
-    assert (
-        f"homeport: error: --http 'tcp:{port}:interface=127.0.0.1': cannot listen" in result.stderr
-    )
-    assert "Traceback" not in result.stderr
+    assert result.returncode == 1, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("homeport: error:")]
+    assert len(errors) == 1, result.stderr
+    assert errors[0].startswith(f"homeport: error: {what}: cannot listen"), result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
 
 
 def test_binding_beyond_loopback_without_a_token_warns(daemon_factory: Any) -> None:

@@ -30,15 +30,17 @@ class Settings:
 
 def build(settings: Settings, reactor: IHomeportReactor, catalog: Catalog) -> Part:
     """DNS for *catalog* on ``settings.host:port`` (UDP and TCP), once started."""
+    from .config import Config
     from .server import DNSService
 
+    config = Config(domain=settings.domain, ttl=settings.ttl, soa_min_ttl=settings.soa_min_ttl)
+    where = f"[{settings.host}]" if ":" in settings.host else settings.host
     service = DNSService(
         catalog,
         settings.host,
         settings.port,
-        domain=settings.domain,
-        ttl=settings.ttl,
-        soa_min_ttl=settings.soa_min_ttl,
-        reactor=reactor,
+        config,
+        reactor,
+        what=f"--dns {where}:{settings.port}",
     )
     return Part(service=service, exposed=not ipaddress.ip_address(settings.host).is_loopback)

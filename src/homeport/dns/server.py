@@ -13,7 +13,7 @@ from __future__ import annotations
 import errno
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from twisted.application.service import Service
@@ -27,6 +27,7 @@ from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 
 from homeport.catalog.model import Catalog, Change
+from homeport.errors import StartupError
 
 from .answer import Responder
 from .config import Config
@@ -260,7 +261,8 @@ class DNSService(Service):
 
     ``port`` 0 picks a free port for both; :attr:`port` is the bound one once started.
     Every catalog change that can change an answer clears the reply cache, so the next
-    query sees it.
+    query sees it.  A port that cannot be bound stops start-up with one line
+    (:class:`~homeport.errors.StartupError`) naming *what* (``--dns 127.0.0.1:8600``).
     """
 
     def __init__(
@@ -268,12 +270,11 @@ class DNSService(Service):
         catalog: Catalog,
         interface: str,
         port: int,
-        domain: str = "consul",
-        ttl: int = 0,
+        config: Config = Config(),
         reactor: Any = None,
         *,
-        soa_min_ttl: int = 0,
         limits: Limits = Limits(),
+        what: str | None = None,
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor as default_reactor
@@ -282,9 +283,8 @@ class DNSService(Service):
         self.catalog = catalog
         self.interface = interface
         self.port = port
-        self.config = Config(
-            domain=domain, ttl=ttl, soa_min_ttl=soa_min_ttl, max_udp_size=limits.max_udp_size
-        )
+        self.config = replace(config, max_udp_size=limits.max_udp_size)
+        self.what = what or f"DNS {interface}:{port}"
         self.reactor = reactor
         self.responder = Responder(self.config, self._snapshot, on_error=self._failed)
         self.factory = DNSStreamFactory(
@@ -310,9 +310,12 @@ class DNSService(Service):
         self.responder.invalidate()
         try:
             self._listen()
-        except BaseException:
+        except BaseException as e:
             self._unsubscribe()
             self._unsubscribe = None
+            if isinstance(e, CannotListenError):
+                reason = e.socketError.strerror if isinstance(e.socketError, OSError) else None
+                raise StartupError(f"{self.what}: cannot listen: {reason or e}") from None
             raise
         Service.startService(self)
 

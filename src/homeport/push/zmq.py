@@ -171,7 +171,9 @@ class ZmqSubscriber(Service):
                     method(address)
                 except zmq.ZMQError as e:
                     self._close()
-                    raise StartupError(f"{option} {address!r}: {e}") from None
+                    failed = "cannot listen" if option == "--zmq-bind" else "cannot connect"
+                    reason = e.strerror or str(e)
+                    raise StartupError(f"{option} {address!r}: {failed}: {reason}") from None
                 self.log.info("ZeroMQ SUB {how} {address}", how=option[6:], address=address)
         self._fd = socket.getsockopt(zmq.FD)
         self.reactor.addReader(self)
