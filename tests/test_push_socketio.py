@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import socketio
+import socketio  # type: ignore[import-untyped]  # python-socketio ships no types
 
-from .daemon import Daemon
+from .daemon import Daemon, DaemonFactory
 from .test_push_sse import publish
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -84,11 +84,11 @@ def test_subscribe_with_last_event_id_replays_history(daemon: Daemon) -> None:
 
 
 def test_heartbeats_keep_a_session_alive_across_ping_intervals(
-    daemon_factory: type[Daemon],
+    daemon_factory: DaemonFactory,
 ) -> None:
     daemon = daemon_factory(
         ["--socketio-ping-interval", "300ms", "--socketio-ping-timeout", "300ms"]
-    ).start()  # type: ignore[call-arg]
+    ).start()
     for transports in (["polling"], ["websocket"]):
         client, received = connect(daemon, transports)
         try:
@@ -185,7 +185,7 @@ def handshake(daemon: Daemon) -> dict[str, Any]:
 
 
 def test_the_handshake_announces_the_configured_heartbeat_and_payload_limit(
-    daemon_factory: type[Daemon],
+    daemon_factory: DaemonFactory,
 ) -> None:
     daemon = daemon_factory(
         [
@@ -196,7 +196,7 @@ def test_the_handshake_announces_the_configured_heartbeat_and_payload_limit(
             "--socketio-max-payload",
             "4096",
         ]
-    ).start()  # type: ignore[call-arg]
+    ).start()
     opened = handshake(daemon)
     assert opened["upgrades"] == ["websocket"]
     assert (opened["pingInterval"], opened["pingTimeout"], opened["maxPayload"]) == (
@@ -245,10 +245,10 @@ def test_a_second_concurrent_poll_closes_the_session(daemon: Daemon) -> None:
     assert raw(daemon, "GET", f"EIO=4&transport=polling&sid={sid}")[0] == 400
 
 
-def test_a_session_that_never_answers_pings_is_closed(daemon_factory: type[Daemon]) -> None:
+def test_a_session_that_never_answers_pings_is_closed(daemon_factory: DaemonFactory) -> None:
     daemon = daemon_factory(
         ["--socketio-ping-interval", "200ms", "--socketio-ping-timeout", "200ms"]
-    ).start()  # type: ignore[call-arg]
+    ).start()
     sid = handshake(daemon)["sid"]
     time.sleep(1.0)
     assert raw(daemon, "GET", f"EIO=4&transport=polling&sid={sid}")[0] == 400

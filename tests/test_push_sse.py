@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from .daemon import Daemon
+from .daemon import Daemon, DaemonFactory
 
 
 @dataclass
@@ -116,10 +116,10 @@ def test_prefix_subscriptions_and_several_topics_on_one_stream(daemon: Daemon) -
 
 
 def test_last_event_id_resumes_from_history_even_after_a_restart(
-    daemon_factory: type[Daemon],
+    daemon_factory: DaemonFactory,
 ) -> None:
     """A client that reconnects with Last-Event-ID gets what it missed, across restarts."""
-    daemon = daemon_factory().start()  # type: ignore[call-arg]
+    daemon = daemon_factory().start()
     ids = [publish(daemon, "resume", i) for i in range(4)]
     client = SSEClient(daemon, "topic=resume", {"Last-Event-ID": str(ids[1])})
     assert [client.next(5).data for _ in range(2)] == ["2", "3"]
@@ -161,8 +161,8 @@ def test_a_topic_nobody_published_yet_can_be_subscribed(daemon: Daemon) -> None:
     assert client.next(5).data == "now"
 
 
-def test_publishing_needs_the_token_when_one_is_set(daemon_factory: type[Daemon]) -> None:
-    daemon = daemon_factory(["--token", "s3cret"]).start()  # type: ignore[call-arg]
+def test_publishing_needs_the_token_when_one_is_set(daemon_factory: DaemonFactory) -> None:
+    daemon = daemon_factory(["--token", "s3cret"]).start()
     assert daemon.request("POST", "/v1/events/t", "x")[0] == 403
     assert daemon.request("POST", "/v1/events/t", "x", {"X-Consul-Token": "wrong"})[0] == 403
     assert daemon.request("POST", "/v1/events/t?token=s3cret", "x")[0] == 200
@@ -171,8 +171,8 @@ def test_publishing_needs_the_token_when_one_is_set(daemon_factory: type[Daemon]
     assert SSEClient(daemon, "topic=t").status == 200
 
 
-def test_cors_headers_only_for_allowed_origins(daemon_factory: type[Daemon]) -> None:
-    daemon = daemon_factory(["--cors-origin", "https://dash.example"]).start()  # type: ignore[call-arg]
+def test_cors_headers_only_for_allowed_origins(daemon_factory: DaemonFactory) -> None:
+    daemon = daemon_factory(["--cors-origin", "https://dash.example"]).start()
     allowed = SSEClient(daemon, "topic=t", {"Origin": "https://dash.example"})
     assert allowed.headers["access-control-allow-origin"] == "https://dash.example"
     other = SSEClient(daemon, "topic=t", {"Origin": "https://evil.example"})
@@ -273,12 +273,12 @@ def test_a_client_dropping_mid_stream_leaves_the_others_served(daemon: Daemon) -
 
 
 def test_nan_is_not_json_so_it_neither_breaks_browsers_nor_the_history(
-    daemon_factory: type[Daemon],
+    daemon_factory: DaemonFactory,
 ) -> None:
     """Python reads NaN/Infinity as JSON, browsers' JSON.parse and SQLite do not: as
     JSON it is refused; as text it stays text; and the history written with it keeps
     every event across a restart."""
-    daemon = daemon_factory().start()  # type: ignore[call-arg]
+    daemon = daemon_factory().start()
     json_body = {"Content-Type": "application/json"}
     status, _, body = daemon.request("POST", "/v1/events/t", '{"x": NaN}', json_body)
     assert status == 400 and b"not valid JSON" in body

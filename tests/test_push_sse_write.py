@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from .daemon import Daemon
+from .daemon import DaemonFactory
 
 # 120 x 64 KB: over what the kernel buffers for a stalled loopback reader (the sender's
 # buffer grows to tcp_wmem's 4 MiB), under the queue limit given to the daemon.
@@ -42,13 +42,13 @@ def dechunk(body: bytes) -> bytes:
 
 @pytest.mark.parametrize("version", ["HTTP/1.1", "HTTP/1.0"])
 def test_a_reader_that_stalls_later_gets_every_frame_whole_and_in_order(
-    daemon_factory: type[Daemon], version: str
+    daemon_factory: DaemonFactory, version: str
 ) -> None:
     """A reader with a 4 KiB receive buffer stops reading while 7.7 MB of events are
     published (so the socket takes some frames whole, some in part, some not at all);
     when it reads again it gets every event once, in order, each frame whole (and, over
     HTTP/1.1, correctly chunked)."""
-    daemon = daemon_factory().start(["--sse-queue-limit", "16MiB"])  # type: ignore[call-arg]
+    daemon = daemon_factory().start(["--sse-queue-limit", "16MiB"])
     reader = socket.socket()
     reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     reader.connect(("127.0.0.1", daemon.http_port))

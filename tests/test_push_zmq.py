@@ -14,7 +14,7 @@ import zmq
 
 from homeport.push.zmq import decode_payload
 
-from .daemon import Daemon
+from .daemon import Daemon, DaemonFactory
 from .test_push_sse import SSE, SSEClient, publish
 
 
@@ -67,13 +67,13 @@ def next_real(client: SSEClient) -> SSE:
 
 
 def test_multipart_single_frame_and_malformed_messages_with_connect(
-    daemon_factory: type[Daemon], context: zmq.Context[zmq.Socket[bytes]]
+    daemon_factory: DaemonFactory, context: zmq.Context[zmq.Socket[bytes]]
 ) -> None:
     """The daemon connects to a PUB; good shapes become zmq/ events, bad ones are counted."""
     port = free_port()
     pub = context.socket(zmq.PUB)
     pub.bind(f"tcp://127.0.0.1:{port}")
-    daemon = daemon_factory(["--zmq-connect", f"tcp://127.0.0.1:{port}"]).start()  # type: ignore[call-arg]
+    daemon = daemon_factory(["--zmq-connect", f"tcp://127.0.0.1:{port}"]).start()
     client = SSEClient(daemon, "topic=zmq/*")
     send_until_received(pub, [b"warmup", b"1"], daemon)
     pub.send_multipart([b"build", b'{"status": "green", "n": 42}'])
@@ -95,13 +95,13 @@ def test_multipart_single_frame_and_malformed_messages_with_connect(
 
 
 def test_bind_mode_and_topic_prefixes(
-    daemon_factory: type[Daemon], context: zmq.Context[zmq.Socket[bytes]]
+    daemon_factory: DaemonFactory, context: zmq.Context[zmq.Socket[bytes]]
 ) -> None:
     """With --zmq-bind the publisher connects; --zmq-topic filters by prefix."""
     port = free_port()
     daemon = daemon_factory(
         ["--zmq-bind", f"tcp://127.0.0.1:{port}", "--zmq-topic", "keep"]
-    ).start()  # type: ignore[call-arg]
+    ).start()
     pub = context.socket(zmq.PUB)
     pub.connect(f"tcp://127.0.0.1:{port}")
     client = SSEClient(daemon, "topic=zmq/*")
@@ -112,15 +112,65 @@ def test_bind_mode_and_topic_prefixes(
     assert (event.event, event.data) == ("zmq/keep/this", "yes")
 
 
-def test_a_bad_zmq_address_stops_start_up_with_one_line(daemon_factory: type[Daemon]) -> None:
+def test_a_bad_zmq_address_stops_start_up_with_one_line(daemon_factory: DaemonFactory) -> None:
     daemon = daemon_factory(["--zmq-connect", "not-an-address"])
     with pytest.raises(RuntimeError, match="--zmq-connect 'not-an-address'"):
-        daemon.start()  # type: ignore[call-arg]
+        daemon.start()
     assert "Traceback" not in daemon.output()
 
 
+def open_stream(daemon: Daemon, query: str, receive_buffer: int, version: str) -> socket.socket:
+    """A raw event stream with a receive buffer of *receive_buffer* bytes."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+    sock.connect(("127.0.0.1", daemon.http_port))
+    sock.sendall(f"GET /v1/events?{query} {version}\r\nHost: x\r\n\r\n".encode())
+    return sock
+
+
+def read_until_marker(sock: socket.socket, received: bytearray, done: threading.Event) -> None:
+    """Read *sock* into *received* until the ``marker`` event (or EOF); then set *done*."""
+    sock.settimeout(20)
+    while not done.is_set():
+        try:
+            data = sock.recv(1 << 20)
+        except OSError:
+            break
+        if not data:
+            break
+        start = max(0, len(received) - 20)
+        received.extend(data)
+        if received.find(b"event: marker", start) != -1:
+            break
+    done.set()
+
+
+def flood(pub: zmq.Socket[bytes], seconds: float) -> int:
+    """Publish 2000-byte messages as fast as the loop goes for *seconds*; how many."""
+    payload = b"x" * 2000
+    sent = 0
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for _ in range(100):
+            pub.send_multipart([b"flood", payload])
+        sent += 100
+        time.sleep(0.01)
+    return sent
+
+
+def read_to_the_end(sock: socket.socket) -> None:
+    """Read what *sock* still has buffered until EOF or a reset, then close it."""
+    sock.settimeout(10)
+    try:
+        while sock.recv(1 << 16):
+            pass
+    except ConnectionResetError:
+        pass
+    sock.close()
+
+
 def test_a_flood_cuts_off_the_slow_reader_and_keeps_memory_bounded(
-    daemon_factory: type[Daemon], context: zmq.Context[zmq.Socket[bytes]]
+    daemon_factory: DaemonFactory, context: zmq.Context[zmq.Socket[bytes]]
 ) -> None:
     """A publisher outrunning a reader that never reads: that stream is closed at its
     queue limit, a reader that keeps up gets everything, and the daemon's memory stays
@@ -128,50 +178,20 @@ def test_a_flood_cuts_off_the_slow_reader_and_keeps_memory_bounded(
     port = free_port()
     daemon = daemon_factory(
         ["--zmq-bind", f"tcp://127.0.0.1:{port}", "--sse-queue-limit", "4MiB"]
-    ).start()  # type: ignore[call-arg]
+    ).start()
     pub = context.socket(zmq.PUB)
     pub.setsockopt(zmq.SNDHWM, 10_000)
     pub.connect(f"tcp://127.0.0.1:{port}")
-    fast = socket.socket()
-    fast.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-    fast.connect(("127.0.0.1", daemon.http_port))
-    fast.sendall(b"GET /v1/events?topic=zmq/*&topic=marker HTTP/1.0\r\nHost: x\r\n\r\n")
+    fast = open_stream(daemon, "topic=zmq/*&topic=marker", 4 << 20, "HTTP/1.0")
     send_until_received(pub, [b"warmup", b""], daemon)
-
-    slow = socket.socket()
-    slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    slow.connect(("127.0.0.1", daemon.http_port))
-    slow.sendall(b"GET /v1/events?topic=zmq/* HTTP/1.1\r\nHost: x\r\n\r\n")
+    slow = open_stream(daemon, "topic=zmq/*", 4096, "HTTP/1.1")
 
     received = bytearray()
     done = threading.Event()
-
-    def read_fast() -> None:
-        fast.settimeout(20)
-        while not done.is_set():
-            try:
-                data = fast.recv(1 << 20)
-            except OSError:
-                break
-            if not data:
-                break
-            start = max(0, len(received) - 20)
-            received.extend(data)
-            if received.find(b"event: marker", start) != -1:
-                break
-        done.set()
-
-    reader = threading.Thread(target=read_fast, daemon=True)
+    reader = threading.Thread(target=read_until_marker, args=(fast, received, done), daemon=True)
     reader.start()
     before = rss_kib(daemon)
-    payload = b"x" * 2000
-    sent = 0
-    deadline = time.monotonic() + 4
-    while time.monotonic() < deadline:
-        for _ in range(100):
-            pub.send_multipart([b"flood", payload])
-        sent += 100
-        time.sleep(0.01)
+    sent = flood(pub, 4)
     after = rss_kib(daemon)
     publish(daemon, "marker", "the end")
     reader.join(30)
@@ -179,14 +199,7 @@ def test_a_flood_cuts_off_the_slow_reader_and_keeps_memory_bounded(
     assert b"event: marker" in received, "the fast reader was cut off"
     assert received.count(b"event: zmq/flood") > sent // 4
     # The slow reader was cut off: reading what was buffered ends in EOF or a reset.
-    slow.settimeout(10)
-    total = 0
-    try:
-        while chunk := slow.recv(1 << 16):
-            total += len(chunk)
-    except ConnectionResetError:
-        pass
-    slow.close()
+    read_to_the_end(slow)
     assert metric(daemon, "homeport_sse_cut_off") >= 1
     # Bounded: the history's caps and the per-connection limit, not the flood's size
     # (sent * 2000 bytes, some tens of MB), decide what the daemon holds.

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from .daemon import Daemon
+from .daemon import Daemon, DaemonFactory
 from .test_tls_memory import LocalCA
 
 pytestmark = pytest.mark.skipif(
@@ -188,7 +188,8 @@ def served_names(name: str, port: int, cacert: Path) -> list[str]:
         with context.wrap_socket(raw, server_hostname=name) as tls:
             peer = tls.getpeercert()
     assert peer is not None
-    return [value for kind, value in peer.get("subjectAltName", ()) if kind == "DNS"]
+    names = peer.get("subjectAltName", ())
+    return [entry[1] for entry in names if isinstance(entry, tuple) and entry[0] == "DNS"]
 
 
 def issued(certs: Path, *names: str) -> Callable[[], bool]:
@@ -201,16 +202,16 @@ def issued(certs: Path, *names: str) -> Callable[[], bool]:
 
 
 def start_daemon(
-    daemon_factory: type[Daemon], certs: Path, pebble: Pebble | None, *args: str
+    daemon_factory: DaemonFactory, certs: Path, pebble: Pebble | None, *args: str
 ) -> Daemon:
     acme = []
     if pebble is not None:
         acme = ["--acme-directory", pebble.directory, "--acme-ca-file", str(pebble.ca_file)]
-    return daemon_factory(list(args) + acme).start()  # type: ignore[call-arg]
+    return daemon_factory(list(args) + acme).start()
 
 
 def test_http_01_gets_certificates_for_two_names_served_by_sni_and_verified_by_curl(
-    tmp_path: Path, daemon_factory: type[Daemon], pebble_factory: Callable[..., Pebble]
+    tmp_path: Path, daemon_factory: DaemonFactory, pebble_factory: Callable[..., Pebble]
 ) -> None:
     """Two empty files, a plain listener reachable from outside: http-01 for both."""
     plain, tls = free_port(), free_port()
@@ -242,7 +243,7 @@ def test_http_01_gets_certificates_for_two_names_served_by_sni_and_verified_by_c
 
 
 def tls_only_daemon(
-    tmp_path: Path, daemon_factory: type[Daemon], pebble_factory: Callable[..., Pebble]
+    tmp_path: Path, daemon_factory: DaemonFactory, pebble_factory: Callable[..., Pebble]
 ) -> tuple[Daemon, Pebble, Path, int]:
     """A 443-only deployment: pebble, and a daemon whose one listener is le: (so
     tls-alpn-01), asked for A's certificate; returns once A's is issued."""
@@ -259,7 +260,7 @@ def tls_only_daemon(
 
 
 def test_tls_alpn_01_gets_a_certificate_with_only_the_tls_listener_reachable(
-    tmp_path: Path, daemon_factory: type[Daemon], pebble_factory: Callable[..., Pebble]
+    tmp_path: Path, daemon_factory: DaemonFactory, pebble_factory: Callable[..., Pebble]
 ) -> None:
     """No plain listener outside loopback (a 443-only deployment): tls-alpn-01 on le:."""
     daemon, pebble, _, tls = tls_only_daemon(tmp_path, daemon_factory, pebble_factory)
@@ -270,7 +271,7 @@ def test_tls_alpn_01_gets_a_certificate_with_only_the_tls_listener_reachable(
 
 
 def test_sighup_asks_at_once_for_a_name_whose_empty_file_appeared(
-    tmp_path: Path, daemon_factory: type[Daemon], pebble_factory: Callable[..., Pebble]
+    tmp_path: Path, daemon_factory: DaemonFactory, pebble_factory: Callable[..., Pebble]
 ) -> None:
     """An empty B.pem dropped into the directory of a running daemon gets its
     certificate after `kill -HUP`, not at the next daily check; A is left alone."""
@@ -287,7 +288,7 @@ def test_sighup_asks_at_once_for_a_name_whose_empty_file_appeared(
 
 
 def test_with_pebble_down_the_daemon_serves_what_it_has_and_recovers_when_it_is_back(
-    tmp_path: Path, daemon_factory: type[Daemon], pebble_factory: Callable[..., Pebble]
+    tmp_path: Path, daemon_factory: DaemonFactory, pebble_factory: Callable[..., Pebble]
 ) -> None:
     """One certificate issued; pebble stops; a restart asks for a second name: the first
     is still served, each failed try is one log line, and the second arrives once pebble
@@ -324,7 +325,7 @@ def test_with_pebble_down_the_daemon_serves_what_it_has_and_recovers_when_it_is_
 
 
 def test_a_corrupt_pem_file_is_reported_and_the_other_certificates_are_served(
-    tmp_path: Path, daemon_factory: type[Daemon]
+    tmp_path: Path, daemon_factory: DaemonFactory
 ) -> None:
     ca = LocalCA()
     certs = tmp_path / "certs"
@@ -345,14 +346,14 @@ def test_a_corrupt_pem_file_is_reported_and_the_other_certificates_are_served(
 
 
 def test_ssl_endpoints_with_a_user_certificate_keep_working(
-    tmp_path: Path, daemon_factory: type[Daemon]
+    tmp_path: Path, daemon_factory: DaemonFactory
 ) -> None:
     ca = LocalCA()
     (tmp_path / "ca.pem").write_bytes(ca.pem)
     pem = ca.pem_file(["localhost"])
     (tmp_path / "server.pem").write_bytes(pem)
     port = free_port()
-    daemon_factory(  # type: ignore[call-arg]
+    daemon_factory(
         ["--http", f"ssl:{port}:privateKey={tmp_path / 'server.pem'}:interface=127.0.0.1"]
     ).start()
     assert curl("localhost", port, tmp_path / "ca.pem")[0] == 200

@@ -197,9 +197,9 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def logs() -> Iterator[list[LogEvent]]:
+def logs() -> Iterator[Sequence[LogEvent]]:
     with capturedLogs() as events:
-        yield events  # type: ignore[misc]
+        yield events
 
 
 def lines(events: Sequence[LogEvent], text: str) -> list[str]:
@@ -362,7 +362,7 @@ def test_http_01_answers_are_served_and_unknown_tokens_are_404() -> None:
     root = Resource()
     root.putChild(b".well-known", WellKnown(challenges))
     challenges.http01["tok"] = b"tok.thumb"
-    client = StubTreq(root)
+    client: Any = StubTreq(root)  # its request methods are set on the instance
     response = client.get("http://a.test/.well-known/acme-challenge/tok")
     assert _result(response).code == 200
     assert _result(client.content(_result(response))) == b"tok.thumb"
@@ -374,7 +374,7 @@ def test_plain_http_is_redirected_to_the_https_port_except_acme_answers() -> Non
     challenges = Challenges()
     challenges.http01["tok"] = b"tok.thumb"
     port: list[int | None] = [8443]
-    client = StubTreq(RedirectToHTTPS(challenges, lambda: port[0]))
+    client: Any = StubTreq(RedirectToHTTPS(challenges, lambda: port[0]))  # as above
     response = _result(client.get("http://a.test:8080/v1/kv/x?raw", allow_redirects=False))
     assert response.code == 301
     assert response.headers.getRawHeaders("location") == ["https://a.test:8443/v1/kv/x?raw"]
@@ -456,7 +456,7 @@ def test_a_certificate_is_renewed_when_30_days_are_left_by_the_daily_check(
 
 
 def test_failures_are_retried_with_backoff_and_one_log_line_each(
-    tmp_path: Path, clock: Clock, logs: list[LogEvent]
+    tmp_path: Path, clock: Clock, logs: Sequence[LogEvent]
 ) -> None:
     """While the CA is down: 10s, 20s, 40s between tries; an existing certificate is kept."""
     ca = LocalCA()
@@ -515,7 +515,7 @@ def test_retry_after_is_read_as_seconds_or_an_http_date() -> None:
 
 
 def test_a_corrupt_file_is_logged_once_and_the_others_are_served(
-    tmp_path: Path, clock: Clock, logs: list[LogEvent]
+    tmp_path: Path, clock: Clock, logs: Sequence[LogEvent]
 ) -> None:
     ca = LocalCA()
     (tmp_path / "a.test.pem").write_bytes(ca.pem_file(["a.test"]))
