@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 from twisted.python import usage
 
-from . import __version__, catalog, dns, logs, push, tls, web
+from . import __version__, catalog, dns, logformat, logs, push, tls, web
 from .errors import fail
 from .units import parse_hostport, parse_seconds, parse_size
 
@@ -214,6 +214,11 @@ class Options(usage.Options):
 
     def postOptions(self) -> None:
         self.settings = make_settings(self)
+        twist = getattr(self, "parent", None)
+        if twist is not None and "fileLogObserverFactory" in twist:
+            # Readable lines everywhere (twist's default off a terminal is its raw JSON),
+            # clean JSON when --log-format json asks for it.
+            twist["fileLogObserverFactory"] = logformat.choose(sys.argv)
 
 
 def make_settings(options: Mapping[str, Any]) -> Settings:
