@@ -200,3 +200,23 @@ def test_the_readme_curl_commands_publish_and_follow_events(daemon: Daemon) -> N
     finally:
         reader.kill()
         reader.wait()
+
+
+def test_the_readme_blocking_query_waits_for_a_change_then_returns_it(daemon: Daemon) -> None:
+    """The README's two lines, run by sh as written: the second curl does not return
+    until ``web`` changes, and then prints the new instance."""
+    if shutil.which("curl") is None:
+        pytest.skip("curl is missing: apt-get install curl")
+    script = ports(example("blocking-query"), daemon.http_port)
+    waiting = subprocess.Popen(["sh", "-c", script], stdout=subprocess.PIPE)
+    try:
+        time.sleep(1.5)  # long enough to have read the index and parked
+        assert waiting.poll() is None, "the blocking query returned before any change"
+        body = b'{"Name": "web", "ID": "web-1", "Port": 8080}'
+        status, _ = daemon.request("PUT", "/v1/agent/service/register", body)[:2]
+        assert status == 200
+        out, _ = waiting.communicate(timeout=30)
+    finally:
+        waiting.kill()
+    assert waiting.returncode == 0
+    assert b'"ID":"web-1"' in out.replace(b" ", b"")
