@@ -50,7 +50,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from benchlib import free_port, wait_http
 
@@ -93,8 +93,8 @@ class Stream:
     last_seq: int = -1
 
 
-def client_main() -> None:
-    """Serve the controller's commands (one JSON line each) on stdin, answer on stdout.
+class ClientLoop:
+    """One client process: its streams on one ``epoll``, and the controller's commands.
 
     ``connect``: open ``n`` streams to ``host:port`` ``path``; answers once every stream
     has its response headers (or failed).  ``count``: how many streams have seen event
@@ -102,148 +102,174 @@ def client_main() -> None:
     ``close``: close the streams.  Meanwhile, every readable stream is read and the
     events in it are timed.
     """
-    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    poll = select.epoll()
-    streams: dict[int, Stream] = {}
-    latencies: list[tuple[int, int]] = []  # (seq, µs)
-    pending: list[socket.socket] = []
-    request = b""
-    address: tuple[str, int] = ("127.0.0.1", 0)
-    answer_when_ready = False
-    failed = 0
-    disconnected = 0
-    in_flight = 0  # streams connecting or waiting for their response headers
-    stdin = sys.stdin.fileno()
-    poll.register(stdin, select.EPOLLIN)
-    command_buf = b""
-    now_ns = time.monotonic_ns
 
-    def answer(obj: Any) -> None:
+    def __init__(self) -> None:
+        self.poll = select.epoll()
+        self.streams: dict[int, Stream] = {}
+        self.latencies: list[tuple[int, int]] = []  # (seq, µs)
+        self.pending: list[socket.socket] = []
+        self.request = b""
+        self.address: tuple[str, int] = ("127.0.0.1", 0)
+        self.answer_when_ready = False
+        self.failed = 0
+        self.disconnected = 0
+        self.in_flight = 0  # streams connecting or waiting for their response headers
+        self.stdin = sys.stdin.fileno()
+        self.poll.register(self.stdin, select.EPOLLIN)
+        self.command_buf = b""
+
+    def run(self) -> None:
+        """Until stdin ends: commands from stdin, events from the streams."""
+        while True:
+            for fd, _mask in self.poll.poll():
+                if fd == self.stdin:
+                    if not self.read_commands():
+                        return
+                    continue
+                stream = self.streams.get(fd)
+                if stream is not None and self.on_stream(fd, stream):
+                    self.start_more()  # a stream failed: its slot is free
+                    self.maybe_ready()
+
+    def answer(self, obj: Any) -> None:
         sys.stdout.write(json.dumps(obj) + "\n")
         sys.stdout.flush()
 
-    def start_more() -> None:
-        nonlocal in_flight, failed
-        while pending and in_flight < MAX_CONNECTING:
-            sock = pending.pop()
+    def read_commands(self) -> bool:
+        """Run the complete command lines on stdin; False at its end."""
+        data = os.read(self.stdin, 65536)
+        if not data:
+            return False
+        self.command_buf += data
+        while b"\n" in self.command_buf:
+            line, self.command_buf = self.command_buf.split(b"\n", 1)
+            self.command(json.loads(line))
+        return True
+
+    def start_more(self) -> None:
+        while self.pending and self.in_flight < MAX_CONNECTING:
+            sock = self.pending.pop()
             sock.setblocking(False)
-            err = sock.connect_ex(address)
+            err = sock.connect_ex(self.address)
             if err not in (0, errno.EINPROGRESS):
-                failed += 1
+                self.failed += 1
                 sock.close()
                 continue
-            streams[sock.fileno()] = Stream(sock, "connecting")
-            in_flight += 1
-            poll.register(sock.fileno(), select.EPOLLOUT)
+            self.streams[sock.fileno()] = Stream(sock, "connecting")
+            self.in_flight += 1
+            self.poll.register(sock.fileno(), select.EPOLLOUT)
 
-    def maybe_ready() -> None:
-        nonlocal answer_when_ready
-        if answer_when_ready and not pending and in_flight == 0:
-            answer_when_ready = False
-            opened = sum(1 for s in streams.values() if s.state == "open")
-            answer({"open": opened, "failed": failed})
+    def maybe_ready(self) -> None:
+        if self.answer_when_ready and not self.pending and self.in_flight == 0:
+            self.answer_when_ready = False
+            opened = sum(1 for s in self.streams.values() if s.state == "open")
+            self.answer({"open": opened, "failed": self.failed})
 
-    def drop(fd: int, stream: Stream) -> None:
-        nonlocal disconnected, failed, in_flight
+    def drop(self, fd: int, stream: Stream) -> None:
         if stream.state == "open":
-            disconnected += 1
+            self.disconnected += 1
         else:
-            failed += 1
-            in_flight -= 1
+            self.failed += 1
+            self.in_flight -= 1
         stream.state = "closed"
-        poll.unregister(fd)
+        self.poll.unregister(fd)
         stream.sock.close()
-        del streams[fd]
+        del self.streams[fd]
 
-    def command(line: bytes) -> None:
-        nonlocal request, address, answer_when_ready
-        cmd = json.loads(line)
+    def command(self, cmd: dict[str, Any]) -> None:
         if cmd["cmd"] == "connect":
-            address = (cmd["host"], cmd["port"])
-            request = (
-                f"GET {cmd['path']} HTTP/1.1\r\nHost: {cmd['host']}:{cmd['port']}\r\n"
-                "Accept: text/event-stream\r\nCache-Control: no-cache\r\n\r\n"
-            ).encode()
-            pending.extend(socket.socket() for _ in range(cmd["n"]))
-            answer_when_ready = True
-            start_more()
-            maybe_ready()
+            self.connect(cmd["host"], cmd["port"], cmd["path"], cmd["n"])
         elif cmd["cmd"] == "count":
-            seen = sum(1 for s in streams.values() if s.last_seq >= cmd["seq"])
-            answer({"seen": seen, "open": len(streams), "disconnected": disconnected})
+            seen = sum(1 for s in self.streams.values() if s.last_seq >= cmd["seq"])
+            self.answer(
+                {"seen": seen, "open": len(self.streams), "disconnected": self.disconnected}
+            )
         elif cmd["cmd"] == "report":
-            answer(
+            self.answer(
                 {
-                    "latencies": [us for seq, us in latencies if seq >= cmd["from"]],
-                    "disconnected": disconnected,
+                    "latencies": [us for seq, us in self.latencies if seq >= cmd["from"]],
+                    "disconnected": self.disconnected,
                 }
             )
         elif cmd["cmd"] == "close":
-            for fd, stream in list(streams.items()):
-                poll.unregister(fd)
+            for fd, stream in list(self.streams.items()):
+                self.poll.unregister(fd)
                 stream.sock.close()
-            streams.clear()
-            latencies.clear()
-            answer({"closed": True})
+            self.streams.clear()
+            self.latencies.clear()
+            self.answer({"closed": True})
 
-    while True:
-        for fd, _mask in poll.poll():
-            if fd == stdin:
-                data = os.read(stdin, 65536)
-                if not data:
-                    return
-                command_buf += data
-                while b"\n" in command_buf:
-                    line, command_buf = command_buf.split(b"\n", 1)
-                    command(line)
-                continue
-            stream = streams.get(fd)
-            if stream is None:
-                continue
-            if stream.state == "connecting":
-                if stream.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
-                    drop(fd, stream)
-                else:
-                    stream.sock.send(request)  # a few bytes into an empty buffer
-                    stream.state = "headers"
-                    poll.modify(fd, select.EPOLLIN)
-                    continue
-            else:
-                try:
-                    data = stream.sock.recv(65536)
-                except OSError:
-                    data = b""
-                now = now_ns()
-                if not data:
-                    drop(fd, stream)
-                elif stream.state == "headers":
-                    stream.buf += data
-                    end = stream.buf.find(b"\r\n\r\n")
-                    if end != -1:
-                        if not stream.buf.startswith(b"HTTP/1.1 200"):
-                            drop(fd, stream)
-                        else:
-                            in_flight -= 1
-                            stream.state = "open"
-                            stream.buf = stream.buf[end + 4 :]
-                            start_more()
-                            maybe_ready()
-                    continue
-                else:
-                    buf = stream.buf + data
-                    cut = buf.rfind(b"\n\n")
-                    if cut == -1:
-                        stream.buf = buf[-4096:]
-                        continue
-                    stream.buf = buf[cut + 2 :]
-                    for match in EVENT.finditer(buf, 0, cut):
-                        seq = int(match.group(2))
-                        latencies.append((seq, (now - int(match.group(1))) // 1000))
-                        stream.last_seq = seq
-                    continue
-            start_more()  # a stream failed: its slot is free
-            maybe_ready()
+    def connect(self, host: str, port: int, path: str, n: int) -> None:
+        self.address = (host, port)
+        self.request = (
+            f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+            "Accept: text/event-stream\r\nCache-Control: no-cache\r\n\r\n"
+        ).encode()
+        self.pending.extend(socket.socket() for _ in range(n))
+        self.answer_when_ready = True
+        self.start_more()
+        self.maybe_ready()
+
+    def on_stream(self, fd: int, stream: Stream) -> bool:
+        """*stream* is writable (connecting) or readable; True when it was dropped in a
+        way that frees a slot for the next pending one."""
+        if stream.state == "connecting":
+            if stream.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
+                self.drop(fd, stream)
+                return True
+            stream.sock.send(self.request)  # a few bytes into an empty buffer
+            stream.state = "headers"
+            self.poll.modify(fd, select.EPOLLIN)
+            return False
+        try:
+            data = stream.sock.recv(65536)
+        except OSError:
+            data = b""
+        now = time.monotonic_ns()
+        if not data:
+            self.drop(fd, stream)
+            return True
+        if stream.state == "headers":
+            self.on_headers(fd, stream, data)
+        else:
+            self.on_events(stream, data, now)
+        return False
+
+    def on_headers(self, fd: int, stream: Stream, data: bytes) -> None:
+        stream.buf += data
+        end = stream.buf.find(b"\r\n\r\n")
+        if end == -1:
+            return
+        if not stream.buf.startswith(b"HTTP/1.1 200"):
+            self.drop(fd, stream)
+            return
+        self.in_flight -= 1
+        stream.state = "open"
+        stream.buf = stream.buf[end + 4 :]
+        self.start_more()
+        self.maybe_ready()
+
+    def on_events(self, stream: Stream, data: bytes, now: int) -> None:
+        """Time every complete event in *data* (received at *now*, ns)."""
+        buf = stream.buf + data
+        cut = buf.rfind(b"\n\n")
+        if cut == -1:
+            stream.buf = buf[-4096:]
+            return
+        stream.buf = buf[cut + 2 :]
+        latencies = self.latencies
+        for match in EVENT.finditer(buf, 0, cut):
+            seq = int(match.group(2))
+            latencies.append((seq, (now - int(match.group(1))) // 1000))
+            stream.last_seq = seq
+
+
+def client_main() -> None:
+    """A client process: serve the controller's commands (one JSON line each) on stdin,
+    answer on stdout (see :class:`ClientLoop`)."""
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    ClientLoop().run()
 
 
 # ---------------------------------------------------------------------------------------
@@ -266,13 +292,13 @@ class Clients:
 
     def ask_all(self, commands: list[dict[str, Any]]) -> list[Any]:
         for proc, cmd in zip(self.procs, commands, strict=True):
-            stdin: IO[str] = proc.stdin  # type: ignore[assignment]
-            stdin.write(json.dumps(cmd) + "\n")
-            stdin.flush()
+            assert proc.stdin is not None
+            proc.stdin.write(json.dumps(cmd) + "\n")
+            proc.stdin.flush()
         answers = []
         for proc in self.procs:
-            stdout: IO[str] = proc.stdout  # type: ignore[assignment]
-            line = stdout.readline()
+            assert proc.stdout is not None
+            line = proc.stdout.readline()
             if not line:
                 raise SystemExit("a client process died")
             answers.append(json.loads(line))
@@ -476,6 +502,72 @@ class Nchan(Server):
             self.proc.wait()
 
 
+def stamp(seq: int) -> bytes:
+    """An event's payload: when it was sent (monotonic ns) and its sequence number."""
+    return b"t=%d s=%d" % (time.monotonic_ns(), seq)
+
+
+def warm_up(publish: Callable[[bytes], None], clients: Clients, opened: int, pause: float) -> int:
+    """Publish until every stream has seen an event (ZeroMQ's PUB drops what it sends
+    before the connection is up: the "slow joiner"), then a few more to warm the paths;
+    the last sequence number used."""
+    seq = 0
+    deadline = time.monotonic() + 30
+    while True:
+        publish(stamp(seq))
+        time.sleep(0.2)
+        if clients.seen(seq) >= opened or time.monotonic() > deadline:
+            break
+        seq += 1
+    for _ in range(3):
+        seq += 1
+        publish(stamp(seq))
+        time.sleep(pause)
+    return seq
+
+
+def start_profiler(profile: Path, pid: int, n: int) -> subprocess.Popen[bytes]:
+    """py-spy on *pid*, writing its raw collapsed stacks to ``profile/homeport-N.txt``."""
+    profile.mkdir(parents=True, exist_ok=True)
+    spy = subprocess.Popen(
+        [
+            "py-spy",
+            "record",
+            "--pid",
+            str(pid),
+            "--rate",
+            "500",
+            "--format",
+            "raw",
+            "--output",
+            str(profile / f"homeport-{n}.txt"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(1.0)
+    return spy
+
+
+def collect(
+    server: Server, clients: Clients, first: int, opened: int, events: int, kib_per_conn: float
+) -> Result:
+    """The latencies of events ``first`` on, over every stream; the streams closed."""
+    reports = clients.ask({"cmd": "report", "from": first})
+    latencies = [us for r in reports for us in r["latencies"]]
+    clients.close()
+    if not latencies:
+        raise SystemExit(f"{server.name}: no event arrived")
+    return Result(
+        p50_ms=percentile(latencies, 0.50) / 1000,
+        p99_ms=percentile(latencies, 0.99) / 1000,
+        max_ms=max(latencies) / 1000,
+        kib_per_conn=kib_per_conn,
+        received=len(latencies),
+        expected=opened * events,
+    )
+
+
 def measure(
     server: Server,
     clients: Clients,
@@ -497,67 +589,21 @@ def measure(
             print(f"    only {opened} of {n} streams open", flush=True)
         time.sleep(1.0)  # let the server settle (allocator, timers)
         after = rss_kib(server.pid)
-
-        # Warm up until every stream has seen an event (ZeroMQ's PUB drops what it sends
-        # before the connection is up: the "slow joiner").
-        seq = 0
-        deadline = time.monotonic() + 30
-        while True:
-            publish(b"t=%d s=%d" % (time.monotonic_ns(), seq))
-            time.sleep(0.2)
-            if clients.seen(seq) >= opened or time.monotonic() > deadline:
-                break
-            seq += 1
-        for _ in range(3):  # and a few more, to warm the paths
-            seq += 1
-            publish(b"t=%d s=%d" % (time.monotonic_ns(), seq))
-            time.sleep(interval)
+        seq = warm_up(publish, clients, opened, interval)
         first = seq + 1
-
         if profile is not None and isinstance(server, Homeport):
-            profile.mkdir(parents=True, exist_ok=True)
-            spy = subprocess.Popen(
-                [
-                    "py-spy",
-                    "record",
-                    "--pid",
-                    str(server.pid),
-                    "--rate",
-                    "500",
-                    "--format",
-                    "raw",
-                    "--output",
-                    str(profile / f"homeport-{n}.txt"),
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            time.sleep(1.0)
-
+            spy = start_profiler(profile, server.pid, n)
         for _ in range(events):
             seq += 1
-            publish(b"t=%d s=%d" % (time.monotonic_ns(), seq))
+            publish(stamp(seq))
             time.sleep(interval)
         time.sleep(max(1.0, interval))
-
         if spy is not None:
             spy.send_signal(signal.SIGINT)
             spy.wait(30)
             spy = None
-
-        reports = clients.ask({"cmd": "report", "from": first})
-        latencies = [us for r in reports for us in r["latencies"]]
-        clients.close()
-        if not latencies:
-            raise SystemExit(f"{server.name}: no event arrived")
-        return Result(
-            p50_ms=percentile(latencies, 0.50) / 1000,
-            p99_ms=percentile(latencies, 0.99) / 1000,
-            max_ms=max(latencies) / 1000,
-            kib_per_conn=(after - before) / max(opened, 1),
-            received=len(latencies),
-            expected=opened * events,
-        )
+        kib_per_conn = (after - before) / max(opened, 1)
+        return collect(server, clients, first, opened, events, kib_per_conn)
     finally:
         if spy is not None:
             spy.kill()
@@ -565,10 +611,7 @@ def measure(
         shutil.rmtree(work, ignore_errors=True)
 
 
-def main() -> None:
-    if len(sys.argv) > 1 and sys.argv[1] == "--client":
-        client_main()
-        return
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", default="1000,4000", help="comma-separated N values")
     parser.add_argument("--events", type=int, default=40, help="timed events per run")
@@ -583,30 +626,22 @@ def main() -> None:
         "(background load only ever adds latency)",
     )
     parser.add_argument("--profile", type=Path, help="py-spy homeport into this directory")
-    args = parser.parse_args()
+    return parser.parse_args()
 
-    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # children inherit it
-    sizes = [int(n) for n in args.clients.split(",")]
-    if max(sizes) + 100 > hard:
-        raise SystemExit(f"the fd limit is {hard}: too low for {max(sizes)} streams")
-    if "nchan" in args.servers and not Path(NCHAN_MODULE).exists():
-        raise SystemExit("nchan is missing: apt-get install libnginx-mod-nchan")
 
-    servers: dict[str, type[Server]] = {"homeport": Homeport, "nchan": Nchan}
-    chosen = [s for s in args.servers.split(",") if s]
-    print(
-        f"SSE fan-out, {args.events} events {args.interval}s apart, {args.procs} client "
-        f"processes (epoll), {os.cpu_count()} cores; fd limit {hard}",
-        flush=True,
-    )
+SERVERS: dict[str, type[Server]] = {"homeport": Homeport, "nchan": Nchan}
+Results = dict[tuple[str, int], Result]
+
+
+def run_rounds(args: argparse.Namespace, sizes: list[int], chosen: list[str]) -> Results:
+    """Every server at every N, ``--rounds`` times; each one's lowest-p99 round."""
     clients = Clients(args.procs)
-    results: dict[tuple[str, int], Result] = {}
+    results: Results = {}
     try:
         for n in sizes:
             for round_ in range(args.rounds):
                 for key in chosen:
-                    server = servers[key]()
+                    server = SERVERS[key]()
                     result = measure(server, clients, n, args.events, args.interval, args.profile)
                     best = results.get((key, n))
                     if best is None or result.p99_ms < best.p99_ms:
@@ -621,32 +656,66 @@ def main() -> None:
                     )
     finally:
         clients.stop()
-    if args.rounds > 1:
-        print(f"best round (lowest p99) of {args.rounds} for each:")
-        for n in sizes:
-            for key in chosen:
-                result = results[(key, n)]
-                print(
-                    f"  N={n:5d} {servers[key].name:12s} p50 {result.p50_ms:7.1f} ms   "
-                    f"p99 {result.p99_ms:7.1f} ms   {result.kib_per_conn:5.1f} KiB/conn"
-                )
-    if "homeport" in chosen and "nchan" in chosen:
-        print("homeport / nchan (lower is better for homeport):")
-        for n in sizes:
-            ours, theirs = results[("homeport", n)], results[("nchan", n)]
+    return results
+
+
+def print_best(rounds: int, sizes: list[int], chosen: list[str], results: Results) -> None:
+    print(f"best round (lowest p99) of {rounds} for each:")
+    for n in sizes:
+        for key in chosen:
+            result = results[(key, n)]
             print(
-                f"  N={n:5d}  p50 {ours.p50_ms / theirs.p50_ms:5.2f}   "
-                f"p99 {ours.p99_ms / theirs.p99_ms:5.2f}   "
-                f"memory/conn {ours.kib_per_conn / max(theirs.kib_per_conn, 0.01):5.2f}"
+                f"  N={n:5d} {SERVERS[key].name:12s} p50 {result.p50_ms:7.1f} ms   "
+                f"p99 {result.p99_ms:7.1f} ms   {result.kib_per_conn:5.1f} KiB/conn"
             )
+
+
+def print_ratios(sizes: list[int], results: Results) -> None:
+    print("homeport / nchan (lower is better for homeport):")
+    for n in sizes:
+        ours, theirs = results[("homeport", n)], results[("nchan", n)]
+        print(
+            f"  N={n:5d}  p50 {ours.p50_ms / theirs.p50_ms:5.2f}   "
+            f"p99 {ours.p99_ms / theirs.p99_ms:5.2f}   "
+            f"memory/conn {ours.kib_per_conn / max(theirs.kib_per_conn, 0.01):5.2f}"
+        )
+
+
+def print_verdicts(sizes: list[int], chosen: list[str], results: Results) -> None:
+    for n in sizes:
+        ours = results[("homeport", n)]
+        verdicts = [f"{ours.kib_per_conn * 1.024:.1f} KB/conn (target < 10)"]
+        if "nchan" in chosen:
+            ok = ours.p99_ms <= results[("nchan", n)].p99_ms
+            verdicts.insert(0, f"p99 {'meets' if ok else 'MISSES'} nchan's")
+        print(f"  N={n:5d} homeport: " + "; ".join(verdicts))
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--client":
+        client_main()
+        return
+    args = parse_args()
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # children inherit it
+    sizes = [int(n) for n in args.clients.split(",")]
+    if max(sizes) + 100 > hard:
+        raise SystemExit(f"the fd limit is {hard}: too low for {max(sizes)} streams")
+    if "nchan" in args.servers and not Path(NCHAN_MODULE).exists():
+        raise SystemExit("nchan is missing: apt-get install libnginx-mod-nchan")
+    chosen = [s for s in args.servers.split(",") if s]
+    print(
+        f"SSE fan-out, {args.events} events {args.interval}s apart, {args.procs} client "
+        f"processes (epoll), {os.cpu_count()} cores; fd limit {hard}",
+        flush=True,
+    )
+    results = run_rounds(args, sizes, chosen)
+    if args.rounds > 1:
+        print_best(args.rounds, sizes, chosen, results)
+    if "homeport" in chosen and "nchan" in chosen:
+        print_ratios(sizes, results)
     if "homeport" in chosen:
-        for n in sizes:
-            ours = results[("homeport", n)]
-            verdicts = [f"{ours.kib_per_conn * 1.024:.1f} KB/conn (target < 10)"]
-            if "nchan" in chosen:
-                ok = ours.p99_ms <= results[("nchan", n)].p99_ms
-                verdicts.insert(0, f"p99 {'meets' if ok else 'MISSES'} nchan's")
-            print(f"  N={n:5d} homeport: " + "; ".join(verdicts))
+        print_verdicts(sizes, chosen, results)
 
 
 if __name__ == "__main__":
