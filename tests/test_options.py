@@ -134,3 +134,33 @@ def test_help_opens_with_the_command_a_user_types() -> None:
     assert first == "Usage: twist [--log-format=text|json] homeport [options]"
     assert "plugin_options" not in result.stdout
     assert "--data-dir=" in rest and "HOMEPORT_<OPTION>" in rest
+
+
+def test_a_container_advertising_its_own_address_is_warned_about(tmp_path: Path) -> None:
+    """In a container, the auto-detected address is the bridge's (10.88.x.y): nobody
+    else can reach it, so start-up says how to set the host's."""
+    from twisted.logger import ILogObserver, LogEvent, formatEvent, globalLogPublisher
+
+    from homeport.catalog.api import Agent
+    from homeport.tap import announce, container_runtime
+
+    (tmp_path / "run").mkdir()
+    assert container_runtime(tmp_path) is None
+    (tmp_path / "run" / ".containerenv").write_text("")
+    assert container_runtime(tmp_path) == "podman"
+    agent = Agent("node", "id", "dc1", "10.88.0.7", 0.0)
+    seen: list[LogEvent] = []
+    observer = cast(ILogObserver, seen.append)
+    globalLogPublisher.addObserver(observer)
+    try:
+        for argv in ([], ["--advertise", "192.0.2.10"]):
+            options = Options()
+            options.parseOptions(["--data-dir", str(tmp_path / "d"), *argv])
+            announce(options.settings, agent, tmp_path, exposed=False, root=tmp_path)
+    finally:
+        globalLogPublisher.removeObserver(observer)
+    warnings = [formatEvent(e) for e in seen if "--advertise" in formatEvent(e)]
+    assert warnings == [
+        "Advertising 10.88.0.7, this podman container's own address, which other hosts "
+        "cannot reach: give the host's address with --advertise (or HOMEPORT_ADVERTISE)"
+    ]

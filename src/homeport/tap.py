@@ -147,8 +147,29 @@ def mount(root: Root, v1: V1Dispatch, parts: Sequence[Part], metrics: IResource)
     root.putChild(b"metrics", metrics)
 
 
-def announce(settings: Settings, agent: Agent, data_dir: Path, exposed: bool) -> None:
-    """The start-up lines: a warning when anyone may write, then who and where we are."""
+def container_runtime(root: Path = Path("/")) -> str | None:
+    """``podman`` or ``docker`` when this process runs in their container, else None."""
+    if (root / "run" / ".containerenv").exists():
+        return "podman"
+    if (root / ".dockerenv").exists():
+        return "docker"
+    return None
+
+
+def announce(
+    settings: Settings, agent: Agent, data_dir: Path, exposed: bool, root: Path = Path("/")
+) -> None:
+    """The start-up lines: warnings (anyone may write; a container advertising its own
+    address), then who and where we are."""
+    runtime = container_runtime(root)
+    if runtime and settings.catalog.advertise is None and not agent.address.startswith("127."):
+        log.warn(
+            "Advertising {address}, this {runtime} container's own address, which other "
+            "hosts cannot reach: give the host's address with --advertise (or "
+            "HOMEPORT_ADVERTISE)",
+            address=agent.address,
+            runtime=runtime,
+        )
     if exposed and not settings.token:
         log.warn(
             "\n" + "*" * 72 + "\n"
