@@ -6,7 +6,7 @@ SNI (or for a name with no certificate) the default one is served: the first hos
 sort order, or a self-signed stand-in while the directory has none yet.  :meth:`SNIMap.reload`
 re-reads the directory, so a new certificate is used by the next handshake, no restart.
 
-Issuing is not done here: :mod:`homeport.tls.wiring` finds these endpoints among the
+Issuing is not done here: :func:`homeport.tls.build` finds these endpoints among the
 ``--http`` listeners and starts one issuing service per certificate directory.
 """
 
