@@ -83,14 +83,14 @@ class HealthChecker(Service):
     # -- service ------------------------------------------------------------
 
     def startService(self) -> None:
-        super().startService()
+        Service.startService(self)
         self._unsubscribe = self.catalog.subscribe(self._changed)
         self.catalog.ttl_listeners.append(self._ttl_touched)
         for check in list(self.catalog.checks.values()):
             self._schedule(check)
 
     def stopService(self) -> defer.Deferred[None]:
-        super().stopService()
+        Service.stopService(self)
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None

@@ -29,14 +29,14 @@ class SessionTimers(Service):
         self._unsubscribe: Any = None
 
     def startService(self) -> None:
-        super().startService()
+        Service.startService(self)
         self._unsubscribe = self.catalog.subscribe(self._changed)
         self.catalog.renew_listeners.append(self._renewed)
         for session in list(self.catalog.sessions.values()):
             self._arm(session)
 
     def stopService(self) -> None:
-        super().stopService()
+        Service.stopService(self)
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
