@@ -3,10 +3,22 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
+import shutil
+import tempfile
 import threading
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
+from unittest.mock import ANY
 from urllib.parse import quote
+
+from twisted.internet.defer import Deferred
+from twisted.trial.unittest import SynchronousTestCase
+
+from homeport.catalog.api import ERRORS
+from homeport.catalog.errors import CatalogError, TxnFailure
 
 from .memory import APITestCase
 
@@ -281,10 +293,13 @@ class TokenTests(APITestCase):
 
 
 class BlockingQueryTests(APITestCase):
-    def start(self, path: str) -> object:
-        d = self.daemon.treq.request("GET", "http://127.0.0.1" + path)
+    def start(self, path: str) -> Deferred[Any]:
+        d: Deferred[Any] = self.daemon.treq.request("GET", "http://127.0.0.1" + path)
         self.daemon.treq.flush()
         return d
+
+    def assertNoResult(self, deferred: Deferred[Any]) -> None:
+        SynchronousTestCase.assertNoResult(self, deferred)
 
     def index_of(self, path: str) -> int:
         _, headers, _ = self.request("GET", path)
@@ -716,3 +731,207 @@ class NodeDumpTests(APITestCase):
         assert [
             n["Node"] for n in self.get("/v1/internal/ui/nodes?filter=Address%20==%2010.0.0.9")
         ] == ["db-1"]
+
+
+#: (method, path, body, status, the answer's text) for each of the catalog's errors, as
+#: Consul answers it; a text ending in ": " is the start of the answer.
+_REFUSED = "is defined in a --config-dir file"
+ERROR_ANSWERS: list[tuple[str, str, Any, int, bytes]] = [
+    ("PUT", "/v1/catalog/register", {"Datacenter": "dc2"}, 500, b"No path to datacenter"),
+    (
+        "PUT",
+        "/v1/catalog/register",
+        {"Node": "ghost", "SkipNodeUpdate": True},
+        500,
+        b'Node "ghost" does not exist',
+    ),
+    (
+        "PUT",
+        "/v1/catalog/register",
+        {"Node": "n", "Address": "10.0.0.1", "Check": {"CheckID": "c", "ServiceID": "db"}},
+        500,
+        b'ServiceID "db" does not exist',
+    ),
+    (
+        "PUT",
+        "/v1/catalog/register",
+        {"Node": "n", "Address": "10.0.0.1", "Check": {"CheckID": "c", "Status": "meh"}},
+        400,
+        b'Invalid check status: "meh"',
+    ),
+    (
+        "PUT",
+        "/v1/agent/service/deregister/nope",
+        None,
+        404,
+        b'Unknown service ID "nope". Ensure that the service ID is passed, not the service name.',
+    ),
+    (
+        "PUT",
+        "/v1/agent/service/deregister/consul",
+        None,
+        404,
+        b'Unknown service ID "consul". Ensure that the service ID is passed, not the service name.',
+    ),
+    (
+        "PUT",
+        "/v1/agent/service/maintenance/nope?enable=true",
+        None,
+        404,
+        b'Unknown service ID "nope"',
+    ),
+    ("GET", "/v1/agent/service/consul", None, 404, b"unknown service ID: consul"),
+    (
+        "PUT",
+        "/v1/agent/service/register",
+        {"Name": "cache"},
+        400,
+        f'Service "cache" {_REFUSED}; change it there'.encode(),
+    ),
+    (
+        "PUT",
+        "/v1/agent/service/deregister/cache",
+        None,
+        400,
+        f'Service "cache" {_REFUSED}; remove it there'.encode(),
+    ),
+    (
+        "PUT",
+        "/v1/agent/check/register",
+        {"Name": "x", "ServiceID": "db", "TTL": "10s"},
+        404,
+        b'ServiceID "db" does not exist',
+    ),
+    (
+        "PUT",
+        "/v1/agent/check/register",
+        {"Name": "disk", "TTL": "10s"},
+        400,
+        b'Check "disk" is not managed through the API',
+    ),
+    (
+        "PUT",
+        "/v1/agent/check/register",
+        {"Name": "serfHealth", "TTL": "10s"},
+        400,
+        b'Check "serfHealth" is not managed through the API',
+    ),
+    (
+        "PUT",
+        "/v1/agent/check/deregister/nope",
+        None,
+        404,
+        b'Unknown check ID "nope". Ensure that the check ID is passed, not the check name.',
+    ),
+    ("PUT", "/v1/agent/check/pass/tcp", None, 500, b'CheckID "tcp" does not have associated TTL'),
+    (
+        "PUT",
+        "/v1/agent/check/update/service:web",
+        {"Status": "meh"},
+        400,
+        b"Invalid check status: 'meh'",
+    ),
+    (
+        "PUT",
+        "/v1/kv/k",
+        b"x" * (512 * 1024 + 1),
+        413,
+        b"Request body(524289 bytes) too large, max size: 524288 bytes",
+    ),
+    ("PUT", "/v1/kv/k?acquire=", b"", 500, b"Missing session"),
+    ("PUT", "/v1/kv/k?acquire=ghost", b"", 500, b'invalid session "ghost"'),
+    ("PUT", "/v1/session/create", {"Node": "ghost"}, 500, b"Missing node registration"),
+    (
+        "PUT",
+        "/v1/session/create",
+        {"Checks": ["nope"]},
+        500,
+        b"Missing check 'nope' registration",
+    ),
+    ("PUT", "/v1/session/create", {"Behavior": "keep"}, 500, b"Invalid Behavior setting 'keep'"),
+    ("PUT", "/v1/session/create", {"TTL": "soon"}, 500, b"Session TTL 'soon' invalid: "),
+    (
+        "PUT",
+        "/v1/session/create",
+        {"TTL": "1s"},
+        500,
+        b"Invalid Session TTL '1000000000', must be between [10s=24h0m0s]",
+    ),
+    (
+        "PUT",
+        "/v1/txn",
+        [{"KV": {"Verb": "get", "Key": "k"}}] * 129,
+        413,
+        b"Transaction contains too many operations (129 > 128)",
+    ),
+    (
+        "PUT",
+        "/v1/txn",
+        [{"KV": {"Verb": "set", "Key": "k", "Value": base64.b64encode(b"x" * 524289).decode()}}],
+        413,
+        b'Value for key "k" is too large (524289 > 524288 bytes)',
+    ),
+]
+
+#: (op, the start of its failure) for each way one op of a transaction fails.
+TXN_FAILURES: list[tuple[dict[str, Any], str]] = [
+    ({"Verb": "check-not-exists", "Key": "k"}, 'key "k" exists'),
+    ({"Verb": "get", "Key": "nope"}, 'key "nope" doesn\'t exist'),
+    ({"Verb": "check-index", "Key": "k", "Index": 1}, "current modify index "),
+    ({"Verb": "check-session", "Key": "k", "Session": "s"}, 'current session "" != "s"'),
+    ({"Verb": "delete-cas", "Key": "k", "Index": 1}, 'failed to delete key "k", index is stale'),
+    ({"Verb": "cas", "Key": "k", "Index": 1}, 'failed to set key "k", index is stale'),
+    ({"Verb": "lock", "Key": "k"}, "Missing session"),
+    ({"Verb": "lock", "Key": "k", "Session": "ghost"}, 'invalid session "ghost"'),
+    ({"Verb": "unlock", "Key": "k", "Session": "s"}, 'failed to unlock key "k", lock isn\'t held'),
+    ({"Verb": "Frob", "Key": "k"}, 'unknown KV verb "frob"'),
+]
+
+
+class ErrorAnswerTests(APITestCase):
+    """Each of the catalog's errors, as Consul answers it: the status and the exact body."""
+
+    def setUp(self) -> None:
+        config = Path(tempfile.mkdtemp(prefix="homeport-config-"))
+        self.addCleanup(shutil.rmtree, config, True)
+        definition = {"service": {"name": "cache"}, "check": {"name": "disk", "ttl": "30s"}}
+        (config / "cache.json").write_text(json.dumps(definition))
+        self.args = ["--config-dir", str(config)]
+        super().setUp()
+        self.put("/v1/agent/service/register", {"Name": "web", "Check": {"TTL": "10s"}})
+        tcp = {"Name": "tcp", "TCP": "127.0.0.1:1", "Interval": "9s"}
+        self.put("/v1/agent/check/register", tcp)
+
+    def test_every_error_has_consul_s_status_and_text(self) -> None:
+        for method, path, body, status, text in ERROR_ANSWERS:
+            code, _, answer = self.request(method, path, body)
+            assert code == status, (path, body, answer)
+            assert answer == text or (text.endswith(b": ") and answer.startswith(text)), answer
+
+    def test_a_session_on_a_critical_check_is_refused(self) -> None:
+        self.put("/v1/agent/check/fail/service:web")
+        code, _, answer = self.request("PUT", "/v1/session/create", {"Checks": ["service:web"]})
+        assert (code, answer) == (500, b"Check 'service:web' is in critical state")
+
+    def test_a_failed_transaction_names_the_op_and_why(self) -> None:
+        self.put("/v1/kv/k", b"v")
+        for op, what in TXN_FAILURES:
+            body = [{"KV": {"Verb": "set", "Key": "other"}}, {"KV": op}]
+            code, _, answer = self.request("PUT", "/v1/txn", body)
+            assert code == 409, answer
+            assert json.loads(answer) == {"Results": None, "Errors": [{"OpIndex": 1, "What": ANY}]}
+            [error] = json.loads(answer)["Errors"]
+            assert error["What"].startswith(what), error
+        assert "other" not in self.daemon.catalog.kv
+
+    def test_the_error_table_answers_every_error_the_catalog_raises(self) -> None:
+        """A new error without a row would be a logged 500: every one has its row."""
+
+        def leaves(kind: type[CatalogError]) -> Iterator[type[CatalogError]]:
+            for sub in kind.__subclasses__():
+                if dataclasses.is_dataclass(sub) and not issubclass(sub, TxnFailure):
+                    yield sub
+                yield from leaves(sub)
+
+        missing = sorted(k.__name__ for k in leaves(CatalogError) if k not in ERRORS.rows)
+        assert missing == []

@@ -2,8 +2,28 @@
 
 from __future__ import annotations
 
-import pytest
+import dataclasses
+from collections.abc import Iterator
+from contextlib import contextmanager
 
+import pytest
+from twisted.internet import defer
+from twisted.python.failure import Failure
+
+from homeport.catalog.errors import (
+    CatalogError,
+    CheckCritical,
+    InvalidBehavior,
+    InvalidCheckStatus,
+    InvalidSession,
+    MissingCheckRegistration,
+    MissingNodeRegistration,
+    NodeNotRegistered,
+    NoTTL,
+    ServiceIDMissing,
+    UnknownKVVerb,
+    UnknownService,
+)
 from homeport.catalog.model import (
     CRITICAL,
     PASSING,
@@ -14,11 +34,10 @@ from homeport.catalog.model import (
     CheckDefinition,
     KVOp,
     Node,
-    NoTTL,
-    ServerRefusal,
     Service,
     Session,
-    UnknownService,
+    TxnOp,
+    UnknownVerbOp,
     aggregate_status,
     check_ids_for,
     entity_from_dict,
@@ -88,15 +107,54 @@ def test_unknown_service_is_an_error_when_asked() -> None:
     catalog, _ = catalog_with_node()
     with pytest.raises(UnknownService) as error:
         catalog.deregister_service("n1", "nope", missing_ok=False)
-    assert 'Unknown service ID "nope"' in str(error.value)
-    assert error.value.status == 404
+    assert error.value == UnknownService("nope")
+    assert str(error.value) == (
+        'Unknown service ID "nope". Ensure that the service ID is passed, not the service name.'
+    )
 
 
 def test_a_service_on_an_unknown_node_is_refused() -> None:
     catalog = Catalog()
-    with pytest.raises(ServerRefusal):
+    with pytest.raises(NodeNotRegistered) as error:
         catalog.register_service(Service("ghost", "web", "web"))
+    assert error.value.node == "ghost" and str(error.value) == "Node 'ghost' is not registered"
     assert catalog.services == {}
+
+
+def test_a_check_needs_a_known_status_and_its_service() -> None:
+    catalog, _ = catalog_with_node()
+    with pytest.raises(InvalidCheckStatus) as bad:
+        catalog.register_check(Check("n1", "c", "c", status="fine"))
+    assert str(bad.value) == "Invalid check status: 'fine'"
+    with pytest.raises(ServiceIDMissing) as missing:
+        catalog.register_check(Check("n1", "c", "c", service_id="db"))
+    assert str(missing.value) == 'ServiceID "db" does not exist'
+
+
+def test_errors_are_frozen_values_that_still_travel_as_exceptions() -> None:
+    """Fields cannot change, yet contextlib and Twisted may set __traceback__ on them."""
+    error = UnknownService("web")
+    assert error == UnknownService("web") and error != UnknownService("db")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        error.service_id = "db"  # type: ignore[misc]
+
+    @contextmanager
+    def around() -> Iterator[None]:
+        yield
+
+    with pytest.raises(UnknownService), around():
+        raise error
+    assert error.__traceback__ is not None
+    failure = Failure(error)
+    failure.cleanFailure()
+    assert error.__traceback__ is None
+
+    def fail(_: object) -> None:
+        raise error
+
+    caught: list[Failure] = []
+    defer.succeed(None).addCallback(fail).addErrback(caught.append)
+    assert [f.value for f in caught] == [error]
 
 
 def test_ttl_updates_need_a_ttl_check() -> None:
@@ -245,7 +303,7 @@ def test_a_lock_goes_to_one_session_at_a_time_and_counts_its_holders() -> None:
     assert (catalog.kv["leader"].session, catalog.kv["leader"].value) == ("", b"released")
     assert catalog.kv_acquire("leader", b"two", 0, "s2")
     assert catalog.kv["leader"].lock_index == 2
-    with pytest.raises(ServerRefusal, match='invalid session "nope"'):
+    with pytest.raises(InvalidSession, match='invalid session "nope"'):
         catalog.kv_acquire("leader", b"", 0, "nope")
 
 
@@ -297,15 +355,28 @@ def test_a_session_ends_with_its_checks_or_its_node() -> None:
 
 def test_a_session_needs_its_node_and_healthy_checks() -> None:
     catalog, _ = catalog_with_sessions()
-    with pytest.raises(ServerRefusal, match="Missing node registration"):
-        catalog.session_create(Session("x", "ghost"))
-    with pytest.raises(ServerRefusal, match="Missing check 'nope' registration"):
-        catalog.session_create(Session("x", "n1", node_checks=("nope",)))
     catalog.update_check("n1", "disk", CRITICAL, "")
-    with pytest.raises(ServerRefusal, match="Check 'disk' is in critical state"):
-        catalog.session_create(Session("x", "n1", node_checks=("disk",)))
-    with pytest.raises(ServerRefusal, match="Invalid Behavior setting 'keep'"):
-        catalog.session_create(Session("x", "n1", behavior="keep"))
+    for session, refusal, text in [
+        (Session("x", "ghost"), MissingNodeRegistration("ghost"), "Missing node registration"),
+        (
+            Session("x", "n1", node_checks=("nope",)),
+            MissingCheckRegistration("nope"),
+            "Missing check 'nope' registration",
+        ),
+        (
+            Session("x", "n1", node_checks=("disk",)),
+            CheckCritical("disk"),
+            "Check 'disk' is in critical state",
+        ),
+        (
+            Session("x", "n1", behavior="keep"),
+            InvalidBehavior("keep"),
+            "Invalid Behavior setting 'keep'",
+        ),
+    ]:
+        with pytest.raises(CatalogError) as error:
+            catalog.session_create(session)
+        assert (error.value, str(error.value)) == (refusal, text)
     assert "x" not in catalog.sessions
 
 
@@ -358,7 +429,7 @@ def test_a_failing_op_leaves_everything_as_it_was() -> None:
     changes: list[Change] = []
     catalog.subscribe(changes.extend)
     before = catalog.index
-    for ops, failed, reason in [
+    cases: list[tuple[list[TxnOp], int, str]] = [
         (
             [KVOp("set", "new", b"x"), KVOp("cas", "config", b"v2", index=index + 7)],
             1,
@@ -374,12 +445,19 @@ def test_a_failing_op_leaves_everything_as_it_was() -> None:
         ([KVOp("get", "nope")], 0, 'key "nope" doesn\'t exist'),
         ([KVOp("unlock", "leader", session="s2")], 0, 'failed to unlock key "leader", lock'),
         ([KVOp("lock", "x", session="ghost")], 0, 'invalid session "ghost"'),
-        ([KVOp("delete-tree", ""), KVOp("frobnicate", "k")], 1, 'unknown KV verb "frobnicate"'),
-    ]:
+        ([KVOp("delete-tree", ""), UnknownVerbOp("frobnicate")], 1, 'unknown KV verb "frobnicate"'),
+        ([KVOp("lock", "x")], 0, "Missing session"),
+        ([KVOp("check-session", "leader", session="s2")], 0, 'current session "s1" != "s2"'),
+        ([KVOp("delete-cas", "config", index=1)], 0, 'failed to delete key "config", index is'),
+    ]
+    for ops, failed, reason in cases:
         results, errors = catalog.kv_txn(ops)
         assert results == []
         [(n, what)] = errors
-        assert n == failed and what.startswith(reason), what
+        assert n == failed and str(what).startswith(reason), what
+        assert isinstance(what, CatalogError)
+    _, [(_, unknown)] = catalog.kv_txn([UnknownVerbOp("frobnicate")])
+    assert unknown == UnknownKVVerb("frobnicate")
     assert changes == [] and catalog.index == before
     assert sorted(catalog.kv) == ["config", "leader"]
     assert catalog.kv["leader"].session == "s1" and catalog.kv["config"].value == b"v1"

@@ -11,7 +11,16 @@ from hypothesis import strategies as st
 
 from homeport import units
 from homeport.catalog import consul, definitions
-from homeport.catalog.model import BadRequest, ServerRefusal
+from homeport.catalog.errors import (
+    BadRequest,
+    BadSessionTTL,
+    ServerRefusal,
+    SessionTTLOutOfRange,
+    TooLarge,
+    TooManyOps,
+    TxnValueTooLarge,
+)
+from homeport.catalog.model import KVOp, UnknownVerbOp
 
 
 @pytest.mark.parametrize(
@@ -117,6 +126,28 @@ def test_catalog_register_needs_node_and_address() -> None:
         consul.catalog_registration(consul.CATALOG_REGISTER.decode({"Node": "n"}), "dc1")
 
 
+def test_txn_ops_know_consul_s_verbs_and_keep_the_others_for_their_turn() -> None:
+    ops = consul.txn_ops(
+        [{"KV": {"Verb": "SET", "Key": "a", "Value": "eA=="}}, {"kv": {"Verb": "frob"}}], 128, 8
+    )
+    assert ops == [KVOp("set", "a", b"x"), UnknownVerbOp("frob")]
+    with pytest.raises(TooManyOps) as many:
+        consul.txn_ops([{"KV": {}}] * 3, 2, 8)
+    assert str(many.value) == "Transaction contains too many operations (3 > 2)"
+    with pytest.raises(TxnValueTooLarge) as large:
+        consul.txn_ops([{"KV": {"Verb": "set", "Key": "k", "Value": "eHh4"}}], 2, 2)
+    assert str(large.value) == 'Value for key "k" is too large (3 > 2 bytes)'
+
+
+def test_session_ttls_are_durations_within_consul_s_bounds() -> None:
+    with pytest.raises(BadSessionTTL) as bad:
+        consul.session_from(consul.SESSION.decode({"TTL": "x"}), "id", "n1")
+    assert bad.value.given == "x" and str(bad.value).startswith("Session TTL 'x' invalid: ")
+    with pytest.raises(SessionTTLOutOfRange) as error:
+        consul.session_from(consul.SESSION.decode({"TTL": "5s"}), "id", "n1")
+    assert str(error.value) == "Invalid Session TTL '5000000000', must be between [10s=24h0m0s]"
+
+
 _JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
     lambda inner: (
@@ -145,9 +176,10 @@ _TXN_OP = st.fixed_dictionaries(
 def test_any_txn_body_is_ops_or_a_4xx_never_a_crash(body: object) -> None:
     try:
         ops = consul.txn_ops(body, 128, 512 * 1024)
-    except BadRequest:  # TooLarge is one, with 413
+    except (BadRequest, TooLarge):
         return
-    assert all(op.key is not None and isinstance(op.value, bytes) for op in ops)
+    for op in ops:
+        assert isinstance(op, UnknownVerbOp) or isinstance(op.value, bytes)
 
 
 @settings(max_examples=500, deadline=None)
@@ -171,7 +203,7 @@ def test_any_txn_body_is_ops_or_a_4xx_never_a_crash(body: object) -> None:
 def test_any_session_body_is_a_session_or_a_clear_error(body: dict[str, object]) -> None:
     try:
         session = consul.session_from(consul.SESSION.decode(body), "id", "node")
-    except (BadRequest, ServerRefusal):
+    except (BadRequest, BadSessionTTL, SessionTTLOutOfRange):
         return
     assert 0 <= session.lock_delay <= 60 and 0 <= session.ttl <= 86400
     consul.session_json(session)  # encodable

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from homeport.catalog.errors import BadRequest
 from homeport.catalog.filter import compile_filter
-from homeport.catalog.model import BadRequest
 
 WEB = {
     "Node": "web-a",

@@ -10,8 +10,36 @@ from typing import Any
 
 from .. import __version__
 from ..http.api import TEXT, ApiResource, Call, Reply, json_reply
-from ..http.errors import ErrorTable, HTTPError
+from ..http.errors import ErrorTable
 from . import consul
+from .errors import (
+    AgentServiceIDMissing,
+    BadRequest,
+    BadSessionTTL,
+    BodyTooLarge,
+    CheckCritical,
+    CheckNotManaged,
+    ConfigDefinedService,
+    InvalidBehavior,
+    InvalidCheckStatus,
+    InvalidSession,
+    MissingCheckRegistration,
+    MissingNodeRegistration,
+    MissingSession,
+    NodeNotRegistered,
+    NoPathToDatacenter,
+    NoTTL,
+    ServerRefusal,
+    ServiceIDMissing,
+    SessionTTLOutOfRange,
+    TooManyOps,
+    TxnValueTooLarge,
+    UnknownAgentService,
+    UnknownCheck,
+    UnknownMaintenanceService,
+    UnknownNode,
+    UnknownService,
+)
 from .filter import compile_filter
 from .model import (
     CRITICAL,
@@ -19,17 +47,11 @@ from .model import (
     SERF_CHECK_ID,
     STATUSES,
     WARNING,
-    BadRequest,
     Catalog,
     Check,
     CheckDefinition,
     Node,
-    NoTTL,
-    ServerRefusal,
     Service,
-    TooLarge,
-    UnknownCheck,
-    UnknownService,
     aggregate_status,
 )
 
@@ -37,17 +59,40 @@ KV_MAX_VALUE = 512 * 1024
 MAX_TXN_OPS = 128  # Consul's maxTxnOps
 # /v1/agent/health/service/*: the aggregated status as an HTTP code, for load balancers.
 HEALTH_CODES = {PASSING: 200, WARNING: 429, CRITICAL: 503}
-BUILTIN = "builtin"
 
-#: Consul's answer to each of the catalog's errors (its message is the error's text).
+#: Consul's status for each of the catalog's errors; the body is the error's text.
+#: (Consul answers some of its client's mistakes with 500, and so does homeport.)
 ERRORS = ErrorTable(
     {
+        # requests
         BadRequest: (400, str),
-        TooLarge: (413, str),
         ServerRefusal: (500, str),
+        BodyTooLarge: (413, str),
+        TooManyOps: (413, str),
+        TxnValueTooLarge: (413, str),
+        NoPathToDatacenter: (500, str),
+        # nodes, services, checks
+        NodeNotRegistered: (500, str),
+        UnknownNode: (500, str),
         UnknownService: (404, str),
+        UnknownMaintenanceService: (404, str),
+        UnknownAgentService: (404, str),
+        ConfigDefinedService: (400, str),
+        ServiceIDMissing: (500, str),
+        AgentServiceIDMissing: (404, str),
         UnknownCheck: (404, str),
+        CheckNotManaged: (400, str),
+        InvalidCheckStatus: (400, str),
         NoTTL: (500, str),
+        # sessions (and ?acquire=)
+        MissingSession: (500, str),
+        InvalidSession: (500, str),
+        InvalidBehavior: (500, str),
+        MissingNodeRegistration: (500, str),
+        MissingCheckRegistration: (500, str),
+        CheckCritical: (500, str),
+        BadSessionTTL: (500, str),
+        SessionTTLOutOfRange: (500, str),
     }
 )
 
@@ -117,7 +162,7 @@ def bootstrap(catalog: Catalog, agent: Agent) -> None:
                 id="consul",
                 name="consul",
                 port=8300,
-                source=BUILTIN,
+                source="builtin",
             )
         ],
         checks=[
@@ -127,7 +172,7 @@ def bootstrap(catalog: Catalog, agent: Agent) -> None:
                 name="Serf Health Status",
                 status=PASSING,
                 output="Agent alive and reachable",
-                source=BUILTIN,
+                source="builtin",
             )
         ],
     )
@@ -237,10 +282,10 @@ class ConsulAPI:
         fields = self._decode(call, consul.CATALOG_REGISTER)
         dc = fields.get("Datacenter")
         if dc and dc != self.agent.datacenter:
-            raise HTTPError(500, "No path to datacenter")
+            raise NoPathToDatacenter(dc)
         node, services, checks, skip = consul.catalog_registration(fields, self.agent.datacenter)
         if skip and node.name not in self.catalog.nodes:
-            raise HTTPError(500, f'Node "{node.name}" does not exist')
+            raise UnknownNode(node.name)
         self.catalog.register(node, services, checks, skip_node_update=skip)
         return self._true(call)
 
@@ -336,7 +381,7 @@ class ConsulAPI:
     def _local_services(self) -> list[Service]:
         node = self.agent.node
         return sorted(
-            (s for s in self.catalog.services.values() if s.node == node and s.source != BUILTIN),
+            (s for s in self.catalog.services.values() if s.node == node and s.source != "builtin"),
             key=lambda s: s.id,
         )
 
@@ -345,9 +390,7 @@ class ConsulAPI:
         service, checks = consul.agent_service(fields, self.agent.node)
         existing = self.catalog.services.get((self.agent.node, service.id))
         if existing is not None and existing.source != "api":
-            raise BadRequest(
-                f'Service "{service.id}" is defined in a --config-dir file; change it there'
-            )
+            raise ConfigDefinedService(service.id, "change")
         self.catalog.register_service(
             service, checks, replace_checks=call.flag("replace-existing-checks")
         )
@@ -356,12 +399,10 @@ class ConsulAPI:
     def agent_service_deregister(self, call: Call) -> Reply:
         service_id = call.params["id"]
         existing = self.catalog.services.get((self.agent.node, service_id))
-        if existing is None or existing.source == BUILTIN:
+        if existing is None or existing.source == "builtin":
             raise UnknownService(service_id)
         if existing.source != "api":
-            raise BadRequest(
-                f'Service "{service_id}" is defined in a --config-dir file; remove it there'
-            )
+            raise ConfigDefinedService(service_id, "remove")
         self.catalog.deregister_service(self.agent.node, service_id, missing_ok=False)
         return Reply(b"", content_type=TEXT)
 
@@ -397,7 +438,7 @@ class ConsulAPI:
     def service_maintenance(self, call: Call) -> Reply:
         service_id = call.params["id"]
         if (self.agent.node, service_id) not in self.catalog.services:
-            raise HTTPError(404, f'Unknown service ID "{service_id}"')
+            raise UnknownMaintenanceService(service_id)
         return self._maintenance(
             call, f"_service_maintenance:{service_id}", service_id, "Service Maintenance Mode"
         )
@@ -412,15 +453,15 @@ class ConsulAPI:
 
     def agent_service(self, call: Call) -> Reply:
         service = self.catalog.services.get((self.agent.node, call.params["id"]))
-        if service is None or service.source == BUILTIN:
-            raise HTTPError(404, f"unknown service ID: {call.params['id']}")
+        if service is None or service.source == "builtin":
+            raise UnknownAgentService(call.params["id"])
         data = consul.node_service_json(service, self.agent.datacenter)
         data["ContentHash"] = f"{service.modify_index:016x}"
         return self._json(call, data)
 
     def _service_health(self, service: Service) -> tuple[str, dict[str, Any]]:
         # The agent's own checks (as Consul's local state: no serfHealth), node ones too.
-        checks = [c for c in self.catalog.instance_checks(service) if c.source != BUILTIN]
+        checks = [c for c in self.catalog.instance_checks(service) if c.source != "builtin"]
         status = aggregate_status(c.status for c in checks)
         data = consul.node_service_json(service, self.agent.datacenter)
         data["ContentHash"] = f"{service.modify_index:016x}"
@@ -436,7 +477,7 @@ class ConsulAPI:
         service_id = call.params["id"]
         service = self.catalog.services.get((self.agent.node, service_id))
         text = call.arg("format") == "text"
-        if service is None or service.source == BUILTIN:
+        if service is None or service.source == "builtin":
             reason = f"ServiceId {service_id} not found"
             if text:
                 return Reply(reason.encode(), status=404, content_type=TEXT)
@@ -465,7 +506,7 @@ class ConsulAPI:
     def agent_checks(self, call: Call) -> Reply:
         node = self.agent.node
         checks = sorted(
-            (c for c in self.catalog.checks.values() if c.node == node and c.source != BUILTIN),
+            (c for c in self.catalog.checks.values() if c.node == node and c.source != "builtin"),
             key=lambda c: c.check_id,
         )
         found = {c.check_id: consul.check_json(c) for c in checks}
@@ -530,17 +571,17 @@ class ConsulAPI:
         fields = self._decode(call, consul.CHECK)
         check = consul.agent_check(fields, self.agent.node)
         if check.service_id and (self.agent.node, check.service_id) not in self.catalog.services:
-            raise HTTPError(404, f'ServiceID "{check.service_id}" does not exist')
+            raise AgentServiceIDMissing(check.service_id)
         existing = self.catalog.checks.get((self.agent.node, check.check_id))
-        if existing is not None and existing.source not in ("api",):
-            raise BadRequest(f'Check "{check.check_id}" is not managed through the API')
+        if existing is not None and existing.source != "api":
+            raise CheckNotManaged(check.check_id)
         self.catalog.register_check(check)
         return Reply(b"", content_type=TEXT)
 
     def check_deregister(self, call: Call) -> Reply:
         check_id = call.params["id"]
         existing = self.catalog.checks.get((self.agent.node, check_id))
-        if existing is None or existing.source == BUILTIN:
+        if existing is None or existing.source == "builtin":
             raise UnknownCheck(check_id)
         self.catalog.deregister_check(self.agent.node, check_id, missing_ok=False)
         return Reply(b"", content_type=TEXT)
@@ -598,7 +639,7 @@ class ConsulAPI:
         if state not in ("any", *STATUSES):
             raise BadRequest(f"Invalid check state: {state!r}")
         checks = sorted(
-            (c for c in self.catalog.checks.values() if state == "any" or c.status == state),
+            (c for c in self.catalog.checks.values() if state in ("any", c.status)),
             key=lambda c: (c.node, c.check_id),
         )
         return self._json(call, self._filtered(call, [consul.check_json(c) for c in checks]))
@@ -679,10 +720,7 @@ class ConsulAPI:
     def kv_put(self, call: Call) -> Reply:
         key = self._kv_key(call)
         if len(call.body) > KV_MAX_VALUE:
-            raise HTTPError(
-                413,
-                f"Request body({len(call.body)} bytes) too large, max size: {KV_MAX_VALUE} bytes",
-            )
+            raise BodyTooLarge(len(call.body), KV_MAX_VALUE)
         flags = call.int_arg("flags", 0) or 0
         if not 0 <= flags < 2**64:
             raise BadRequest("Invalid flags")
@@ -704,7 +742,7 @@ class ConsulAPI:
         ops = consul.txn_ops(consul.parse_body(call.body), MAX_TXN_OPS, KV_MAX_VALUE)
         results, errors = self.catalog.kv_txn(ops)
         if errors:
-            failed = [{"OpIndex": n, "What": what} for n, what in errors]
+            failed = [{"OpIndex": n, "What": str(what)} for n, what in errors]
             return json_reply({"Results": None, "Errors": failed}, 409, call.pretty)
         answer = {"Results": [{"KV": consul.kv_json(e)} for e in results], "Errors": None}
         return self._json(call, answer)

@@ -8,7 +8,8 @@ from twisted.application import service
 from twisted.logger import Logger
 
 from . import definitions
-from .model import Catalog, CatalogError, Check, Service
+from .errors import CatalogError
+from .model import Catalog, Check, Service
 
 log = Logger(namespace="homeport")
 
@@ -35,9 +36,7 @@ class ConfigService(service.Service):
         for error in loaded.errors:
             log.error("Bad service definition {error}", error=str(error))
         try:
-            self.catalog.replace_source(
-                self.node, definitions.SOURCE, loaded.services, loaded.checks
-            )
+            self.catalog.replace_source(self.node, "config", loaded.services, loaded.checks)
         except CatalogError as e:
             log.error("Loading service definitions failed: {reason}", reason=str(e))
             return

@@ -12,27 +12,36 @@ import base64
 import ipaddress
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from .. import strictjson
 from ..units import DurationError, format_duration, parse_duration
+from .errors import (
+    BadRequest,
+    BadSessionTTL,
+    ServerRefusal,
+    SessionTTLOutOfRange,
+    TooManyOps,
+    TxnValueTooLarge,
+)
 from .model import (
     CRITICAL,
     SERF_CHECK_ID,
     STATUSES,
-    BadRequest,
     Check,
     CheckDefinition,
     KVEntry,
     KVOp,
     Node,
-    ServerRefusal,
     Service,
     Session,
-    TooLarge,
+    Source,
+    TxnOp,
+    UnknownVerbOp,
     Weights,
     check_ids_for,
+    is_kv_verb,
 )
 
 # ---------------------------------------------------------------------------
@@ -91,6 +100,36 @@ def _type_error(value: Any, where: str, go_type: str) -> BadRequest:
     )
 
 
+def _whole(value: Any) -> bool:
+    """An int, or a float without a fraction (NaN and inf have none either); no bool."""
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+
+
+def _strings(values: Any) -> bool:
+    return isinstance(values, list) and all(isinstance(v, str) for v in values)
+
+
+def _string_map(value: Any) -> bool:
+    return isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
+
+
+def _as_given(value: Any) -> Any:
+    return value
+
+
+#: The plain kinds: Go's name for the type (in the error), whether a value is one, and
+#: how it is kept.
+_SCALARS: dict[str, tuple[str, Callable[[Any], bool], Callable[[Any], Any]]] = {
+    "str": ("string", lambda v: isinstance(v, str), _as_given),
+    "int": ("int", _whole, int),
+    "bool": ("bool", lambda v: isinstance(v, bool), _as_given),
+    "strlist": ("[]string", _strings, list),
+    "strmap": ("map[string]string", _string_map, dict),
+}
+
+
 def _coerce(kind: Any, value: Any, where: str) -> Any:
     if isinstance(kind, Schema):
         return kind.decode(value)
@@ -102,44 +141,32 @@ def _coerce(kind: Any, value: Any, where: str) -> Any:
         return [kind[0].decode(item) for item in value]
     if value is None:
         return None
-    if kind == "str":
-        if not isinstance(value, str):
-            raise _type_error(value, where, "string")
-        return value
-    if kind == "int":
-        whole = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
-        if isinstance(value, bool) or not whole:  # NaN and inf are not whole either
-            raise _type_error(value, where, "int")
-        return int(value)
-    if kind == "bool":
-        if not isinstance(value, bool):
-            raise _type_error(value, where, "bool")
-        return value
-    if kind == "strlist":
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise _type_error(value, where, "[]string")
-        return list(value)
-    if kind == "strmap":
-        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
-            raise _type_error(value, where, "map[string]string")
-        return dict(value)
+    scalar = _SCALARS.get(kind)
+    if scalar is not None:
+        go_type, fits, keep = scalar
+        if not fits(value):
+            raise _type_error(value, where, go_type)
+        return keep(value)
     if kind == "headers":
-        if not isinstance(value, dict):
-            raise _type_error(value, where, "map[string][]string")
-        headers: dict[str, tuple[str, ...]] = {}
-        for name, values in value.items():
-            if isinstance(values, str):
-                values = [values]
-            if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
-                raise _type_error(values, where, "[]string")
-            headers[name] = tuple(values)
-        return headers
+        return _headers(value, where)
     if kind == "duration":
         try:
             return parse_duration(value)
         except DurationError as e:
             raise BadRequest(f"Request decode failed: {e}") from None
     return value  # "any": kept as given
+
+
+def _headers(value: Any, where: str) -> dict[str, tuple[str, ...]]:
+    if not isinstance(value, dict):
+        raise _type_error(value, where, "map[string][]string")
+    headers: dict[str, tuple[str, ...]] = {}
+    for name, values in value.items():
+        one_or_more = [values] if isinstance(values, str) else values
+        if not _strings(one_or_more):
+            raise _type_error(one_or_more, where, "[]string")
+        headers[name] = tuple(one_or_more)
+    return headers
 
 
 WEIGHTS = Schema("api.AgentWeights", {"Passing": "int", "Warning": "int"})
@@ -359,12 +386,9 @@ def session_from(fields: Mapping[str, Any], session_id: str, default_node: str) 
     try:
         ttl = parse_duration(ttl_text) if ttl_text else 0.0
     except DurationError as e:
-        raise ServerRefusal(f"Session TTL '{ttl_text}' invalid: {e}") from None
+        raise BadSessionTTL(ttl_text, str(e)) from None
     if ttl and not SESSION_TTL_MIN <= ttl <= SESSION_TTL_MAX:
-        raise ServerRefusal(
-            f"Invalid Session TTL '{round(ttl * 1e9)}', must be between "
-            f"[{format_duration(SESSION_TTL_MIN)}={format_duration(SESSION_TTL_MAX)}]"
-        )
+        raise SessionTTLOutOfRange(ttl, SESSION_TTL_MIN, SESSION_TTL_MAX)
     lock_delay = 15.0 if fields.get("LockDelay") is None else _lock_delay(fields["LockDelay"])
     return Session(
         id=session_id,
@@ -394,7 +418,7 @@ KV_TXN_OP = Schema(
 TXN_KINDS = ("KV", "Node", "Service", "Check", "Session")
 
 
-def txn_ops(value: Any, max_ops: int, max_value: int) -> list[KVOp]:
+def txn_ops(value: Any, max_ops: int, max_value: int) -> list[TxnOp]:
     """The body of ``PUT /v1/txn`` as KV operations (only KV ones are run here)."""
     if not isinstance(value, list):
         raise BadRequest(
@@ -402,41 +426,41 @@ def txn_ops(value: Any, max_ops: int, max_value: int) -> list[KVOp]:
             "into Go value of type api.TxnOps"
         )
     if len(value) > max_ops:
-        raise TooLarge(f"Transaction contains too many operations ({len(value)} > {max_ops})")
-    ops = []
-    for item in value:
-        if not isinstance(item, dict) or len(item) != 1:
-            raise BadRequest("Failed to parse body: each operation is an object with one key")
-        [(kind, fields)] = item.items()
-        canonical = next((k for k in TXN_KINDS if k.lower() == kind.lower()), None)
-        if canonical is None:
-            raise BadRequest(f'Failed to parse body: json: unknown field "{kind}"')
-        if canonical != "KV":
-            raise BadRequest(f"homeport runs KV operations in transactions, not {canonical}")
-        op = KV_TXN_OP.decode(fields)
-        try:
-            data = base64.b64decode(op.get("Value") or "", validate=True)
-        except ValueError:
-            raise BadRequest("Failed to parse body: illegal base64 data in Value") from None
-        if len(data) > max_value:
-            raise TooLarge(
-                f'Value for key "{op.get("Key") or ""}" is too large '
-                f"({len(data)} > {max_value} bytes)"
-            )
-        flags = op.get("Flags") or 0
-        if not 0 <= flags < 2**64:
-            raise BadRequest("Invalid flags")
-        ops.append(
-            KVOp(
-                verb=(op.get("Verb") or "").lower(),
-                key=op.get("Key") or "",
-                value=data,
-                flags=flags,
-                index=op.get("Index") or 0,
-                session=op.get("Session") or "",
-            )
-        )
-    return ops
+        raise TooManyOps(len(value), max_ops)
+    return [_txn_op(item, max_value) for item in value]
+
+
+def _txn_op(item: Any, max_value: int) -> TxnOp:
+    if not isinstance(item, dict) or len(item) != 1:
+        raise BadRequest("Failed to parse body: each operation is an object with one key")
+    [(kind, fields)] = item.items()
+    canonical = next((k for k in TXN_KINDS if k.lower() == kind.lower()), None)
+    if canonical is None:
+        raise BadRequest(f'Failed to parse body: json: unknown field "{kind}"')
+    if canonical != "KV":
+        raise BadRequest(f"homeport runs KV operations in transactions, not {canonical}")
+    op = KV_TXN_OP.decode(fields)
+    key = op.get("Key") or ""
+    try:
+        data = base64.b64decode(op.get("Value") or "", validate=True)
+    except ValueError:
+        raise BadRequest("Failed to parse body: illegal base64 data in Value") from None
+    if len(data) > max_value:
+        raise TxnValueTooLarge(key, len(data), max_value)
+    flags = op.get("Flags") or 0
+    if not 0 <= flags < 2**64:
+        raise BadRequest("Invalid flags")
+    verb = (op.get("Verb") or "").lower()
+    if not is_kv_verb(verb):
+        return UnknownVerbOp(verb)
+    return KVOp(
+        verb=verb,
+        key=key,
+        value=data,
+        flags=flags,
+        index=op.get("Index") or 0,
+        session=op.get("Session") or "",
+    )
 
 
 def parse_body(body: bytes) -> Any:
@@ -529,7 +553,7 @@ def _status(fields: Mapping[str, Any]) -> str:
     return str(status)
 
 
-def agent_check(fields: Mapping[str, Any], node: str, source: str = "api") -> Check:
+def agent_check(fields: Mapping[str, Any], node: str, source: Source = "api") -> Check:
     """A check from ``/v1/agent/check/register`` (already decoded with CHECK)."""
     name = fields.get("Name") or ""
     if not name:
@@ -548,7 +572,7 @@ def agent_check(fields: Mapping[str, Any], node: str, source: str = "api") -> Ch
 
 
 def agent_service(
-    fields: Mapping[str, Any], node: str, source: str = "api"
+    fields: Mapping[str, Any], node: str, source: Source = "api"
 ) -> tuple[Service, list[Check]]:
     """A service and its checks from ``/v1/agent/service/register`` or a definition file."""
     name = fields.get("Name") or ""

@@ -16,9 +16,8 @@ from typing import Any
 
 from .. import strictjson
 from .consul import AGENT_SERVICE, CHECK, agent_check, agent_service
-from .model import CatalogError, Check, Service
-
-SOURCE = "config"
+from .errors import CatalogError
+from .model import Check, Service
 
 
 @dataclass(frozen=True)
@@ -66,11 +65,11 @@ def parse_file(path: Path, node: str) -> tuple[list[Service], list[Check]]:
     checks: list[Check] = []
     try:
         for raw in _items(document, "service", "services"):
-            service, service_checks = agent_service(AGENT_SERVICE.decode(raw), node, SOURCE)
+            service, service_checks = agent_service(AGENT_SERVICE.decode(raw), node, "config")
             services.append(service)
             checks.extend(service_checks)
         for raw in _items(document, "check", "checks"):
-            check = agent_check(CHECK.decode(raw), node, SOURCE)
+            check = agent_check(CHECK.decode(raw), node, "config")
             if check.service_id:
                 raise ValueError("a top-level check must not name a service_id")
             checks.append(check)

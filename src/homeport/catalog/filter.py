@@ -28,7 +28,7 @@ from typing import Any
 
 import re2  # type: ignore[import-untyped]
 
-from .model import BadRequest
+from .errors import BadRequest
 
 Matcher = Callable[[Any], bool]
 _RE2_OPTIONS = re2.Options()

@@ -12,6 +12,8 @@ health checks; it is invalidated when destroyed, when one of its checks goes cri
 or is removed, or when its node is; invalidation releases (or, with behavior
 ``delete``, deletes) the keys it held, and those keys cannot be acquired again for the
 session's lock delay.
+
+What the catalog refuses it raises as the typed errors of :mod:`.errors`.
 """
 
 from __future__ import annotations
@@ -22,7 +24,33 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard, assert_never, get_args
+
+from .errors import (
+    CatalogError,
+    CheckCritical,
+    IndexMismatch,
+    InvalidBehavior,
+    InvalidCheckStatus,
+    InvalidSession,
+    KeyExists,
+    KeyMissing,
+    LockDelayed,
+    LockHeld,
+    MissingCheckRegistration,
+    MissingNodeRegistration,
+    MissingSession,
+    NodeNotRegistered,
+    NotLockHolder,
+    NoTTL,
+    ServiceIDMissing,
+    SessionMismatch,
+    StaleDelete,
+    StaleSet,
+    UnknownCheck,
+    UnknownKVVerb,
+    UnknownService,
+)
 
 PASSING = "passing"
 WARNING = "warning"
@@ -30,84 +58,21 @@ CRITICAL = "critical"
 STATUSES = (PASSING, WARNING, CRITICAL)
 SERF_CHECK_ID = "serfHealth"
 
+#: Where a service or check came from: "api" (registered over HTTP, persisted),
+#: "config" (from --config-dir, reloaded on SIGHUP, not persisted) or "builtin" (the
+#: agent's consul service and serfHealth check, made at start, not persisted).
+Source = Literal["api", "config", "builtin"]
 
-# ---------------------------------------------------------------------------
-# Errors: data-carrying exceptions, turned into HTTP statuses at the edge.
-
-
-class CatalogError(Exception):
-    """Base of every error the catalog reports to a client."""
-
-    status = 500
-
-    def __str__(self) -> str:
-        return self.message()
-
-    def message(self) -> str:
-        raise NotImplementedError
+#: Consul's verbs for KV operations in a transaction (``PUT /v1/txn``).
+ReadVerb = Literal["get", "check-index", "check-session", "check-not-exists"]
+DeleteVerb = Literal["delete", "delete-tree", "delete-cas"]
+WriteVerb = Literal["set", "cas", "lock", "unlock"]
+KVVerb = Literal[ReadVerb, "get-tree", DeleteVerb, WriteVerb]
+KV_VERBS: frozenset[str] = frozenset(get_args(KVVerb))
 
 
-@dataclass
-class BadRequest(CatalogError):
-    """A request whose content is invalid (HTTP 400)."""
-
-    text: str
-    status = 400
-
-    def message(self) -> str:
-        return self.text
-
-
-@dataclass
-class ServerRefusal(CatalogError):
-    """What Consul answers with 500 although it is the client's fault."""
-
-    text: str
-    status = 500
-
-    def message(self) -> str:
-        return self.text
-
-
-class TooLarge(BadRequest):
-    """A request over one of Consul's size limits (HTTP 413)."""
-
-    status = 413
-
-
-@dataclass
-class UnknownService(CatalogError):
-    service_id: str
-    status = 404
-
-    def message(self) -> str:
-        return (
-            f'Unknown service ID "{self.service_id}". '
-            "Ensure that the service ID is passed, not the service name."
-        )
-
-
-@dataclass
-class UnknownCheck(CatalogError):
-    check_id: str
-    status = 404
-
-    def message(self) -> str:
-        return (
-            f'Unknown check ID "{self.check_id}". '
-            "Ensure that the check ID is passed, not the check name."
-        )
-
-
-@dataclass
-class NoTTL(CatalogError):
-    """A TTL update for a check that has no TTL (clients match this text)."""
-
-    check_id: str
-    status = 500
-
-    def message(self) -> str:
-        return f'CheckID "{self.check_id}" does not have associated TTL'
+def is_kv_verb(text: str) -> TypeGuard[KVVerb]:
+    return text in KV_VERBS
 
 
 # ---------------------------------------------------------------------------
@@ -145,9 +110,7 @@ class Service:
     enable_tag_override: bool = False
     kind: str = ""
     tagged_addresses: Mapping[str, Any] = field(default_factory=dict)
-    #: "api" (registered over HTTP, persisted), "config" (from --config-dir,
-    #: reloaded on SIGHUP, not persisted) or "builtin" (the consul service).
-    source: str = "api"
+    source: Source = "api"
     create_index: int = 0
     modify_index: int = 0
 
@@ -190,7 +153,7 @@ class Check:
     service_name: str = ""
     service_tags: tuple[str, ...] = ()
     definition: CheckDefinition = CheckDefinition()
-    source: str = "api"
+    source: Source = "api"
     create_index: int = 0
     modify_index: int = 0
 
@@ -281,7 +244,7 @@ Listener = Callable[[list[Change]], None]
 class KVOp:
     """One KV operation of a transaction (``PUT /v1/txn``), with Consul's verbs."""
 
-    verb: str
+    verb: KVVerb
     key: str
     value: bytes = b""
     flags: int = 0
@@ -289,10 +252,15 @@ class KVOp:
     session: str = ""
 
 
-class _OpFailed(Exception):
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
+@dataclass(frozen=True)
+class UnknownVerbOp:
+    """An operation whose verb Consul does not know: it fails in its turn, as in Consul
+    (an earlier op that fails is the one reported)."""
+
+    verb: str
+
+
+TxnOp = KVOp | UnknownVerbOp
 
 
 def _slot(kind: Kind, key: tuple[str, ...]) -> Any:
@@ -453,7 +421,7 @@ class Catalog:
 
     def _set_service(self, service: Service) -> None:
         if service.node not in self.nodes:
-            raise ServerRefusal(f"Node {service.node!r} is not registered")
+            raise NodeNotRegistered(service.node)
         self._set(service)
         # Checks carry the service's name and tags: keep them in step.
         for check in [c for c in self.checks.values() if c.node == service.node]:
@@ -538,13 +506,13 @@ class Catalog:
 
     def _set_check(self, check: Check) -> None:
         if check.node not in self.nodes:
-            raise ServerRefusal(f"Node {check.node!r} is not registered")
+            raise NodeNotRegistered(check.node)
         if check.status not in STATUSES:
-            raise BadRequest(f"Invalid check status: {check.status!r}")
+            raise InvalidCheckStatus(check.status)
         if check.service_id:
             service = self.services.get((check.node, check.service_id))
             if service is None:
-                raise ServerRefusal(f'ServiceID "{check.service_id}" does not exist')
+                raise ServiceIDMissing(check.service_id)
             check = replace(check, service_name=service.name, service_tags=service.tags)
         self._set(check)
 
@@ -570,7 +538,7 @@ class Catalog:
         if check is None:
             raise UnknownCheck(check_id)
         if status not in STATUSES:
-            raise BadRequest(f"Invalid check status: {status!r}")
+            raise InvalidCheckStatus(status)
         with self._transaction():
             updated = self._set(replace(check, status=status, output=output))
         assert isinstance(updated, Check)
@@ -621,10 +589,7 @@ class Catalog:
         """``PUT ?acquire=``: write *key* and lock it for the session, unless another
         session holds it or the key is in its lock delay.  Acquiring a key the session
         already holds updates it and keeps its lock index."""
-        if not session_id:
-            raise ServerRefusal("Missing session")
-        if session_id not in self.sessions:
-            raise ServerRefusal(f'invalid session "{session_id}"')
+        self._check_session(session_id)
         if self._in_lock_delay(key):
             return False
         lock_index = self._lock_index(key, session_id)
@@ -633,6 +598,13 @@ class Catalog:
         with self._transaction():
             self._set(KVEntry(key, value, flags, lock_index=lock_index, session=session_id))
         return True
+
+    def _check_session(self, session_id: str) -> None:
+        """A lock's session must be given and exist."""
+        if not session_id:
+            raise MissingSession()
+        if session_id not in self.sessions:
+            raise InvalidSession(session_id)
 
     def _in_lock_delay(self, key: str) -> bool:
         until = self.lock_delays.get(key)
@@ -665,12 +637,12 @@ class Catalog:
 
     # -- transactions ---------------------------------------------------------------
 
-    def kv_txn(self, ops: Sequence[KVOp]) -> tuple[list[KVEntry], list[tuple[int, str]]]:
+    def kv_txn(self, ops: Sequence[TxnOp]) -> tuple[list[KVEntry], list[tuple[int, CatalogError]]]:
         """``PUT /v1/txn``: apply *ops* all together, or none of them.
 
         Returns the results (entries, values blanked except for reads) and no errors, or
-        no results and the ``(op index, reason)`` of the op that failed (Consul stops at
-        the first), the catalog left exactly as it was.
+        no results and the op that failed, as ``(op index, why)`` (Consul stops at the
+        first), the catalog left exactly as it was.
         """
         saved = dict(self.kv), dict(self.lock_delays)
         results: list[KVEntry] = []
@@ -678,77 +650,89 @@ class Catalog:
             for n, op in enumerate(ops):
                 try:
                     results.extend(self._kv_op(op))
-                except _OpFailed as e:
+                except CatalogError as e:
                     self.kv, self.lock_delays = saved
                     assert self._pending is not None
                     self._pending.clear()  # nothing happened: no change, no new index
-                    return [], [(n, e.reason)]
+                    return [], [(n, e)]
         return results, []
 
-    def _kv_op(self, op: KVOp) -> list[KVEntry]:
-        verb, key = op.verb, op.key
-        existing = self.kv.get(key)
-        if verb in ("get", "check-index", "check-session", "check-not-exists"):
-            if verb == "check-not-exists":
-                if existing is not None:
-                    raise _OpFailed(f'key "{key}" exists')
+    def _kv_op(self, op: TxnOp) -> list[KVEntry]:
+        if isinstance(op, UnknownVerbOp):
+            raise UnknownKVVerb(op.verb)
+        verb = op.verb
+        match verb:
+            case "get" | "check-index" | "check-session" | "check-not-exists":
+                return self._txn_read(verb, op)
+            case "get-tree":
+                return self.kv_list(op.key)
+            case "delete" | "delete-tree" | "delete-cas":
+                self._txn_delete(verb, op)
                 return []
-            if existing is None:
-                raise _OpFailed(f'key "{key}" doesn\'t exist')
-            if verb == "check-index" and existing.modify_index != op.index:
-                raise _OpFailed(f"current modify index {existing.modify_index} != {op.index}")
-            if verb == "check-session" and existing.session != op.session:
-                raise _OpFailed(f'current session "{existing.session}" != "{op.session}"')
-            return [existing if verb == "get" else replace(existing, value=b"")]
-        if verb == "get-tree":
-            return self.kv_list(key)
-        if verb in ("delete", "delete-tree", "delete-cas"):
-            if verb == "delete-cas" and (existing is None or existing.modify_index != op.index):
-                raise _OpFailed(f'failed to delete key "{key}", index is stale')
-            for entry in self.kv_list(key) if verb == "delete-tree" else [existing]:
-                if entry is not None:
-                    self._delete(entry)
+            case "set" | "cas" | "lock" | "unlock":
+                return [replace(self._txn_write(verb, op), value=b"")]
+            case _:
+                assert_never(verb)
+
+    def _txn_read(self, verb: ReadVerb, op: KVOp) -> list[KVEntry]:
+        existing = self.kv.get(op.key)
+        if verb == "check-not-exists":
+            if existing is not None:
+                raise KeyExists(op.key)
             return []
+        if existing is None:
+            raise KeyMissing(op.key)
+        if verb == "check-index" and existing.modify_index != op.index:
+            raise IndexMismatch(existing.modify_index, op.index)
+        if verb == "check-session" and existing.session != op.session:
+            raise SessionMismatch(existing.session, op.session)
+        return [existing if verb == "get" else replace(existing, value=b"")]
+
+    def _txn_delete(self, verb: DeleteVerb, op: KVOp) -> None:
+        existing = self.kv.get(op.key)
+        if verb == "delete-cas" and (existing is None or existing.modify_index != op.index):
+            raise StaleDelete(op.key)
+        for entry in self.kv_list(op.key) if verb == "delete-tree" else [existing]:
+            if entry is not None:
+                self._delete(entry)
+
+    def _txn_write(self, verb: WriteVerb, op: KVOp) -> KVEntry:
+        existing = self.kv.get(op.key)
         lock_index, session = _lock_of(existing)
         if verb == "cas" and not _cas_holds(existing, op.index):
-            raise _OpFailed(f'failed to set key "{key}", index is stale')
+            raise StaleSet(op.key)
         if verb == "lock":
-            if not op.session:
-                raise _OpFailed("Missing session")
-            if op.session not in self.sessions:
-                raise _OpFailed(f'invalid session "{op.session}"')
-            if self._in_lock_delay(key):
-                raise _OpFailed(f'key "{key}" is in a lock delay')
-            held = self._lock_index(key, op.session)
+            self._check_session(op.session)
+            if self._in_lock_delay(op.key):
+                raise LockDelayed(op.key)
+            held = self._lock_index(op.key, op.session)
             if held is None:
-                raise _OpFailed(f'failed to lock key "{key}", lock is already held')
+                raise LockHeld(op.key)
             lock_index, session = held, op.session
         elif verb == "unlock":
             if existing is None or not op.session or existing.session != op.session:
-                raise _OpFailed(
-                    f'failed to unlock key "{key}", lock isn\'t held, or is held by another session'
-                )
+                raise NotLockHolder(op.key)
             session = ""
-        elif verb not in ("set", "cas"):
-            raise _OpFailed(f'unknown KV verb "{verb}"')
-        stored = self._set(KVEntry(key, op.value, op.flags, lock_index=lock_index, session=session))
+        stored = self._set(
+            KVEntry(op.key, op.value, op.flags, lock_index=lock_index, session=session)
+        )
         assert isinstance(stored, KVEntry)
-        return [replace(stored, value=b"")]
+        return stored
 
     # -- sessions -----------------------------------------------------------------
 
     def session_create(self, session: Session) -> Session:
         """Store a new session, after checking its node and checks as Consul does."""
         if session.behavior not in ("release", "delete"):
-            raise ServerRefusal(f"Invalid Behavior setting '{session.behavior}'")
+            raise InvalidBehavior(session.behavior)
         if session.node not in self.nodes:
-            raise ServerRefusal("Missing node registration")
+            raise MissingNodeRegistration(session.node)
         for check_id in session.checks:
             check = self.checks.get((session.node, check_id))
             if check is None:
-                raise ServerRefusal(f"Missing check '{check_id}' registration")
+                raise MissingCheckRegistration(check_id)
             if check.status == CRITICAL:
-                raise ServerRefusal(f"Check '{check_id}' is in critical state")
+                raise CheckCritical(check_id)
         with self._transaction():
             stored = self._set(session)
         assert isinstance(stored, Session)
@@ -792,7 +776,7 @@ class Catalog:
     # -- bulk replacement (service definition files) --------------------------
 
     def replace_source(
-        self, node: str, source: str, services: Iterable[Service], checks: Iterable[Check]
+        self, node: str, source: Source, services: Iterable[Service], checks: Iterable[Check]
     ) -> None:
         """Make the services and checks from *source* on *node* exactly these, in one change."""
         services = list(services)

@@ -17,11 +17,11 @@ import json
 import sqlite3
 from pathlib import Path
 
-from twisted.application.service import Service
+from twisted.application import service
 from twisted.logger import Logger
 
 from ..sqlite import open_database
-from .model import Catalog, Change, Entity, entity_from_dict, entity_to_dict
+from .model import Catalog, Change, Check, Entity, Service, Source, entity_from_dict, entity_to_dict
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS entities (
@@ -33,15 +33,16 @@ CREATE TABLE IF NOT EXISTS entities (
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
-EPHEMERAL_SOURCES = frozenset({"config", "builtin"})
+#: Sources whose services and checks are made again at every start, so not stored.
+EPHEMERAL_SOURCES: frozenset[Source] = frozenset({"config", "builtin"})
 
 
 def _persisted(change: Change) -> bool:
     entity = change.value if change.value is not None else change.previous
-    return getattr(entity, "source", "api") not in EPHEMERAL_SOURCES
+    return not isinstance(entity, Service | Check) or entity.source not in EPHEMERAL_SOURCES
 
 
-class CatalogStore(Service):
+class CatalogStore(service.Service):
     """Loads the catalog from ``<data-dir>/catalog.sqlite3`` and keeps it up to date."""
 
     log = Logger()
@@ -94,7 +95,7 @@ class CatalogStore(Service):
             raise
 
     def stopService(self) -> None:
-        super().stopService()
+        service.Service.stopService(self)
         self.close()
 
     def close(self) -> None:
