@@ -7,6 +7,7 @@ at the top of a module.
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -143,3 +144,41 @@ def test_no_function_is_longer_than_a_screen(part: str) -> None:
         and (where.split("/")[1] == part if part else where.count("/") < 2)
     ]
     assert long == []
+
+
+def layout() -> dict[str, str]:
+    """The README's layout block: each ``src/homeport/...`` entry and its description
+    (continuation lines included)."""
+    text = (SRC.parent / "README.md").read_text(encoding="utf-8")
+    block = text.split("## Development", 1)[1].split("```", 2)[1]
+    entries: dict[str, str] = {}
+    current = ""
+    for line in block.splitlines():
+        if line.startswith("src/homeport/"):
+            current, _, rest = line.partition(" ")
+            entries[current] = rest
+        elif line.startswith(" ") and current:
+            entries[current] += " " + line.strip()
+        else:
+            current = ""
+    return entries
+
+
+def test_the_readme_layout_names_every_module() -> None:
+    """Every package has its line, and every module is named in it (or, at the top,
+    anywhere in the block): the layout section changes with the tree."""
+    entries = layout()
+    words = " ".join(f"{k} {v}" for k, v in entries.items())
+    missing = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        relative = path.relative_to(PACKAGE)
+        if path.name == "__init__.py" or relative.parts[0] == "__pycache__":
+            continue
+        if len(relative.parts) == 1:
+            if relative.name not in words:
+                missing.append(str(relative))
+            continue
+        entry = entries.get(f"src/homeport/{relative.parts[0]}/")
+        if entry is None or not re.search(rf"\b{re.escape(path.stem)}\b", entry):
+            missing.append(str(relative))
+    assert missing == []

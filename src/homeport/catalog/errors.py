@@ -8,36 +8,10 @@ Consul's status.  Pure: no Twisted, no I/O.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal, TypeVar, dataclass_transform
+from typing import Literal
 
+from ..errors import error
 from ..units import format_duration
-
-_E = TypeVar("_E", bound=BaseException)
-
-#: What Python sets on every exception in flight.  ``contextlib`` (the catalog's
-#: transactions) and Twisted's ``Failure.cleanFailure`` assign ``__traceback__`` from
-#: Python code, which a plain frozen dataclass would refuse.
-_IN_FLIGHT = frozenset(
-    {"__traceback__", "__cause__", "__context__", "__suppress_context__", "__notes__"}
-)
-
-
-@dataclass_transform(frozen_default=True)
-def error(cls: type[_E]) -> type[_E]:
-    """Make *cls* a frozen dataclass exception: fields fixed once made, yet raisable
-    through context managers and Deferreds."""
-    frozen = dataclass(frozen=True)(cls)
-    set_field = frozen.__setattr__
-
-    def setattr_in_flight(self: BaseException, name: str, value: object) -> None:
-        if name in _IN_FLIGHT:
-            BaseException.__setattr__(self, name, value)
-        else:
-            set_field(self, name, value)  # raises FrozenInstanceError
-
-    type.__setattr__(frozen, "__setattr__", setattr_in_flight)
-    return frozen
 
 
 class CatalogError(Exception):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..errors import error
 from .codes import CLASSIC_UDP_SIZE
 
 #: How the message names each field.
@@ -22,7 +23,7 @@ _MAX_TTL = 2**31 - 1
 _MAX_UDP_SIZE = 65507
 
 
-@dataclass(frozen=True)
+@error
 class InvalidConfig(ValueError):
     """A DNS setting that cannot work: which :class:`Config` *field*, its *value*, why."""
 

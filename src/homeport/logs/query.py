@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from ..errors import error
 from ..units import parse_age
 from .record import LEVEL_NAMES
 
@@ -34,7 +35,7 @@ COLUMNS = {
 }
 
 
-@dataclass(frozen=True)
+@error
 class BadQuery(Exception):
     """A query parameter that cannot be used; turned into a 400 at the edge."""
 

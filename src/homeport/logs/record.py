@@ -28,6 +28,7 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote_to_bytes
 
 from .. import strictjson
+from ..errors import error
 
 # Every attribute of a logging.LogRecord (3.11-3.13), plus the ``message`` that a
 # Formatter adds.  Anything else a client sends is an ``extra=`` field.
@@ -88,7 +89,7 @@ _CONVERSION = re.compile(r"%(?:\([^)]*\))?[#0 +-]*(\*|\d+)?(?:\.(\*|\d+))?[hlL]?
 _FORM_SPLIT = re.compile(rb"&")  # as parse_qsl since Python 3.10: ';' is data
 
 
-@dataclass(frozen=True)
+@error
 class BadInput(Exception):
     """The input holds no record that can be stored; ``reason`` says why (for a 400)."""
 

@@ -6,14 +6,14 @@ Each error's ``str()`` is the plain-text body the client gets.  (A bad topic is
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from ..errors import error
 
 
 class EventsError(Exception):
     """A request to ``/v1/events`` that cannot be served as asked."""
 
 
-@dataclass(frozen=True)
+@error
 class MethodNotAllowed(EventsError):
     method: str
     allow: str  # the methods that are, for the Allow header
@@ -22,13 +22,13 @@ class MethodNotAllowed(EventsError):
         return f"method {self.method} not allowed"
 
 
-@dataclass(frozen=True)
+@error
 class MissingTopic(EventsError):
     def __str__(self) -> str:
         return "?topic= is required (a topic, or a prefix ending in *)"
 
 
-@dataclass(frozen=True)
+@error
 class BadLastEventID(EventsError):
     given: str
 
@@ -36,13 +36,13 @@ class BadLastEventID(EventsError):
         return f"Last-Event-ID {self.given!r}: expected an event id"
 
 
-@dataclass(frozen=True)
+@error
 class WriteDenied(EventsError):
     def __str__(self) -> str:
         return "Permission denied: a valid token is required for writes"
 
 
-@dataclass(frozen=True)
+@error
 class ReservedTopic(EventsError):
     """A topic that only homeport publishes on (``catalog``, ``kv``, ``logs``, ``zmq/*``)."""
 
@@ -52,13 +52,13 @@ class ReservedTopic(EventsError):
         return f"topic {self.topic!r}: published by homeport itself"
 
 
-@dataclass(frozen=True)
+@error
 class BodyTooLarge(EventsError):
     def __str__(self) -> str:
         return "Request body too large"
 
 
-@dataclass(frozen=True)
+@error
 class BadBody(EventsError):
     """An event body that is not UTF-8 text, or (declared as JSON) not JSON."""
 

@@ -39,6 +39,7 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 from zope.interface import Interface, implementer
 
+from ..errors import error
 from ..sqlite import open_database
 
 MAX_TOPIC_LENGTH = 200
@@ -49,7 +50,7 @@ RESERVED_TOPICS = ("catalog", "kv", "logs")
 ZMQ_PREFIX = "zmq/"
 
 
-@dataclass(frozen=True)
+@error
 class BadTopic(Exception):
     """A topic (or subscription pattern) that cannot be used; a 400 at the edge."""
 
