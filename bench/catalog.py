@@ -117,6 +117,51 @@ def register_sample(base: str) -> None:
         urllib.request.urlopen(req).read()
 
 
+def start_peers(
+    work: Path, payload: bytes, path: str, procs: list[subprocess.Popen[bytes]]
+) -> tuple[int, int]:
+    """A minimal twisted.web resource and nginx serving *payload* at *path*: their ports."""
+    minimal = subprocess.Popen(
+        [sys.executable, "-c", MINIMAL_SERVER, str(work / "payload.json")],
+        stdout=subprocess.PIPE,
+        cwd=work,
+    )
+    procs.append(minimal)
+    assert minimal.stdout is not None
+    minimal_port = int(minimal.stdout.readline())
+    www = work / "www" / "v1" / "catalog" / "service"
+    www.mkdir(parents=True)
+    (work / "tmp").mkdir()
+    (www / "web").write_bytes(payload)
+    nginx_port = free_port()
+    (work / "nginx.conf").write_text(NGINX_CONF.format(dir=work, port=nginx_port))
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    procs.append(
+        subprocess.Popen(
+            [nginx, "-c", str(work / "nginx.conf"), "-e", str(work / "error.log")], cwd=work
+        )
+    )
+    assert wait_http(f"http://127.0.0.1:{nginx_port}{path}") == payload
+    assert wait_http(f"http://127.0.0.1:{minimal_port}{path}") == payload
+    return minimal_port, nginx_port
+
+
+def measure(targets: list[tuple[str, str]], seconds: int, connections: int, rounds: int) -> None:
+    """Alternate the targets for *rounds*; print each round, then each ratio's range."""
+    for _, url in targets:
+        wrk(url, 2, connections)  # warm up
+    ratios: dict[str, list[float]] = {name: [] for name, _ in targets[1:]}
+    for round_number in range(1, rounds + 1):
+        results = {name: wrk(url, seconds, connections) for name, url in targets}
+        ours = results[targets[0][0]][0]
+        for name, (rps, latency) in results.items():
+            print(f"  round {round_number}  {name:30s} {rps:10.0f} req/s   avg {latency}")
+        for name in ratios:
+            ratios[name].append(ours / results[name][0])
+    for name, seen in ratios.items():
+        print(f"{targets[0][0]} / {name:30s} = {min(seen):.2f} .. {max(seen):.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=10)
@@ -125,8 +170,8 @@ def main() -> None:
         "--rounds",
         type=int,
         default=3,
-        help="alternate the servers this many times and keep each one's best round "
-        "(so a burst of background load does not decide the ratio)",
+        help="alternate the servers this many times; every round's ratios are printed "
+        "and summed up as a range (the box's load swings from run to run)",
     )
     args = parser.parse_args()
     for tool in ("wrk", "nginx"):
@@ -144,30 +189,7 @@ def main() -> None:
         assert len(json.loads(payload)) == 100
         (work / "payload.json").write_bytes(payload)
 
-        minimal = subprocess.Popen(
-            [sys.executable, "-c", MINIMAL_SERVER, str(work / "payload.json")],
-            stdout=subprocess.PIPE,
-            cwd=work,
-        )
-        procs.append(minimal)
-        assert minimal.stdout is not None
-        minimal_port = int(minimal.stdout.readline())
-
-        www = work / "www" / "v1" / "catalog" / "service"
-        www.mkdir(parents=True)
-        (work / "tmp").mkdir()
-        (www / "web").write_bytes(payload)
-        nginx_port = free_port()
-        (work / "nginx.conf").write_text(NGINX_CONF.format(dir=work, port=nginx_port))
-        nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-        procs.append(
-            subprocess.Popen(
-                [nginx, "-c", str(work / "nginx.conf"), "-e", str(work / "error.log")], cwd=work
-            )
-        )
-        assert wait_http(f"http://127.0.0.1:{nginx_port}{path}") == payload
-        assert wait_http(f"http://127.0.0.1:{minimal_port}{path}") == payload
-
+        minimal_port, nginx_port = start_peers(work, payload, path, procs)
         print(
             f"GET {path}: {len(payload)} bytes, 100 instances; wrk -t1 "
             f"-c{args.connections} -d{args.seconds}s x {args.rounds} alternating rounds "
@@ -178,21 +200,7 @@ def main() -> None:
             ("twisted.web minimal resource", f"http://127.0.0.1:{minimal_port}{path}"),
             ("nginx static file", f"http://127.0.0.1:{nginx_port}{path}"),
         ]
-        results: dict[str, tuple[float, str]] = {}
-        for _, url in targets:
-            wrk(url, 2, args.connections)  # warm up
-        for _ in range(args.rounds):
-            for name, url in targets:
-                result = wrk(url, args.seconds, args.connections)
-                if name not in results or result[0] > results[name][0]:
-                    results[name] = result
-        for name, _ in targets:
-            rps, latency = results[name]
-            print(f"  {name:30s} {rps:10.0f} req/s   avg latency {latency}")
-        ours = results["homeport"][0]
-        floor = results["twisted.web minimal resource"][0]
-        print(f"homeport / minimal twisted.web = {ours / floor:.2f}  (target >= 0.90)")
-        print(f"homeport / nginx               = {ours / results['nginx static file'][0]:.2f}")
+        measure(targets, args.seconds, args.connections, args.rounds)
     finally:
         for proc in procs:
             proc.send_signal(signal.SIGTERM)

@@ -14,9 +14,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from homeport.logs.database import LogDatabase
 from homeport.logs.query import parse_query
 from homeport.logs.record import record_from_fields
-from homeport.logs.database import LogDatabase
 
 WORDS = "mapper reducer shard cache disk network timeout retry commit user order payment".split()
 LOGGERS = ["app.web", "app.worker", "app.worker.mapper", "db.pool", "auth", "billing.api"]
