@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from dnslib import DNSHeader, DNSLabel, DNSQuestion, DNSRecord
 
+from ..errors import error
 from .codes import AA, CD, FORMERR, NOTIMP, QR, RD, TC, TYPE_OPT
 from .config import Config
 from .resolve import Resolution
@@ -33,7 +34,7 @@ class Unanswerable(Exception):
     """A packet that gets no reply at all: no readable header, or itself a reply."""
 
 
-@dataclass
+@error
 class Malformed(Exception):
     """A readable header on a query we will not take: answered with *rcode*, no sections."""
 

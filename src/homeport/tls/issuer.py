@@ -46,6 +46,7 @@ from twisted.python.failure import Failure
 from zope.interface import Attribute, Interface, implementer
 
 from .. import __version__
+from ..errors import error
 from .challenges import Challenges, tls_alpn_certificate
 from .endpoint import SNIMap
 from .store import Certificate, ICertificateStore, key_pem, new_certificate_key, parse_pem
@@ -62,7 +63,7 @@ log = Logger(namespace="homeport.tls")
 T = TypeVar("T")
 
 
-@dataclass
+@error
 class IssuingFailed(Exception):
     """The ACME server did not give us a certificate; *reason* is one line for the log."""
 
@@ -72,7 +73,7 @@ class IssuingFailed(Exception):
         return self.reason
 
 
-@dataclass
+@error
 class RateLimited(Exception):
     """The ACME server said to slow down; try again after *retry_after* seconds."""
 

@@ -22,6 +22,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 from zope.interface import Interface, implementer
 
+from ..errors import error
+
 ACCOUNT_KEY_FILE = "acme-account.key"
 SUFFIX = ".pem"
 _HOSTNAME = re.compile(
@@ -32,7 +34,7 @@ _PEM_KEY = re.compile(
 )
 
 
-@dataclass
+@error
 class CorruptFile(Exception):
     """A file in the certificate directory that cannot be served."""
 
