@@ -22,12 +22,11 @@ from pathlib import Path
 
 import pytest
 
-from . import base_image
-
 ROOT = Path(__file__).resolve().parent.parent
 BUILD = ROOT / "build"
 TAG = "TEST"
-PODMAN = base_image.PODMAN
+# Debian's podman here has only runc (not crun); ./build says so the same way.
+PODMAN = ["podman", "--runtime", "runc"] if shutil.which("runc") else ["podman"]
 ULIMITS = ["--ulimit", "nofile=20000:20000", "--ulimit", "nproc=32768:32768"]
 
 
@@ -184,6 +183,64 @@ def test_build_without_an_engine_says_so_clearly(tmp_path: Path) -> None:
     assert "--pex-only" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "build").exists()
+
+
+# A podman that works but has no images and reaches no registry.
+FAKE_PODMAN = """#!/bin/sh
+for word in "$@"; do
+    case "$word" in
+        info) exit 0 ;;
+        inspect) exit 125 ;;
+        pull) echo "Error: pinging container registry registry-1.docker.io: i/o timeout" >&2
+            exit 125 ;;
+    esac
+done
+echo "fake podman: unexpected $*" >&2
+exit 99
+"""
+
+
+def build_with_fake_podman(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """./build with only python3 and :data:`FAKE_PODMAN` on PATH (so no debootstrap)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python3").symlink_to(sys.executable)
+    (bin_dir / "podman").write_text(FAKE_PODMAN)
+    (bin_dir / "podman").chmod(0o755)
+    started = time.monotonic()
+    result = subprocess.run(
+        [str(BUILD), TAG, "--build-dir", str(tmp_path / "build"), *args],
+        capture_output=True,
+        text=True,
+        env={"PATH": str(bin_dir), "HOME": str(tmp_path)},
+        timeout=60,
+        check=False,
+    )
+    assert time.monotonic() - started < 20, "it should stop before any work"
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stderr.startswith("build: error: "), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "build" / "wheels").exists()
+    return result
+
+
+def test_build_without_a_base_image_or_debootstrap_says_how_to_get_one(tmp_path: Path) -> None:
+    """With no base image here and no debootstrap to make one, ./build stops at once
+    with one line naming both ways out: debootstrap, or --base-image."""
+    result = build_with_fake_podman(tmp_path)
+    assert result.stderr.startswith("build: error: no base image "), result.stderr
+    assert "apt-get install debootstrap" in result.stderr
+    assert "--base-image" in result.stderr
+
+
+def test_build_with_a_base_image_it_cannot_pull_says_so_in_one_line(tmp_path: Path) -> None:
+    """``--base-image`` from an unreachable registry: one line with podman's reason and
+    the way to build with no registry, not podman's raw pull error."""
+    result = build_with_fake_podman(tmp_path, "--base-image", "python:3.11-slim-bookworm")
+    assert "cannot pull the base image python:3.11-slim-bookworm" in result.stderr
+    assert "i/o timeout" in result.stderr
+    assert "leave out --base-image" in result.stderr
 
 
 def test_build_refuses_a_bad_version_tag() -> None:
@@ -411,15 +468,12 @@ def check_hardening(container: Container) -> None:
 
 @pytest.mark.slow
 def test_image_runs_read_only_as_non_root_and_keeps_data_across_restarts(volume: str) -> None:
-    """``./build TEST --engine podman --base-image <debootstrapped bookworm>`` makes an
-    image that starts read-only as uid 10001, serves the catalog (curl), DNS (dig) and
-    the log sink (HTTPHandler) on its default ports, passes its HEALTHCHECK, stops
-    cleanly on SIGTERM, and a new container on the same volume still has the service
-    and the record."""
-    started = time.monotonic()
-    base = base_image.ensure()
-    print(f"base image {base}: ready in {time.monotonic() - started:.1f}s")
-    build("--engine", "podman", "--base-image", base)
+    """``./build TEST --engine podman`` (no registry: the base is made from Debian
+    packages) makes an image that starts read-only as uid 10001, serves the catalog
+    (curl), DNS (dig) and the log sink (HTTPHandler) on its default ports, passes its
+    HEALTHCHECK, stops cleanly on SIGTERM, and a new container on the same volume still
+    has the service and the record."""
+    build("--engine", "podman")
 
     check_image_config()
 
