@@ -54,6 +54,7 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     license="MIT",
+    license_files=["LICENSE"],
     python_requires=">=3.11",
     package_dir={"": "src"},
     # The dashboard's templates/ and static/ are data directories of homeport.web, read

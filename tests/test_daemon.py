@@ -362,6 +362,17 @@ def test_sighup_reloads_the_config_dir(daemon_factory: Any, tmp_path: Path) -> N
     assert status == 400 and b"--config-dir" in body
 
 
+def test_sighup_without_anything_to_reload_is_not_an_exit(daemon: Daemon) -> None:
+    """SIGHUP's default is to end the process; homeport takes it as "reload", always."""
+    daemon.request("PUT", "/v1/kv/still", "here")
+    daemon.signal(signal.SIGHUP)
+    wait_for(lambda: "SIGHUP: reloading" in daemon.output(), what="the reload line")
+    assert daemon.process is not None and daemon.process.poll() is None, daemon.output()
+    status, _, body = daemon.request("GET", "/v1/kv/still?raw")
+    assert (status, body) == (200, b"here")
+    assert "Traceback" not in daemon.output()
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -614,3 +625,24 @@ def test_py_consul_transactions_are_all_or_nothing(daemon: Daemon) -> None:
         c.txn.put([op("set", "cfg/c", b"3"), op("check-not-exists", "cfg/a")])
     _, keys = c.kv.get("cfg/", keys=True)
     assert keys == ["cfg/a", "cfg/b"]
+
+
+def test_start_up_says_where_to_open_it(daemon_factory: Any) -> None:
+    """The banner gives URLs, not ``IPv4Address(type='TCP', ...)``."""
+    daemon = daemon_factory(["--dns", "127.0.0.1:0"]).start()
+    url = f"http://127.0.0.1:{daemon.http_port}/"
+    assert f"HTTP on {url} (dashboard: {url}ui/)" in daemon.output()
+    assert f"on 127.0.0.1:{daemon.dns_port} (UDP and TCP)" in daemon.output()
+    assert "IPv4Address(" not in daemon.output()
+
+
+def test_listener_urls_name_the_scheme_and_bracket_ipv6() -> None:
+    from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+
+    from homeport.http.listen import url_of
+
+    v4 = IPv4Address("TCP", "0.0.0.0", 8500)
+    assert url_of("--http 'tcp:8500'", v4) == "http://0.0.0.0:8500/"
+    assert url_of("--http 'le:/certs:tcp:443'", v4) == "https://0.0.0.0:8500/"
+    assert url_of("--http 'tcp6:80'", IPv6Address("TCP", "::1", 80)) == "http://[::1]:80/"
+    assert url_of("--http 'unix:/run/hp.sock'", UNIXAddress(b"/run/hp.sock")) is None

@@ -28,8 +28,8 @@ class OnStop(Service):
 class HangupService(Service):
     """SIGHUP: read again what lives in files (``--config-dir``, certificate directories).
 
-    The handler is installed only when there is something to read again, so a daemon
-    without either keeps SIGHUP's default meaning.
+    As Consul's agent, the daemon always takes SIGHUP as "reload", never as "exit" (the
+    default meaning of the signal): with nothing to read again it says so and goes on.
     """
 
     def __init__(self, reactor: IReactorFromThreads, actions: Sequence[Callable[[], None]]) -> None:
@@ -39,7 +39,7 @@ class HangupService(Service):
 
     def startService(self) -> None:
         Service.startService(self)
-        if self.actions and hasattr(signal, "SIGHUP"):
+        if hasattr(signal, "SIGHUP"):
             try:
                 self._previous_handler = signal.signal(signal.SIGHUP, self._hup)
             except ValueError:  # not the main thread (tests)
@@ -55,6 +55,7 @@ class HangupService(Service):
         self.reactor.callFromThread(self.run)
 
     def run(self) -> None:
+        log.info("SIGHUP: reloading ({count} source(s) to read again)", count=len(self.actions))
         for action in list(self.actions):
             try:
                 action()

@@ -8,6 +8,7 @@ import re
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
+    IAddress,
     IListeningPort,
     IProtocolFactory,
     IReactorCore,
@@ -34,6 +35,20 @@ def exposed_interfaces(description: str) -> bool:
         return not ipaddress.ip_address(interface).is_loopback
     except ValueError:
         return interface != "localhost"
+
+
+def url_of(what: str, address: IAddress) -> str | None:
+    """``http://127.0.0.1:8500/`` for a listener (*what* names its endpoint string:
+    le:/lets:/ssl: ones are https), or None when it is not an IP socket (UNIX)."""
+    host = getattr(address, "host", None)
+    port = getattr(address, "port", None)
+    if not isinstance(host, str) or not isinstance(port, int):
+        return None
+    endpoint = what.split("'", 2)[1] if what.count("'") >= 2 else what
+    scheme = "https" if endpoint.split(":", 1)[0] in ("le", "lets", "ssl") else "http"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{scheme}://{host}:{port}/"
 
 
 class Listener(Service):
@@ -67,7 +82,11 @@ class Listener(Service):
 
     def _listening(self, port: IListeningPort) -> IListeningPort:
         self.port = port
-        log.info("HTTP listening on {address}", address=port.getHost())
+        url = url_of(self.what, port.getHost())
+        if url is None:
+            log.info("HTTP on {address}", address=str(port.getHost()))
+        else:
+            log.info("HTTP on {url} (dashboard: {url}ui/)", url=url)
         return port
 
     def _failed_later(self, failure: Failure) -> None:
