@@ -53,7 +53,7 @@ def send_until_received(pub: zmq.Socket[bytes], frames: list[bytes], daemon: Dae
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         pub.send_multipart(frames)
-        if metric(daemon, "homeport_zmq_received") > 0:
+        if metric(daemon, "homeport_zmq_received_total") > 0:
             return
         time.sleep(0.1)
     raise AssertionError("the daemon never received the ZeroMQ message")
@@ -88,8 +88,8 @@ def test_multipart_single_frame_and_malformed_messages_with_connect(
         ("zmq/sensor", "temp=21.5"),
         ("zmq/job", '["step 1","step 2"]'),
     ]
-    assert metric(daemon, "homeport_zmq_malformed") == 3
-    assert metric(daemon, "homeport_zmq_received") >= 6
+    assert metric(daemon, "homeport_zmq_malformed_total") == 3
+    assert metric(daemon, "homeport_zmq_received_total") >= 6
     assert "Dropped a ZeroMQ message" in daemon.output()
     assert daemon.process is not None and daemon.process.poll() is None
 
@@ -191,8 +191,10 @@ def test_a_flood_cuts_off_the_slow_reader_and_keeps_memory_bounded(
     reader = threading.Thread(target=read_until_marker, args=(fast, received, done), daemon=True)
     reader.start()
     before = rss_kib(daemon)
-    sent = flood(pub, 4)
-    after = rss_kib(daemon)
+    sent, trace = 0, []
+    for _ in range(6):
+        sent += flood(pub, 1.5)
+        trace.append(rss_kib(daemon))
     publish(daemon, "marker", "the end")
     reader.join(30)
     assert done.is_set(), "the fast reader did not get to the end"
@@ -200,10 +202,15 @@ def test_a_flood_cuts_off_the_slow_reader_and_keeps_memory_bounded(
     assert received.count(b"event: zmq/flood") > sent // 4
     # The slow reader was cut off: reading what was buffered ends in EOF or a reset.
     read_to_the_end(slow)
-    assert metric(daemon, "homeport_sse_cut_off") >= 1
-    # Bounded: the history's caps and the per-connection limit, not the flood's size
-    # (sent * 2000 bytes, some tens of MB), decide what the daemon holds.
-    assert after - before < 64 * 1024, (before, after)
+    assert metric(daemon, "homeport_sse_cut_off_total") >= 1
+    # Bounded: the history's caps, ZeroMQ's high-water mark and the per-connection limit,
+    # not the flood's size (sent * 2000 bytes, over 100 MB), decide what the daemon
+    # holds.  RSS is a coarse gauge (freed memory is not always given back, and on a busy
+    # box the queues fill to their caps first), so the test asks for a plateau: the last
+    # half of the flood adds little to what the first third had grown to, and the whole
+    # stays under a cap well below what was sent.
+    assert max(trace[3:]) - trace[1] < 32 * 1024, (before, trace, sent)
+    assert max(trace) - before < 128 * 1024, (before, trace, sent)
     assert daemon.get_json("/v1/catalog/services")
 
 

@@ -66,3 +66,17 @@ def test_a_body_within_the_limit_is_served() -> None:
     protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: hub\r\nContent-Length: 10\r\n\r\n0123456789")
     assert transport.value().startswith(b"HTTP/1.1 302 ")
     assert not transport.disconnecting
+
+
+def test_counters_are_counters_named_total_and_gauges_are_gauges() -> None:
+    """Prometheus types: a count that only grows is a counter exposed as ``_total``."""
+    from homeport.http.metrics import Metrics
+
+    metrics = Metrics()
+    metrics.counter("homeport_things_received", "Things received", lambda: 7)
+    metrics.gauge("homeport_things_open", "Things open now", lambda: 2)
+    text = metrics.render().decode()
+    assert "# TYPE homeport_things_received_total counter" in text
+    assert "homeport_things_received_total 7.0" in text
+    assert "# TYPE homeport_things_open gauge" in text
+    assert "homeport_things_open 2.0" in text

@@ -22,15 +22,22 @@ from twisted.web.server import Request
 CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 
 
-class _Gauges(Collector):
-    def __init__(self, sources: dict[str, tuple[str, Callable[[], float]]]) -> None:
-        self.sources = sources
+class _Read(Collector):
+    """Values read at scrape time: gauges, and counters (exposed as ``<name>_total``)."""
+
+    def __init__(self) -> None:
+        self.gauges: dict[str, tuple[str, Callable[[], float]]] = {}
+        self.counters: dict[str, tuple[str, Callable[[], float]]] = {}
 
     def collect(self) -> Iterable[Metric]:
-        for name, (doc, read) in self.sources.items():
-            family = GaugeMetricFamily(name, doc)
-            family.add_metric([], read())
-            yield family
+        for name, (doc, read) in self.gauges.items():
+            gauge = GaugeMetricFamily(name, doc)
+            gauge.add_metric([], read())
+            yield gauge
+        for name, (doc, read) in self.counters.items():
+            counter = CounterMetricFamily(name, doc)
+            counter.add_metric([], read())
+            yield counter
 
 
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 5.0, 60.0, 600.0)
@@ -87,12 +94,16 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         self._requests = _Requests()
         self.registry.register(self._requests)
-        self._gauges: dict[str, tuple[str, Callable[[], float]]] = {}
-        self.registry.register(_Gauges(self._gauges))
+        self._read = _Read()
+        self.registry.register(self._read)
 
     def gauge(self, name: str, doc: str, read: Callable[[], float]) -> None:
         """A value read when /metrics is scraped (catalog sizes and the like)."""
-        self._gauges[name] = (doc, read)
+        self._read.gauges[name] = (doc, read)
+
+    def counter(self, name: str, doc: str, read: Callable[[], float]) -> None:
+        """A count that only grows, read when scraped; exposed as ``<name>_total``."""
+        self._read.counters[name.removesuffix("_total")] = (doc, read)
 
     def observe(self, route: str, code: int | None, seconds: float) -> None:
         self._requests.observe(route, code or 200, seconds)

@@ -93,19 +93,19 @@ def build(
 def _gauges(
     metrics: Metrics, hub: Hub, sse: SSEService, zmq: ZmqSubscriber | None, engine: EngineIO
 ) -> None:
-    gauge = metrics.gauge
-    gauge("homeport_events_published", "Events published since start", lambda: hub.published)
+    gauge, counter = metrics.gauge, metrics.counter
+    counter("homeport_events_published", "Events published since start", lambda: hub.published)
     gauge("homeport_events_last_id", "The newest event id", lambda: hub.last_id)
     gauge("homeport_sse_connections", "Open event streams", lambda: len(sse.connections))
-    gauge(
+    counter(
         "homeport_sse_cut_off",
         "Event streams closed because the client fell too far behind",
         lambda: sse.cut_off,
     )
     if zmq is not None:
         zs = zmq
-        gauge("homeport_zmq_received", "ZeroMQ messages received", lambda: zs.received)
-        gauge(
+        counter("homeport_zmq_received", "ZeroMQ messages received", lambda: zs.received)
+        counter(
             "homeport_zmq_malformed",
             "ZeroMQ messages dropped because of their shape",
             lambda: zs.malformed,
