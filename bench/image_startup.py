@@ -1,0 +1,177 @@
+"""Start-up of the image: ``podman run`` to the first HTTP answer, and where it goes.
+
+    python3 bench/image_startup.py [IMAGE ...] [--runs 7] [--phases] [--publish]
+
+For each round, each IMAGE (default ``homeport:TEST``) in turn (so that images compared
+see the same load on a shared machine): ``podman run -d --read-only`` on a fresh data
+directory, then ``GET /v1/status/leader`` every 10 ms until it answers 200.  Prints
+min / median / max seconds per image, and the floor: ``podman run`` of the image's own
+Python doing nothing (``-c pass``), which no change to homeport can go below.
+
+``--phases`` also runs the daemon in each image under a probe that prints, per phase
+of ``twist homeport``, the wall and CPU milliseconds since the interpreter started
+(import twist; parse options, which installs the reactor and loads the plugins;
+makeService, which imports and builds every part; reactor running) and the CPU the log
+writer child (started with the services) used in its first second.  ``--publish``
+publishes ports (``-p``, podman's network set-up, as the README runs it) instead of
+``--network host``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from benchlib import free_port
+
+# Debian's podman here has only runc (not crun): say so, as ./build does.
+PODMAN = (
+    ["podman", "--runtime", "runc"]
+    if shutil.which("runc") and not shutil.which("crun")
+    else ["podman"]
+)
+ULIMITS = ["--ulimit", "nofile=20000:20000", "--ulimit", "nproc=32768:32768"]
+
+#: Run in the image's Python: twist homeport with a mark at each phase, then a report.
+PROBE = r"""
+import os, resource, sys, time
+T0 = time.perf_counter()
+marks = []
+def mark(name):
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    marks.append((name, time.perf_counter() - T0, r.ru_utime + r.ru_stime))
+from twisted.application.twist._twist import Twist
+mark("import twist")
+options, service, start = Twist.options, Twist.service, Twist.startService
+def timed(name, f):
+    def call(*a, **kw):
+        result = f(*a, **kw)
+        mark(name)
+        return result
+    return staticmethod(call)
+def running(reactor):
+    mark("reactor running")
+    reactor.callLater(1.0, report, reactor)
+def report(reactor):
+    for name, wall, cpu in marks:
+        print(f"PHASE {name}: {wall * 1000:.0f} ms wall, {cpu * 1000:.0f} ms cpu")
+    for pid in set(filter(str.isdigit, os.listdir("/proc"))) - {str(os.getpid())}:
+        try:
+            stat = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+            cmd = open(f"/proc/{pid}/cmdline").read()
+        except OSError:
+            continue
+        if "homeport.logs.writer" in cmd:
+            ticks = int(stat[11]) + int(stat[12])
+            hz = os.sysconf("SC_CLK_TCK")
+            print(f"PHASE log writer child, 1 s after: {ticks * 1000 // hz} ms cpu")
+    reactor.stop()
+def start_then_report(reactor, svc):
+    start(reactor, svc)
+    reactor.callWhenRunning(running, reactor)
+Twist.options = timed("parse options (reactor, plugins)", options)
+Twist.service = timed("makeService (every part)", service)
+Twist.startService = staticmethod(start_then_report)
+Twist.main(["twist", "homeport", "--http", "tcp:0:interface=127.0.0.1", "--dns", "none",
+            "--data-dir", "/var/lib/homeport"])
+"""
+
+
+def podman(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*PODMAN, *args], capture_output=True, text=True, check=check, timeout=120
+    )
+
+
+def answered(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return bool(response.status == 200)
+    except (OSError, urllib.error.URLError):
+        return False
+
+
+def one_start(image: str, publish: bool) -> float:
+    """Seconds from ``podman run`` to the first 200 from a container of *image*."""
+    http, dns = free_port(), free_port()
+    if publish:
+        network = ["--publish", f"127.0.0.1:{http}:8500/tcp"]
+        args = ["--http", "tcp:8500:interface=0.0.0.0", "--dns", "none"]
+    else:
+        network = ["--network", "host"]
+        args = ["--http", f"tcp:{http}:interface=127.0.0.1", "--dns", f"127.0.0.1:{dns}"]
+    name = f"homeport-startup-{http}"
+    with tempfile.TemporaryDirectory() as data:
+        Path(data).chmod(0o777)
+        started = time.monotonic()
+        podman("run", "-d", "--name", name, "--read-only", *ULIMITS, *network,
+               "--volume", f"{data}:/var/lib/homeport", image, *args,
+               "--data-dir", "/var/lib/homeport")  # fmt: skip
+        try:
+            while not answered(f"http://127.0.0.1:{http}/v1/status/leader"):
+                if time.monotonic() - started > 30:
+                    raise RuntimeError(f"{image}: no answer in 30 s: {podman('logs', name)}")
+                time.sleep(0.01)
+            return time.monotonic() - started
+        finally:
+            podman("rm", "--force", "--time", "0", name, check=False)
+
+
+def floor(image: str) -> float:
+    started = time.monotonic()
+    podman("run", "--rm", *ULIMITS, "--network", "host", "--entrypoint", "/app/bin/python",
+           image, "-I", "-c", "pass")  # fmt: skip
+    return time.monotonic() - started
+
+
+def phases(image: str) -> list[str]:
+    with tempfile.TemporaryDirectory() as data:
+        Path(data).chmod(0o777)
+        result = podman("run", "--rm", "--read-only", *ULIMITS, "--network", "host",
+                        "--volume", f"{data}:/var/lib/homeport",
+                        "--entrypoint", "/app/bin/python", image, "-I", "-c", PROBE)  # fmt: skip
+    return [line.split("PHASE ", 1)[1] for line in result.stdout.splitlines() if "PHASE " in line]
+
+
+def summary(values: list[float]) -> str:
+    return (
+        f"min {min(values):.2f}  median {statistics.median(values):.2f}  "
+        f"max {max(values):.2f} s  (n={len(values)})"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("images", nargs="*", default=["homeport:TEST"])
+    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--phases", action="store_true", help="where the time goes")
+    parser.add_argument("--publish", action="store_true", help="-p instead of --network host")
+    args = parser.parse_args()
+    starts: dict[str, list[float]] = {image: [] for image in args.images}
+    floors: dict[str, list[float]] = {image: [] for image in args.images}
+    for image in args.images:
+        one_start(image, args.publish)  # warm the page cache: the first run reads the layers
+    for _ in range(args.runs):
+        for image in args.images:
+            starts[image].append(one_start(image, args.publish))
+            floors[image].append(floor(image))
+    for image in args.images:
+        print(f"{image}")
+        print(f"  podman run -> first HTTP answer: {summary(starts[image])}")
+        print(f"  floor (podman run, python -c pass): {summary(floors[image])}")
+        if args.phases:
+            for line in phases(image):
+                print(f"  {line}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
