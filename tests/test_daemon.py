@@ -88,7 +88,7 @@ def test_the_readme_lock_example_runs_as_written(daemon: Daemon) -> None:
     """The README's session + ?acquire lines, run by bash with only the port changed."""
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     start = readme.index("# a lock (Consul's leader election)")
-    block = readme[start : readme.index("\n\n", start)]
+    block = readme[start : min(readme.index("\n\n", start), readme.index("\n```", start))]
     script = block.replace("127.0.0.1:8500", f"127.0.0.1:{daemon.http_port}")
     result = subprocess.run(
         ["bash", "-euo", "pipefail", "-c", script.replace("curl ", "curl -sS ")],
