@@ -28,6 +28,7 @@ ENV_PREFIX = "HOMEPORT_"
 # The options an opt_* method collects into a list (and HOMEPORT_* splits on spaces).
 REPEATABLE: tuple[str, ...] = ("http", "config-dir", "empty-file", "zmq-connect", "zmq-bind")
 REPEATABLE += ("zmq-topic", "cors-origin")
+REPEATABLE += ("syslog", "relp", "json-lines")
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("", "0", "false", "no", "off")
 T = TypeVar("T")
@@ -166,6 +167,18 @@ class Options(usage.Options):
     def opt_empty_file(self, value: str) -> None:
         """Create this file empty unless it exists; with le: asks for its name's certificate."""
         self["empty-file"].append(value)
+
+    def opt_syslog(self, value: str) -> None:
+        """Syslog (RFC 5424/3164) on udp:PORT or tcp:PORT[:interface=ADDR] (repeatable)."""
+        self["syslog"].append(value)
+
+    def opt_relp(self, value: str) -> None:
+        """RELP (rsyslog's omrelp) on this port or tcp: endpoint (repeatable). [default: none]"""
+        self["relp"].append(value)
+
+    def opt_json_lines(self, value: str) -> None:
+        """syslog-ng JSON lines (format-json) on tcp:PORT (repeatable). [default: none]"""
+        self["json-lines"].append(value)
 
     def opt_version(self) -> None:
         """Print the version and exit."""
@@ -354,7 +367,32 @@ def _logs(options: Mapping[str, Any], token: str | None) -> logs.Settings:
         parse_retention,
         "an age like 7d, a record count like 1000000, both (7d,1000000), or none",
     )
-    return logs.Settings(max_age=max_age, max_records=max_records, token=token)
+    syslog, relp, json_lines = _syslog(options)
+    return logs.Settings(
+        max_age=max_age,
+        max_records=max_records,
+        token=token,
+        syslog=syslog,
+        relp=relp,
+        json_lines=json_lines,
+    )
+
+
+def _syslog(options: Mapping[str, Any]) -> tuple[tuple[str, ...], ...]:
+    """``--syslog``, ``--relp`` and ``--json-lines``, each endpoint checked."""
+    from .logs.syslog.service import check, is_udp
+
+    fields: list[tuple[str, ...]] = []
+    for name in ("syslog", "relp", "json-lines"):
+        for description in options[name]:
+            if name != "syslog" and is_udp(description):
+                raise usage.UsageError(f"--{name} {description!r}: takes TCP only, not udp:")
+            try:
+                check(f"--{name}", description)
+            except ValueError as e:
+                raise usage.UsageError(f"--{name} {description!r}: {e}") from None
+        fields.append(tuple(options[name]))
+    return tuple(fields)
 
 
 def _duration(text: str) -> float:

@@ -3,7 +3,8 @@
 :mod:`.record` reads a record from HTTPHandler's fields, :mod:`.store` keeps records in
 SQLite (committed in batches by a writer child process, :mod:`.writer`), :mod:`.query` is
 the search language, :mod:`.retention` prunes, and :mod:`.http` is the face: ``/log`` to
-ingest and ``/v1/logs`` to search.  :func:`build` makes all of it.
+ingest and ``/v1/logs`` to search.  :mod:`.syslog` takes syslog (UDP, TCP, RELP) and
+syslog-ng's JSON lines into the same store.  :func:`build` makes all of it.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from typing import TYPE_CHECKING
 from ..part import IHomeportReactor, Part
 
 if TYPE_CHECKING:
-    from .service import Publish
+    from ..http.metrics import Metrics
+    from .service import LogSink, Publish
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -26,6 +28,12 @@ class Settings:
     token: str | None = None
     #: Print each record on the daemon's console.
     console: bool = True
+    #: Syslog listeners (endpoint strings, none by default): ``udp:PORT[:interface=ADDR]``
+    #: or ``tcp:PORT[...]`` (RFC 5424/3164, RFC 6587 framing); RELP (``PORT`` or ``tcp:``);
+    #: syslog-ng's JSON lines.
+    syslog: tuple[str, ...] = ()
+    relp: tuple[str, ...] = ()
+    json_lines: tuple[str, ...] = ()
 
 
 def build(
@@ -33,9 +41,11 @@ def build(
     reactor: IHomeportReactor,
     data_dir: Path,
     publish: Publish | None = None,
+    metrics: Metrics | None = None,
 ) -> Part:
     """The sink on ``<data_dir>/logs.sqlite3``; every stored record is published on
-    *publish*'s topic ``logs``.  Raises what opening the database raises."""
+    *publish*'s topic ``logs``; the syslog listeners' counts go on *metrics*.  Raises
+    what opening the database raises."""
     from ..http.auth import Token
     from .http import LogIngestResource, LogSearchResource
     from .service import LogSink
@@ -50,4 +60,28 @@ def build(
     )
     ingest = LogIngestResource(sink.store.add, reactor.seconds, Token(settings.token))
     search = LogSearchResource(sink.store.search, reactor.seconds)
-    return Part(service=sink, resources={b"log": ingest}, v1={b"logs": search})
+    return Part(
+        service=sink,
+        resources={b"log": ingest},
+        v1={b"logs": search},
+        exposed=_syslog(settings, sink, reactor, metrics),
+    )
+
+
+def _syslog(
+    settings: Settings, sink: LogSink, reactor: IHomeportReactor, metrics: Metrics | None
+) -> bool:
+    """The syslog listeners, children of *sink* (started after its store, stopped before
+    it); whether any listens beyond loopback."""
+    from ..part import attach
+    from .syslog.ingest import Ingest
+    from .syslog.service import Endpoints, listeners, register_metrics
+
+    endpoints = Endpoints(
+        syslog=settings.syslog, relp=settings.relp, json_lines=settings.json_lines
+    )
+    ingest = Ingest(sink.store.add, reactor.seconds)
+    if metrics is not None:
+        register_metrics(metrics, ingest)
+    attach(sink, *listeners(endpoints, ingest, reactor))
+    return endpoints.exposed

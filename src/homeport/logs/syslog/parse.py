@@ -320,7 +320,9 @@ def _rfc5424(rest: str, parsed: Parsed, now: float) -> None:
     except ValueError as e:
         parsed.error = str(e)
         message = sd_and_message
-    parsed.message = message.removeprefix("\ufeff")
+    # The BOM says UTF-8; the space is rsyslog's (its msg property keeps the one that
+    # followed an RFC 3164 tag).
+    parsed.message = message.removeprefix("\ufeff").removeprefix(" ")
 
 
 # -- RFC 3164 ---------------------------------------------------------------------
