@@ -33,6 +33,10 @@ class Settings:
     config_dirs: tuple[Path, ...] = ()
     token: str | None = None
     cors_origins: tuple[str, ...] = ()
+    #: Run script checks (Consul's ``Args``) from the HTTP API and ``--config-dir`` /
+    #: from ``--config-dir`` only (Consul's enable_script_checks / _local_script_checks).
+    enable_script_checks: bool = False
+    enable_local_script_checks: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -54,14 +58,16 @@ def build(
 ) -> CatalogPart:
     """The catalog loaded from ``<data_dir>/catalog.sqlite3``, its timers and its API.
 
-    Every change is published on *publish*'s topics ``catalog`` and ``kv``.  Raises what
+    Every change is published on *publish*'s topics ``catalog`` and ``kv``, every user
+    event on ``consul-event``.  Raises what
     opening the database raises (``sqlite3.Error``, ``OSError``).
     """
     from ..http.api import ApiResource
     from ..http.auth import Token
     from ..http.cors import CORS
+    from . import events_api
     from .api import ERRORS, ConsulAPI, bootstrap, local_identity
-    from .checks import HealthChecker
+    from .checks import HealthChecker, ScriptPolicy
     from .config import ConfigService
     from .model import Catalog
     from .sessions import SessionTimers
@@ -73,9 +79,12 @@ def build(
     store = CatalogStore(catalog, data_dir / "catalog.sqlite3")
     agent = local_identity(settings.node, settings.advertise, catalog.datacenter, reactor.seconds())
     bootstrap(catalog, agent)
-    config = ConfigService(catalog, agent.node, settings.config_dirs)
+    scripts = ScriptPolicy.from_flags(
+        settings.enable_script_checks, settings.enable_local_script_checks
+    )
+    config = ConfigService(catalog, agent.node, settings.config_dirs, scripts)
     timers = SessionTimers(catalog, reactor)
-    attach(service, store, HealthChecker(catalog, agent.node, reactor), timers, config)
+    attach(service, store, HealthChecker(catalog, agent.node, reactor, scripts), timers, config)
     _gauges(metrics, catalog)
     api = ApiResource(
         reactor,
@@ -86,7 +95,9 @@ def build(
         cors=CORS(settings.cors_origins),
         errors=ERRORS,
     )
-    ConsulAPI(api, catalog, agent, reactor)
+    ConsulAPI(api, catalog, agent, reactor, scripts=scripts)
+    events = events_api.routes(api, catalog, agent.node, reactor, publish)
+    attach(service, events.service)
     if publish is not None:
         catalog.subscribe(_publisher(publish))
 
@@ -95,7 +106,13 @@ def build(
 
     hangup = (config.reload,) if settings.config_dirs else ()
     return CatalogPart(
-        service=service, on_hangup=hangup, catalog=catalog, agent=agent, api=api, facts=facts
+        service=service,
+        v1={b"event": events.resource},
+        on_hangup=hangup,
+        catalog=catalog,
+        agent=agent,
+        api=api,
+        facts=facts,
     )
 
 
