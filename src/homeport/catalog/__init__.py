@@ -33,10 +33,6 @@ class Settings:
     config_dirs: tuple[Path, ...] = ()
     token: str | None = None
     cors_origins: tuple[str, ...] = ()
-    #: Run script checks (Consul's ``Args``) from the HTTP API and ``--config-dir`` /
-    #: from ``--config-dir`` only (Consul's enable_script_checks / _local_script_checks).
-    enable_script_checks: bool = False
-    enable_local_script_checks: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -67,7 +63,7 @@ def build(
     from ..http.cors import CORS
     from . import events_api
     from .api import ERRORS, ConsulAPI, bootstrap, local_identity
-    from .checks import HealthChecker, ScriptPolicy
+    from .checks import HealthChecker
     from .config import ConfigService
     from .model import Catalog
     from .sessions import SessionTimers
@@ -79,12 +75,9 @@ def build(
     store = CatalogStore(catalog, data_dir / "catalog.sqlite3")
     agent = local_identity(settings.node, settings.advertise, catalog.datacenter, reactor.seconds())
     bootstrap(catalog, agent)
-    scripts = ScriptPolicy.from_flags(
-        settings.enable_script_checks, settings.enable_local_script_checks
-    )
-    config = ConfigService(catalog, agent.node, settings.config_dirs, scripts)
+    config = ConfigService(catalog, agent.node, settings.config_dirs)
     timers = SessionTimers(catalog, reactor)
-    attach(service, store, HealthChecker(catalog, agent.node, reactor, scripts), timers, config)
+    attach(service, store, HealthChecker(catalog, agent.node, reactor), timers, config)
     _gauges(metrics, catalog)
     api = ApiResource(
         reactor,
@@ -95,7 +88,7 @@ def build(
         cors=CORS(settings.cors_origins),
         errors=ERRORS,
     )
-    ConsulAPI(api, catalog, agent, reactor, scripts=scripts)
+    ConsulAPI(api, catalog, agent, reactor)
     events = events_api.routes(api, catalog, agent.node, reactor, publish)
     attach(service, events.service)
     if publish is not None:
