@@ -66,5 +66,6 @@ setup(
     include_package_data=True,
     install_requires=INSTALL_REQUIRES,
     extras_require={"test": TEST_REQUIRES},
+    entry_points={"console_scripts": ["homeport = homeport.cli:main"]},
     zip_safe=False,
 )

@@ -1,4 +1,4 @@
-"""The README's first command, ``pip install . && twist homeport``, on a fresh venv."""
+"""The README's first command: a fresh venv, ``pip install .``, then ``homeport``."""
 
 from __future__ import annotations
 
@@ -32,9 +32,7 @@ def test_pip_install_dot_then_twist_homeport_serves(tmp_path: Path) -> None:
     with open(workdir / "out.log", "wb") as out:
         daemon = subprocess.Popen(
             [
-                str(venv / "bin" / "twist"),
-                "--log-format=text",
-                "homeport",
+                str(venv / "bin" / "homeport"),  # the README's command (twist homeport too)
                 "--http",
                 "tcp:0:interface=127.0.0.1",
                 "--dns",
@@ -61,6 +59,13 @@ def test_pip_install_dot_then_twist_homeport_serves(tmp_path: Path) -> None:
             assert b"homeport" in r.read()
         # The embedded default: SQLite files in ./homeport-data.
         assert (workdir / "homeport-data" / "catalog.sqlite3").exists()
+        # The console command of its own, with the same options.
+        command = subprocess.run(
+            [str(venv / "bin" / "homeport"), "--help"], capture_output=True, text=True, check=False
+        )
+        assert command.returncode == 0, command.stderr
+        assert command.stdout.startswith("Usage: homeport [--log-format=text|json] [options]")
+        assert "--data-dir=" in command.stdout
     finally:
         daemon.terminate()
         daemon.wait(20)

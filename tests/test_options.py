@@ -164,3 +164,18 @@ def test_a_container_advertising_its_own_address_is_warned_about(tmp_path: Path)
         "Advertising 10.88.0.7, this podman container's own address, which other hosts "
         "cannot reach: give the host's address with --advertise (or HOMEPORT_ADVERTISE)"
     ]
+
+
+def test_the_homeport_command_is_twist_homeport_with_twist_s_log_options_moved() -> None:
+    from homeport.cli import twist_argv
+
+    assert twist_argv(["--dns", "none"]) == ["homeport", "homeport", "--dns", "none"]
+    assert twist_argv(["--http", "tcp:1", "--log-format", "json", "--log-level=warn"]) == [
+        "homeport",
+        "--log-format",
+        "json",
+        "--log-level=warn",
+        "homeport",
+        "--http",
+        "tcp:1",
+    ]

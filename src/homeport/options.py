@@ -126,6 +126,13 @@ class Options(usage.Options):
     optParameters = OPTION_PARAMETERS
     optFlags = [
         ["access-log", None, "Log one line per HTTP request (off: it halves hot-path speed)."],
+        [
+            "enable-script-checks",
+            None,
+            "Run script checks (Args) from the HTTP API and --config-dir: whoever may "
+            "register a check may run commands here.",
+        ],
+        ["enable-local-script-checks", None, "Run script checks from --config-dir only."],
     ]
     #: Made by postOptions from what was parsed.
     settings: Settings
@@ -138,6 +145,8 @@ class Options(usage.Options):
     def getSynopsis(self) -> str:
         """``Usage: twist [twist options] homeport [options]``: what a user types (not
         twist's generic ``plugin [plugin_options]`` with ours appended)."""
+        if Path(sys.argv[0]).name == "homeport":  # the console command (homeport.cli)
+            return "Usage: homeport [--log-format=text|json] [options]"
         return "Usage: twist [--log-format=text|json] homeport [options]"
 
     def opt_zmq_connect(self, value: str) -> None:
@@ -319,6 +328,8 @@ def _catalog(
         config_dirs=tuple(Path(d) for d in options["config-dir"]),
         token=token,
         cors_origins=cors,
+        enable_script_checks=bool(options["enable-script-checks"]),
+        enable_local_script_checks=bool(options["enable-local-script-checks"]),
     )
 
 
