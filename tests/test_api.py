@@ -292,7 +292,9 @@ class TokenTests(APITestCase):
         assert self.request("GET", "/v1/catalog/services")[0] == 200
 
 
-class BlockingQueryTests(APITestCase):
+class BlockingTestCase(APITestCase):
+    """Blocking reads started and left parked on the memory reactor."""
+
     def start(self, path: str) -> Deferred[Any]:
         d: Deferred[Any] = self.daemon.treq.request("GET", "http://127.0.0.1" + path)
         self.daemon.treq.flush()
@@ -305,6 +307,8 @@ class BlockingQueryTests(APITestCase):
         _, headers, _ = self.request("GET", path)
         return int(headers.getRawHeaders("X-Consul-Index")[0])
 
+
+class BlockingQueryTests(BlockingTestCase):
     def test_a_blocking_query_returns_when_its_result_changes(self) -> None:
         index = self.index_of("/v1/catalog/service/web")
         d = self.start(f"/v1/catalog/service/web?index={index}&wait=1m")
@@ -366,6 +370,79 @@ class BlockingQueryTests(APITestCase):
         response = self.successResultOf(d)
         body = self.successResultOf(response.json())
         assert base64.b64decode(body[0]["Value"]) == b"2"
+
+
+class KVIndexTests(BlockingTestCase):
+    """Consul's KV index: a watcher that asks ``?index=<ModifyIndex>`` waits."""
+
+    def modify_index(self, key: str) -> int:
+        [entry] = self.get(f"/v1/kv/{key}")
+        return int(entry["ModifyIndex"])
+
+    def test_one_key_answers_its_modify_index(self) -> None:
+        self.put("/v1/kv/leader", b"a")
+        self.put("/v1/kv/other", b"x")
+        self.put("/v1/agent/service/register", {"Name": "web"})
+        assert self.index_of("/v1/kv/leader") == self.modify_index("leader")
+        assert self.index_of("/v1/kv/leader?raw") == self.modify_index("leader")
+
+    def test_waiting_on_the_modify_index_parks_until_the_key_changes(self) -> None:
+        """Patroni's watch: ``?index=`` is the leader key's ModifyIndex from the body."""
+        self.put("/v1/kv/leader", b"a")
+        self.put("/v1/kv/other", b"x")
+        held = self.modify_index("leader")
+        d = self.start(f"/v1/kv/leader?index={held}&wait=1m")
+        self.put("/v1/kv/other", b"y")
+        self.put("/v1/agent/service/register", {"Name": "web"})
+        self.daemon.treq.flush()
+        self.assertNoResult(d)
+        self.put("/v1/kv/leader", b"b")
+        self.daemon.treq.flush()
+        response = self.successResultOf(d)
+        index = int(response.headers.getRawHeaders("X-Consul-Index")[0])
+        assert index == self.modify_index("leader") > held
+
+    def test_the_wait_runs_out_with_the_same_index(self) -> None:
+        self.put("/v1/kv/leader", b"a")
+        held = self.modify_index("leader")
+        d = self.start(f"/v1/kv/leader?index={held}&wait=2s")
+        self.daemon.reactor.advance(3)
+        self.daemon.treq.flush()
+        assert self.successResultOf(d).headers.getRawHeaders("X-Consul-Index") == [str(held)]
+
+    def test_a_missing_key_answers_the_kv_tables_index_and_wakes_when_created(self) -> None:
+        self.put("/v1/kv/other", b"x")
+        self.put("/v1/agent/service/register", {"Name": "web"})
+        index = self.index_of("/v1/kv/leader")
+        assert index == self.modify_index("other")
+        d = self.start(f"/v1/kv/leader?index={index}&wait=1m")
+        self.put("/v1/agent/service/register", {"Name": "db"})
+        self.daemon.treq.flush()
+        self.assertNoResult(d)
+        self.put("/v1/kv/leader", b"me")
+        self.daemon.treq.flush()
+        assert self.successResultOf(d).code == 200
+
+    def test_a_prefix_answers_its_highest_index_and_wakes_on_a_delete(self) -> None:
+        for key in ("service/pg/leader", "service/pg/members/a", "unrelated"):
+            self.put(f"/v1/kv/{key}", b"x")
+        highest = self.modify_index("service/pg/members/a")
+        for query in ("recurse", "keys", "keys&separator=/"):
+            assert self.index_of(f"/v1/kv/service/pg/?{query}") == highest
+        waiting = [
+            self.start(f"/v1/kv/service/pg/?{query}&index={highest}&wait=1m")
+            for query in ("recurse", "keys")
+        ]
+        self.put("/v1/kv/unrelated", b"y")
+        self.daemon.treq.flush()
+        for d in waiting:
+            self.assertNoResult(d)
+        code, _, _ = self.request("DELETE", "/v1/kv/service/pg/members/a")
+        assert code == 200
+        self.daemon.treq.flush()
+        for d in waiting:
+            response = self.successResultOf(d)
+            assert int(response.headers.getRawHeaders("X-Consul-Index")[0]) > highest
 
 
 class TTLTests(APITestCase):

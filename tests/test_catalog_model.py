@@ -209,6 +209,78 @@ def test_kv_recursive_delete_takes_the_prefix_only() -> None:
     assert sorted(catalog.kv) == ["apple", "other"]
 
 
+def test_a_kv_read_has_consuls_index() -> None:
+    """One key: its ModifyIndex (whatever else changed since); a missing key: the KV
+    table's index; a prefix: the highest ModifyIndex under it."""
+    catalog = Catalog()
+    assert catalog.kv_key_index("a") == 0 and catalog.kv_prefix_index("") == 0
+    catalog.kv_put("app/a", b"1")
+    written = catalog.kv["app/a"].modify_index
+    catalog.register(Node("n1", "10.0.0.1"))
+    catalog.kv_put("other", b"1")
+    assert catalog.index > written
+    assert catalog.kv_key_index("app/a") == written
+    assert catalog.kv_key_index("missing") == catalog.kv["other"].modify_index
+    assert catalog.kv_prefix_index("app/") == written
+    assert catalog.kv_prefix_index("") == catalog.kv["other"].modify_index
+    assert catalog.kv_prefix_index("nothing/") == catalog.kv["other"].modify_index
+
+
+def test_a_deleted_key_raises_its_prefix_index() -> None:
+    """Consul's graveyard: deleting the newest key under a prefix must not lower the
+    prefix's index, or a watcher holding it would never see the delete."""
+    catalog = Catalog()
+    catalog.kv_put("app/a", b"1")
+    catalog.kv_put("app/b", b"1")
+    catalog.kv_put("zzz", b"1")
+    held = catalog.kv_prefix_index("app/")
+    catalog.kv_delete("app/b")
+    deleted_at = catalog.index
+    assert catalog.kv_prefix_index("app/") == deleted_at > held
+    assert catalog.kv_key_index("app/b") == deleted_at  # the table's index
+    catalog.kv_put("zzz", b"2")
+    assert catalog.kv_prefix_index("app/") == deleted_at
+    catalog.kv_delete("app/", recurse=True)
+    assert catalog.kv_prefix_index("app/") == catalog.index
+
+
+def test_a_failed_transaction_leaves_the_kv_indexes_alone() -> None:
+    catalog = Catalog()
+    catalog.kv_put("app/a", b"1")
+    before = catalog.kv_prefix_index("app/"), catalog.kv_key_index("nope")
+    _, errors = catalog.kv_txn([KVOp("delete", "app/a"), KVOp("get", "nope")])
+    assert errors
+    assert (catalog.kv_prefix_index("app/"), catalog.kv_key_index("nope")) == before
+
+
+def test_the_graveyard_keeps_the_newest_deletes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("homeport.catalog.model.KV_TOMBSTONES", 2)
+    catalog = Catalog()
+    for key in ("a/1", "b/1", "c/1", "keep"):
+        catalog.kv_put(key, b"x")
+    for key in ("a/1", "b/1", "c/1"):
+        catalog.kv_delete(key)
+    table = catalog.kv_table_index
+    assert catalog.kv_prefix_index("a/") == table  # forgotten: the table's index
+    assert catalog.kv_prefix_index("b/") == table - 1
+    assert catalog.kv_prefix_index("c/") == table
+
+
+def test_after_a_load_kv_indexes_start_from_the_loaded_index() -> None:
+    """Deletes before a restart are not remembered: a watcher's older index is answered
+    (once), never left waiting through a delete it did not see."""
+    catalog = Catalog()
+    catalog.kv_put("app/a", b"1")
+    catalog.kv_put("app/b", b"1")
+    catalog.kv_delete("app/b")
+    stored = list(catalog.kv.values())
+    again = Catalog()
+    again.load(stored, catalog.index)
+    assert again.kv_key_index("app/a") == catalog.kv["app/a"].modify_index
+    assert again.kv_prefix_index("app/") == catalog.index
+    assert again.kv_key_index("app/b") == catalog.index
+
+
 def test_replace_source_adds_changes_and_removes_in_one_index() -> None:
     """A definition reload is one change: new, changed and removed services at once."""
     catalog, changes = catalog_with_node()

@@ -687,29 +687,40 @@ class ConsulAPI:
     def kv_get(self, call: Call) -> Reply:
         key = call.params["key"]
         if call.has("keys"):
-            separator = call.arg("separator") or ""
-            keys: list[str] = []
-            for entry in self.catalog.kv_list(key):
-                name = entry.key
-                if separator:
-                    cut = name.find(separator, len(key))
-                    if cut >= 0:
-                        name = name[: cut + len(separator)]
-                if not keys or keys[-1] != name:
-                    keys.append(name)
-            if not keys:
-                return Reply(b"", status=404, content_type=TEXT)
-            return self._json(call, keys)
+            return self._kv_keys(call, key)
+        """A key, a prefix (``?recurse``) or its keys (``?keys``), with Consul's index:
+        the key's ModifyIndex, or the highest under the prefix (a deleted key's
+        included), else the KV table's, so ``?index=<that>`` waits for a change."""
         if call.has("recurse"):
             entries = self.catalog.kv_list(key)
         else:
             found = self.catalog.kv_get(key)
             entries = [found] if found is not None else []
         if not entries:
-            return Reply(b"", status=404, content_type=TEXT)
+            return Reply(b"", status=404, content_type=TEXT, index=index)
         if call.has("raw") and not call.has("recurse"):
-            return Reply(entries[0].value, content_type=TEXT)
-        return self._json(call, [consul.kv_json(e) for e in entries])
+            return Reply(entries[0].value, content_type=TEXT, index=index)
+        reply = self._json(call, [consul.kv_json(e) for e in entries])
+        reply.index = index
+        return reply
+
+    def _kv_keys(self, call: Call, prefix: str) -> Reply:
+        separator = call.arg("separator") or ""
+        keys: list[str] = []
+        for entry in self.catalog.kv_list(prefix):
+            name = entry.key
+            if separator:
+                cut = name.find(separator, len(prefix))
+                if cut >= 0:
+                    name = name[: cut + len(separator)]
+            if not keys or keys[-1] != name:
+                keys.append(name)
+        index = self.catalog.kv_prefix_index(prefix)
+        if not keys:
+            return Reply(b"", status=404, content_type=TEXT, index=index)
+        reply = self._json(call, keys)
+        reply.index = index
+        return reply
 
     def _kv_key(self, call: Call) -> str:
         key = call.params["key"]
@@ -717,9 +728,11 @@ class ConsulAPI:
             raise BadRequest("Missing key name")
         return key
 
+            index = self.catalog.kv_prefix_index(key)
     def kv_put(self, call: Call) -> Reply:
         key = self._kv_key(call)
         if len(call.body) > KV_MAX_VALUE:
+            index = self.catalog.kv_key_index(key)
             raise BodyTooLarge(len(call.body), KV_MAX_VALUE)
         flags = call.int_arg("flags", 0) or 0
         if not 0 <= flags < 2**64:

@@ -42,12 +42,18 @@ CACHE_SIZE = 4096
 
 @dataclass
 class Reply:
-    """A computed answer: status, encoded body, content type and extra headers."""
+    """A computed answer: status, encoded body, content type and extra headers.
+
+    *index* is the read's own ``X-Consul-Index`` when the handler knows it (Consul's
+    KV reads answer the key's ModifyIndex); None: the index at which this query's
+    answer last changed.
+    """
 
     body: bytes
     status: int = 200
     content_type: bytes = b"application/json"
     headers: tuple[tuple[bytes, bytes], ...] = ()
+    index: int | None = None
 
 
 def json_reply(value: Any, status: int = 200, pretty: bool = False) -> Reply:
@@ -255,12 +261,15 @@ class ApiResource(Resource):
             return entry
         reply = route.handler(call)
         if entry is None:
-            entry = _Entry(reply, self.current_index(), self.generation)
+            index = self.current_index() if reply.index is None else max(1, reply.index)
+            entry = _Entry(reply, index, self.generation)
             self.cache[key] = entry
             if len(self.cache) > CACHE_SIZE:
                 self._evict()
         else:
-            if reply.body != entry.reply.body or reply.status != entry.reply.status:
+            if reply.index is not None:
+                entry.index = max(1, reply.index)  # Consul sends 0 as 1
+            elif reply.body != entry.reply.body or reply.status != entry.reply.status:
                 entry.index = self.current_index()
             entry.reply = reply
             entry.generation = self.generation
