@@ -61,7 +61,7 @@ def build(
     from ..http.api import ApiResource
     from ..http.auth import Token
     from ..http.cors import CORS
-    from . import events_api
+    from . import events_api, snapshot_api
     from .api import ERRORS, ConsulAPI, bootstrap, local_identity
     from .checks import HealthChecker
     from .config import ConfigService
@@ -90,6 +90,7 @@ def build(
     )
     ConsulAPI(api, catalog, agent, reactor)
     events = events_api.routes(api, catalog, agent.node, reactor, publish)
+    snapshot_api.routes(api, catalog, agent.node, reactor.seconds)
     attach(service, events.service)
     if publish is not None:
         catalog.subscribe(_publisher(publish))

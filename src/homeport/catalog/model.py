@@ -57,9 +57,6 @@ WARNING = "warning"
 CRITICAL = "critical"
 STATUSES = (PASSING, WARNING, CRITICAL)
 SERF_CHECK_ID = "serfHealth"
-#: How many deleted keys the catalog remembers the index of (Consul's KV graveyard):
-#: enough that a watcher between two polls does not miss a delete under its prefix.
-KV_TOMBSTONES = 4096
 
 #: Where a service or check came from: "api" (registered over HTTP, persisted),
 #: "config" (from --config-dir, reloaded on SIGHUP, not persisted) or "builtin" (the
@@ -318,13 +315,6 @@ class Catalog:
     # -- listeners --------------------------------------------------------
 
     def subscribe(self, listener: Listener) -> Callable[[], None]:
-        #: The index of the last change to the KV table (a set or a delete), Consul's
-        #: index of the ``kvs`` and ``tombstones`` tables.
-        self.kv_table_index = 0
-        #: Deleted keys -> the index of their deletion (Consul's graveyard), oldest first.
-        self._kv_tombstones: dict[str, int] = {}
-        #: What prefix indexes start from after a load (see :meth:`load`).
-        self._kv_floor = 0
         """Call *listener* with the changes of every operation; returns an unsubscribe."""
         self._listeners.append(listener)
         return lambda: self._listeners.remove(listener)
@@ -347,23 +337,9 @@ class Catalog:
                 listener(changes)
 
     def _set(self, entity: Entity) -> Entity:
-            self._note_kv(changes)
         assert self._pending is not None
         kind, key = _entity_key(entity)
         table = self._table(kind)
-    def _note_kv(self, changes: list[Change]) -> None:
-        """Keep the KV table index and the graveyard (once the changes are final)."""
-        for change in changes:
-            if change.kind != "kv":
-                continue
-            self.kv_table_index = change.index
-            key = change.key[0]
-            self._kv_tombstones.pop(key, None)
-            if change.op == "delete":
-                self._kv_tombstones[key] = change.index
-        while len(self._kv_tombstones) > KV_TOMBSTONES:
-            del self._kv_tombstones[next(iter(self._kv_tombstones))]
-
         previous = table.get(_slot(kind, key))
         index = self.index + 1
         if previous is not None and _same(previous, entity):
@@ -409,13 +385,41 @@ class Catalog:
             self._table(kind)[_slot(kind, key)] = entity
         self.index = max(self.index, index)
 
+    def restore(self, entities: Iterable[Entity], index: int = 0) -> None:
+        """Make the catalog hold exactly *entities*, in one change (a snapshot restore).
+
+        Unlike every other operation, the entities keep their own indexes and nothing
+        follows from them (no session is invalidated, no lock delay starts): they are
+        a state the catalog was in.  The catalog's index moves past its own, past
+        *index* and past every entity's, so what is written next is newer still.
+        """
+        wanted: dict[Kind, dict[Any, Entity]] = {kind: {} for kind in get_args(Kind)}
+        for entity in entities:
+            kind, key = _entity_key(entity)
+            wanted[kind][_slot(kind, key)] = entity
+        if all(self._table(kind) == table for kind, table in wanted.items()):
+            return
+        newest = (e.modify_index for table in wanted.values() for e in table.values())
+        self.index = max(self.index, index, *newest)
+        with self._transaction() as next_index:
+            assert self._pending is not None
+            for kind, table in wanted.items():
+                current = self._table(kind)
+                for slot, old in list(current.items()):
+                    if slot not in table:
+                        del current[slot]
+                        key = _entity_key(old)[1]
+                        self._pending.append(Change(next_index, kind, "delete", key, None, old))
+                for slot, new in table.items():
+                    old = current.get(slot)
+                    if old != new:
+                        current[slot] = new
+                        key = _entity_key(new)[1]
+                        self._pending.append(Change(next_index, kind, "set", key, new, old))
+
     # -- nodes ------------------------------------------------------------
 
     def register(
-        # The deletes before a restart are not remembered: a KV read's index starts
-        # from the loaded one, so a watcher that held an older index is answered again
-        # (once) rather than left waiting through a change it did not see.
-        self.kv_table_index = self._kv_floor = self.index
         self,
         node: Node,
         services: Iterable[Service] = (),
@@ -625,26 +629,6 @@ class Catalog:
             return False
         with self._transaction():
             self._set(KVEntry(key, value, flags, lock_index=lock_index, session=session_id))
-    def kv_key_index(self, key: str) -> int:
-        """Consul's index for a read of one key: its ModifyIndex, or when it does not
-        exist the KV table's index (0 before any KV change)."""
-        entry = self.kv.get(key)
-        return entry.modify_index if entry is not None else self.kv_table_index
-
-    def kv_prefix_index(self, prefix: str) -> int:
-        """Consul's index for ``?recurse`` and ``?keys``: the highest ModifyIndex under
-        *prefix*, or of a key deleted under it, else the KV table's index (which the
-        empty prefix, everything, always answers)."""
-        if not prefix:
-            return self.kv_table_index
-        highest = max(
-            (e.modify_index for k, e in self.kv.items() if k.startswith(prefix)), default=0
-        )
-        deleted = max(
-            (i for k, i in self._kv_tombstones.items() if k.startswith(prefix)), default=0
-        )
-        return max(highest, deleted, self._kv_floor) or self.kv_table_index
-
         return True
 
     def _check_session(self, session_id: str) -> None:

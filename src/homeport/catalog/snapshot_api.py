@@ -1,0 +1,54 @@
+"""Consul's snapshot routes: ``GET /v1/snapshot`` saves, ``PUT /v1/snapshot`` restores.
+
+As in Consul, both need the token (a snapshot holds everything, a restore replaces
+everything); a save answers the archive with ``X-Consul-Index`` (the catalog's index it
+was taken at), a restore answers 200 with an empty body once the restored catalog is on
+disk.  The archive's format is :mod:`.snapshot`'s.  The catalog changes only on the
+reactor thread, so an archive taken there is one consistent state however many writes
+are waiting.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ..http.api import TEXT, ApiResource, Call, Reply
+from ..http.errors import ErrorTable
+from . import snapshot
+from .model import Catalog
+
+#: A restore refuses a broken, changed or foreign archive with 400 (Consul answers 500
+#: with the same kind of text; nothing a client matches).
+ERRORS = ErrorTable({snapshot.InvalidSnapshot: (400, str), snapshot.ConsulSnapshot: (400, str)})
+
+GZIP = b"application/x-gzip"
+
+
+def routes(api: ApiResource, catalog: Catalog, node: str, now: Callable[[], float]) -> None:
+    """Add the two routes to *api*; *now* is Unix time (the archive's date)."""
+    face = SnapshotRoutes(catalog, node, now)
+    api.errors.rows.update(ERRORS.rows)
+    # A write as far as the token goes, and never cached: every save is taken anew.
+    api.route("GET", "/v1/snapshot", face.save, write=True)
+    api.route("PUT", "/v1/snapshot", face.restore)
+
+
+class SnapshotRoutes:
+    def __init__(self, catalog: Catalog, node: str, now: Callable[[], float]) -> None:
+        self.catalog = catalog
+        self.node = node
+        self.now = now
+
+    def save(self, call: Call) -> Reply:
+        index = str(max(1, self.catalog.index)).encode()
+        archive = snapshot.take(self.catalog, self.node, self.now())
+        headers = (
+            (b"x-consul-index", index),
+            (b"x-consul-knownleader", b"true"),
+            (b"x-consul-lastcontact", b"0"),
+        )
+        return Reply(archive, content_type=GZIP, headers=headers)
+
+    def restore(self, call: Call) -> Reply:
+        snapshot.restore(self.catalog, call.body, self.node)
+        return Reply(b"", content_type=TEXT)
