@@ -64,6 +64,7 @@ def test_the_command_line_wins_over_the_environment() -> None:
     [
         ({"HOMEPORT_DNS_TTL": "soon"}, "--dns-ttl 'soon': expected a whole number of seconds"),
         ({"HOMEPORT_ACCESS_LOG": "maybe"}, "HOMEPORT_ACCESS_LOG='maybe': expected 1 or 0"),
+        ({"HOMEPORT_CORS_ORIGIN": "ci.example"}, "--cors-origin 'ci.example': expected an origin"),
         (
             {"HOMEPORT_DOMAIN": "a" * 64 + ".example"},
             "--domain '" + "a" * 64 + ".example': not a DNS name",

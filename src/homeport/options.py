@@ -246,7 +246,7 @@ class Options(usage.Options):
 def make_settings(options: Mapping[str, Any]) -> Settings:
     """Every part's settings from parsed *options*; ``usage.UsageError`` naming a bad one."""
     token = _token(options)
-    cors = tuple(options["cors-origin"])
+    cors = tuple(_origin(o) for o in options["cors-origin"])
     http = tuple(options["http"]) or (DEFAULT_HTTP,)
     for description in http:
         _check_endpoint(description)
@@ -272,6 +272,16 @@ def convert(options: Mapping[str, Any], name: str, parse: Callable[[str], T], ex
         return parse(text)
     except ValueError:
         raise usage.UsageError(f"--{name} {text!r}: expected {expected}") from None
+
+
+def _origin(text: str) -> str:
+    """A browser origin (``https://ci.example``, ``http://localhost:8000``) or ``*``."""
+    if text == "*" or re.fullmatch(r"https?://[^/\s:]+(:\d{1,5})?/?", text):
+        return text
+    raise usage.UsageError(
+        f"--cors-origin {text!r}: expected an origin like https://ci.example "
+        "(scheme, host and port, no path) or '*'"
+    )
 
 
 def _check_endpoint(description: str) -> None:
