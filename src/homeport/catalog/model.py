@@ -57,6 +57,9 @@ WARNING = "warning"
 CRITICAL = "critical"
 STATUSES = (PASSING, WARNING, CRITICAL)
 SERF_CHECK_ID = "serfHealth"
+#: How many deleted keys the catalog remembers the index of (Consul's KV graveyard):
+#: enough that a watcher between two polls does not miss a delete under its prefix.
+KV_TOMBSTONES = 4096
 
 #: Where a service or check came from: "api" (registered over HTTP, persisted),
 #: "config" (from --config-dir, reloaded on SIGHUP, not persisted) or "builtin" (the
@@ -311,6 +314,13 @@ class Catalog:
         #: Told of every session renewal (it resets the session's TTL timer).
         self.renew_listeners: list[Callable[[str], None]] = []
         self._pending: list[Change] | None = None
+        #: The index of the last change to the KV table (a set or a delete), Consul's
+        #: index of the ``kvs`` and ``tombstones`` tables.
+        self.kv_table_index = 0
+        #: Deleted keys -> the index of their deletion (Consul's graveyard), oldest first.
+        self._kv_tombstones: dict[str, int] = {}
+        #: What prefix indexes start from after a load (see :meth:`load`).
+        self._kv_floor = 0
 
     # -- listeners --------------------------------------------------------
 
@@ -333,8 +343,22 @@ class Catalog:
             changes, self._pending = self._pending, None
         if changes:
             self.index = next_index
+            self._note_kv(changes)
             for listener in list(self._listeners):
                 listener(changes)
+
+    def _note_kv(self, changes: list[Change]) -> None:
+        """Keep the KV table index and the graveyard (once the changes are final)."""
+        for change in changes:
+            if change.kind != "kv":
+                continue
+            self.kv_table_index = change.index
+            key = change.key[0]
+            self._kv_tombstones.pop(key, None)
+            if change.op == "delete":
+                self._kv_tombstones[key] = change.index
+        while len(self._kv_tombstones) > KV_TOMBSTONES:
+            del self._kv_tombstones[next(iter(self._kv_tombstones))]
 
     def _set(self, entity: Entity) -> Entity:
         assert self._pending is not None
@@ -384,6 +408,10 @@ class Catalog:
             kind, key = _entity_key(entity)
             self._table(kind)[_slot(kind, key)] = entity
         self.index = max(self.index, index)
+        # The deletes before a restart are not remembered: a KV read's index starts
+        # from the loaded one, so a watcher that held an older index is answered again
+        # (once) rather than left waiting through a change it did not see.
+        self.kv_table_index = self._kv_floor = self.index
 
     def restore(self, entities: Iterable[Entity], index: int = 0) -> None:
         """Make the catalog hold exactly *entities*, in one change (a snapshot restore).
@@ -592,6 +620,26 @@ class Catalog:
 
     def kv_list(self, prefix: str) -> list[KVEntry]:
         return [self.kv[k] for k in sorted(self.kv) if k.startswith(prefix)]
+
+    def kv_key_index(self, key: str) -> int:
+        """Consul's index for a read of one key: its ModifyIndex, or when it does not
+        exist the KV table's index (0 before any KV change)."""
+        entry = self.kv.get(key)
+        return entry.modify_index if entry is not None else self.kv_table_index
+
+    def kv_prefix_index(self, prefix: str) -> int:
+        """Consul's index for ``?recurse`` and ``?keys``: the highest ModifyIndex under
+        *prefix*, or of a key deleted under it, else the KV table's index (which the
+        empty prefix, everything, always answers)."""
+        if not prefix:
+            return self.kv_table_index
+        highest = max(
+            (e.modify_index for k, e in self.kv.items() if k.startswith(prefix)), default=0
+        )
+        deleted = max(
+            (i for k, i in self._kv_tombstones.items() if k.startswith(prefix)), default=0
+        )
+        return max(highest, deleted, self._kv_floor) or self.kv_table_index
 
     def kv_put(self, key: str, value: bytes, flags: int = 0, cas: int | None = None) -> bool:
         """Write *key* (if its ModifyIndex is *cas*, 0: if it does not exist).  A lock on
