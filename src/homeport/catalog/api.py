@@ -685,17 +685,19 @@ class ConsulAPI:
     # -- KV ---------------------------------------------------------------------------------
 
     def kv_get(self, call: Call) -> Reply:
-        key = call.params["key"]
-        if call.has("keys"):
-            return self._kv_keys(call, key)
         """A key, a prefix (``?recurse``) or its keys (``?keys``), with Consul's index:
         the key's ModifyIndex, or the highest under the prefix (a deleted key's
         included), else the KV table's, so ``?index=<that>`` waits for a change."""
+        key = call.params["key"]
+        if call.has("keys"):
+            return self._kv_keys(call, key)
         if call.has("recurse"):
             entries = self.catalog.kv_list(key)
+            index = self.catalog.kv_prefix_index(key)
         else:
             found = self.catalog.kv_get(key)
             entries = [found] if found is not None else []
+            index = self.catalog.kv_key_index(key)
         if not entries:
             return Reply(b"", status=404, content_type=TEXT, index=index)
         if call.has("raw") and not call.has("recurse"):
@@ -728,11 +730,9 @@ class ConsulAPI:
             raise BadRequest("Missing key name")
         return key
 
-            index = self.catalog.kv_prefix_index(key)
     def kv_put(self, call: Call) -> Reply:
         key = self._kv_key(call)
         if len(call.body) > KV_MAX_VALUE:
-            index = self.catalog.kv_key_index(key)
             raise BodyTooLarge(len(call.body), KV_MAX_VALUE)
         flags = call.int_arg("flags", 0) or 0
         if not 0 <= flags < 2**64:
