@@ -19,6 +19,8 @@ from ..http.metrics import Metrics
 from ..part import IHomeportReactor, Part, attach
 
 if TYPE_CHECKING:
+    from twisted.web.resource import IResource
+
     from ..http.api import ApiResource
     from .api import Agent
     from .model import Catalog, Change
@@ -54,14 +56,12 @@ def build(
 ) -> CatalogPart:
     """The catalog loaded from ``<data_dir>/catalog.sqlite3``, its timers and its API.
 
-    Every change is published on *publish*'s topics ``catalog`` and ``kv``, every user
-    event on ``consul-event``.  Raises what
-    opening the database raises (``sqlite3.Error``, ``OSError``).
+    Changes go to *publish*'s topics ``catalog`` and ``kv``, user events to ``consul-event``.
+    Raises what opening the database raises (``sqlite3.Error``, ``OSError``).
     """
     from ..http.api import ApiResource
     from ..http.auth import Token
     from ..http.cors import CORS
-    from . import events_api, snapshot_api
     from .api import ERRORS, ConsulAPI, bootstrap, local_identity
     from .checks import HealthChecker
     from .config import ConfigService
@@ -89,9 +89,7 @@ def build(
         errors=ERRORS,
     )
     ConsulAPI(api, catalog, agent, reactor)
-    events = events_api.routes(api, catalog, agent.node, reactor, publish)
-    snapshot_api.routes(api, catalog, agent.node, reactor.seconds)
-    attach(service, events.service)
+    v1 = _events_and_snapshots(api, catalog, agent.node, reactor, publish, service)
     if publish is not None:
         catalog.subscribe(_publisher(publish))
 
@@ -101,13 +99,31 @@ def build(
     hangup = (config.reload,) if settings.config_dirs else ()
     return CatalogPart(
         service=service,
-        v1={b"event": events.resource},
+        v1=v1,
         on_hangup=hangup,
         catalog=catalog,
         agent=agent,
         api=api,
         facts=facts,
     )
+
+
+def _events_and_snapshots(
+    api: ApiResource,
+    catalog: Catalog,
+    node: str,
+    reactor: IHomeportReactor,
+    publish: Callable[[str, Any], object] | None,
+    service: MultiService,
+) -> dict[bytes, IResource]:
+    """User events and snapshots: their routes on *api*, the events' service on
+    *service*; returns what to mount under ``/v1/`` (the blocking event list)."""
+    from . import events_api, snapshot_api
+
+    events = events_api.routes(api, catalog, node, reactor, publish)
+    snapshot_api.routes(api, catalog, node, reactor.seconds)
+    attach(service, events.service)
+    return {b"event": events.resource}
 
 
 def _gauges(metrics: Metrics, catalog: Catalog) -> None:
