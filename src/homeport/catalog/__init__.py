@@ -35,6 +35,10 @@ class Settings:
     config_dirs: tuple[Path, ...] = ()
     token: str | None = None
     cors_origins: tuple[str, ...] = ()
+    #: Run script checks (Consul's ``Args``) from the HTTP API and ``--config-dir`` /
+    #: from ``--config-dir`` only (Consul's enable_script_checks / _local_script_checks).
+    enable_script_checks: bool = False
+    enable_local_script_checks: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -63,7 +67,7 @@ def build(
     from ..http.auth import Token
     from ..http.cors import CORS
     from .api import ERRORS, ConsulAPI, bootstrap, local_identity
-    from .checks import HealthChecker
+    from .checks import HealthChecker, ScriptPolicy
     from .config import ConfigService
     from .model import Catalog
     from .sessions import SessionTimers
@@ -75,9 +79,10 @@ def build(
     store = CatalogStore(catalog, data_dir / "catalog.sqlite3")
     agent = local_identity(settings.node, settings.advertise, catalog.datacenter, reactor.seconds())
     bootstrap(catalog, agent)
-    config = ConfigService(catalog, agent.node, settings.config_dirs)
+    scripts = ScriptPolicy.from_settings(settings)
+    config = ConfigService(catalog, agent.node, settings.config_dirs, scripts)
     timers = SessionTimers(catalog, reactor)
-    attach(service, store, HealthChecker(catalog, agent.node, reactor), timers, config)
+    attach(service, store, HealthChecker(catalog, agent.node, reactor, scripts), timers, config)
     _gauges(metrics, catalog)
     api = ApiResource(
         reactor,
@@ -88,7 +93,7 @@ def build(
         cors=CORS(settings.cors_origins),
         errors=ERRORS,
     )
-    ConsulAPI(api, catalog, agent, reactor)
+    ConsulAPI(api, catalog, agent, reactor, scripts=scripts)
     v1 = _events_and_snapshots(api, catalog, agent.node, reactor, publish, service)
     if publish is not None:
         catalog.subscribe(_publisher(publish))

@@ -12,6 +12,7 @@ from .. import __version__
 from ..http.api import TEXT, ApiResource, Call, Reply, json_reply
 from ..http.errors import ErrorTable
 from . import consul
+from .checks import ScriptChecksDisabled, ScriptPolicy
 from .errors import (
     AgentServiceIDMissing,
     BadRequest,
@@ -93,6 +94,8 @@ ERRORS = ErrorTable(
         CheckCritical: (500, str),
         BadSessionTTL: (500, str),
         SessionTTLOutOfRange: (500, str),
+        # script checks (Consul's agent refuses them with an error, so 500)
+        ScriptChecksDisabled: (500, str),
     }
 )
 
@@ -181,11 +184,21 @@ def bootstrap(catalog: Catalog, agent: Agent) -> None:
 class ConsulAPI:
     """Registers Consul's routes on an :class:`ApiResource`."""
 
-    def __init__(self, api: ApiResource, catalog: Catalog, agent: Agent, clock: Any) -> None:
+    def __init__(
+        self,
+        api: ApiResource,
+        catalog: Catalog,
+        agent: Agent,
+        clock: Any,
+        *,
+        scripts: ScriptPolicy | None = None,
+    ) -> None:
         self.api = api
         self.catalog = catalog
         self.agent = agent
         self.clock = clock
+        #: Whether script checks may be registered here (``--enable-script-checks``).
+        self.scripts = scripts or ScriptPolicy()
         catalog.subscribe(lambda changes: api.invalidate())
         r = api.route
         # catalog
@@ -391,6 +404,7 @@ class ConsulAPI:
         existing = self.catalog.services.get((self.agent.node, service.id))
         if existing is not None and existing.source != "api":
             raise ConfigDefinedService(service.id, "change")
+        self.scripts.vet(checks)
         self.catalog.register_service(
             service, checks, replace_checks=call.flag("replace-existing-checks")
         )
@@ -572,6 +586,7 @@ class ConsulAPI:
         check = consul.agent_check(fields, self.agent.node)
         if check.service_id and (self.agent.node, check.service_id) not in self.catalog.services:
             raise AgentServiceIDMissing(check.service_id)
+        self.scripts.vet([check])
         existing = self.catalog.checks.get((self.agent.node, check.check_id))
         if existing is not None and existing.source != "api":
             raise CheckNotManaged(check.check_id)

@@ -1,32 +1,126 @@
-"""Running the agent's health checks: TTL, HTTP and TCP.
+"""Running the agent's health checks: TTL, HTTP, TCP and script checks.
 
 All timing comes from the reactor passed in (``callLater``/``seconds``), so tests drive
 TTL expiry with ``twisted.internet.task.Clock``.  Only checks of the local node are run,
 as a Consul agent runs only its own; checks registered through the catalog for other
 nodes are data.
+
+Script checks (Consul's ``Args``) run only from the sources :class:`ScriptPolicy`
+allows, as child processes started and waited for on a thread pool of their own (never
+on the reactor thread), each in a process group of its own so that a timeout kills the
+script and everything it started.
 """
 
 from __future__ import annotations
 
+import os
+import select
+import shutil
+import signal
+import subprocess
+import threading
+import time
+import typing
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
 from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, readBody
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import implementer
 
-from .model import CRITICAL, PASSING, WARNING, Catalog, Change, Check, CheckDefinition
+from ..errors import error
+from ..units import format_duration
+from .errors import CatalogError
+from .model import CRITICAL, PASSING, WARNING, Catalog, Change, Check, CheckDefinition, Source
 
 DEFAULT_TIMEOUT = 10.0
+#: Consul's CheckMonitor: a script gets 30 s unless its check says otherwise.
+SCRIPT_TIMEOUT = 30.0
+#: Consul's checks.DefaultBufSize: the output kept of a check (a script's: the end of it).
 OUTPUT_MAX = 4096
+#: Scripts running at once; more wait for a thread (each script still runs alone).
+SCRIPT_THREADS = 32
+
+
+# -- script checks: who may register them ---------------------------------------------
+
+
+@error
+class ScriptChecksDisabled(CatalogError):
+    """A script check from a source this agent runs no scripts from, in Consul's words.
+
+    *remote*: it came through the HTTP API (else from ``--config-dir``)."""
+
+    remote: bool
+
+    def __str__(self) -> str:
+        if self.remote:
+            return (
+                "Scripts are disabled on this agent from remote calls; to enable, "
+                "configure 'enable_script_checks' to true"
+            )
+        return (
+            "Scripts are disabled on this agent; to enable, configure "
+            "'enable_script_checks' or 'enable_local_script_checks' to true"
+        )
+
+
+class ScriptFlags(typing.Protocol):
+    """The two settings (``homeport.catalog.Settings``) a :class:`ScriptPolicy` is made of."""
+
+    @property
+    def enable_script_checks(self) -> bool: ...
+
+    @property
+    def enable_local_script_checks(self) -> bool: ...
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScriptPolicy:
+    """Where script checks may come from, as Consul's ``enable_script_checks`` (both)
+    and ``enable_local_script_checks`` (the definition files only) decide."""
+
+    #: Registered through the HTTP API (``--enable-script-checks``).
+    remote: bool = False
+    #: Read from ``--config-dir`` (either flag).
+    local: bool = False
+
+    @classmethod
+    def from_settings(cls, settings: ScriptFlags) -> ScriptPolicy:
+        """The policy of the catalog's ``enable_script_checks`` and
+        ``enable_local_script_checks`` settings."""
+        remote = settings.enable_script_checks
+        return cls(remote=remote, local=remote or settings.enable_local_script_checks)
+
+    def refusal(self, check: Check) -> ScriptChecksDisabled | None:
+        """Why *check* may not be registered (or run) here; None if it may."""
+        if not check.definition.args:
+            return None
+        return _refusal(self, check.source)
+
+    def vet(self, checks: Iterable[Check]) -> None:
+        """Raise :class:`ScriptChecksDisabled` for the first script check not allowed."""
+        for check in checks:
+            refusal = self.refusal(check)
+            if refusal is not None:
+                raise refusal
+
+
+def _refusal(policy: ScriptPolicy, source: Source) -> ScriptChecksDisabled | None:
+    if source == "config":
+        return None if policy.local else ScriptChecksDisabled(remote=False)
+    return None if policy.remote else ScriptChecksDisabled(remote=True)
 
 
 @implementer(IPolicyForHTTPS)
@@ -58,6 +152,152 @@ def http_status(code: int) -> str:
     return CRITICAL
 
 
+# -- script checks: running them ------------------------------------------------------
+
+
+def script_status(returncode: int) -> str:
+    """Consul's (and Nagios's) reading of a script's exit: 0 passing, 1 warning, else
+    critical (a signal too)."""
+    if returncode == 0:
+        return PASSING
+    if returncode == 1:
+        return WARNING
+    return CRITICAL
+
+
+class OutputTail:
+    """The last *size* bytes written and how many were (Consul's circular buffer)."""
+
+    def __init__(self, size: int = OUTPUT_MAX) -> None:
+        self.size = size
+        self.total = 0
+        self._data = bytearray()
+
+    def write(self, chunk: bytes) -> None:
+        self.total += len(chunk)
+        self._data += chunk
+        del self._data[: max(0, len(self._data) - self.size)]
+
+    def text(self) -> str:
+        text = self._data.decode("utf-8", "replace")
+        if self.total > self.size:
+            return f"Captured {self.size} of {self.total} bytes\n...\n{text}"
+        return text
+
+
+def start_script(args: Sequence[str]) -> subprocess.Popen[bytes] | str:
+    """*args* started without a shell, stdout and stderr in one pipe, in a process group
+    of its own; or, when it cannot start, Go's words for why (Consul's check output)."""
+    executable = args[0]
+    if "/" not in executable:
+        found = shutil.which(executable)
+        if found is None:
+            return f'exec: "{executable}": executable file not found in $PATH'
+        executable = found
+    try:
+        return subprocess.Popen(
+            list(args),
+            executable=executable,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            process_group=0,
+        )
+    except OSError as e:
+        reason = e.strerror or str(e)
+        return f"fork/exec {executable}: {reason[:1].lower()}{reason[1:]}"
+
+
+def _read_until_end(
+    pipe: IO[bytes], output: OutputTail, deadline: float, stop: threading.Event
+) -> bool:
+    """Copy *pipe* into *output* until it ends (True) or the deadline or *stop* (False)."""
+    poller = select.poll()
+    poller.register(pipe.fileno(), select.POLLIN)
+    while not stop.is_set():
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        if poller.poll(min(left, 0.5) * 1000):
+            chunk = os.read(pipe.fileno(), 65536)
+            if not chunk:
+                return True
+            output.write(chunk)
+    return False
+
+
+def _exited(process: subprocess.Popen[bytes], deadline: float) -> bool:
+    try:
+        process.wait(max(0.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        return False
+    return True
+
+
+def kill_group(process: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the script and everything it started (its process group)."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass  # every member already gone
+
+
+class ScriptRunner:
+    """Runs scripts on a thread pool of its own; :meth:`stop` kills what still runs."""
+
+    def __init__(self, reactor: Any, threads: int = SCRIPT_THREADS) -> None:
+        self.reactor = reactor
+        self.threads = threads
+        self._pool: ThreadPool | None = None
+        self._lock = threading.Lock()
+        self._processes: set[subprocess.Popen[bytes]] = set()
+        self._stop = threading.Event()
+
+    def run(self, args: Sequence[str], timeout: float) -> defer.Deferred[tuple[str, str]]:
+        """The script's (status, output), as Consul's CheckMonitor makes them."""
+        if self._pool is None:
+            self._stop.clear()
+            self._pool = ThreadPool(0, self.threads, "homeport-script-checks")
+            self._pool.start()
+        return deferToThreadPool(self.reactor, self._pool, self.run_blocking, tuple(args), timeout)
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self._lock:
+            for process in self._processes:
+                kill_group(process)
+        if self._pool is not None:
+            self._pool.stop()
+            self._pool = None
+
+    def run_blocking(self, args: Sequence[str], timeout: float) -> tuple[str, str]:
+        """:meth:`run` in the calling thread."""
+        process = start_script(args)
+        if isinstance(process, str):
+            return CRITICAL, process
+        with self._lock:
+            self._processes.add(process)
+        try:
+            return self._wait(process, timeout)
+        finally:
+            with self._lock:
+                self._processes.discard(process)
+
+    def _wait(self, process: subprocess.Popen[bytes], timeout: float) -> tuple[str, str]:
+        assert process.stdout is not None
+        output = OutputTail()
+        deadline = time.monotonic() + timeout
+        with process.stdout as pipe:
+            ended = _read_until_end(pipe, output, deadline, self._stop)
+        if ended and _exited(process, deadline):
+            return script_status(process.returncode), output.text()
+        kill_group(process)
+        process.wait()
+        message = f"Timed out ({format_duration(timeout)}) running check"
+        text = output.text()
+        return CRITICAL, f"{message}\n\n{text}" if text else message
+
+
 @dataclass
 class _Running:
     definition: CheckDefinition
@@ -70,10 +310,14 @@ class HealthChecker(Service):
 
     log = Logger()
 
-    def __init__(self, catalog: Catalog, node: str, reactor: Any) -> None:
+    def __init__(
+        self, catalog: Catalog, node: str, reactor: Any, scripts: ScriptPolicy | None = None
+    ) -> None:
         self.catalog = catalog
         self.node = node
         self.reactor = reactor
+        self.scripts = scripts or ScriptPolicy()
+        self._runner = ScriptRunner(reactor)
         self._running: dict[str, _Running] = {}
         self._unsubscribe: Any = None
         self._own_update = False
@@ -86,8 +330,24 @@ class HealthChecker(Service):
         Service.startService(self)
         self._unsubscribe = self.catalog.subscribe(self._changed)
         self.catalog.ttl_listeners.append(self._ttl_touched)
+        if self.scripts.remote:
+            self.log.warn(
+                "--enable-script-checks: whoever may register a check through the HTTP API "
+                "can run any command here as this user (give --token, or use "
+                "--enable-local-script-checks)"
+            )
         for check in list(self.catalog.checks.values()):
-            self._schedule(check)
+            refusal = self.scripts.refusal(check) if check.node == self.node else None
+            if refusal is not None and check.source == "api":
+                # Consul purges a stored check it can no longer add.
+                self.log.warn(
+                    "Failed to restore check {check}: {reason}",
+                    check=check.check_id,
+                    reason=str(refusal),
+                )
+                self.catalog.deregister_check(self.node, check.check_id)
+            else:
+                self._schedule(check)
 
     def stopService(self) -> defer.Deferred[None]:
         Service.stopService(self)
@@ -102,6 +362,7 @@ class HealthChecker(Service):
         self._running.clear()
         for d in list(self._inflight):
             d.cancel()
+        self._runner.stop()
         return defer.succeed(None)
 
     # -- scheduling -------------------------------------------------------------
@@ -131,6 +392,12 @@ class HealthChecker(Service):
 
     def _schedule(self, check: Check) -> None:
         if check.node != self.node or not check.type:
+            return
+        refusal = self.scripts.refusal(check)
+        if refusal is not None:
+            self.log.error(
+                "Not running check {check}: {reason}", check=check.check_id, reason=str(refusal)
+            )
             return
         existing = self._running.get(check.check_id)
         d = check.definition
@@ -198,7 +465,7 @@ class HealthChecker(Service):
             # Keep looking, so DeregisterCriticalServiceAfter can fire.
             running.call = self.reactor.callLater(running.definition.ttl, self._expire, check_id)
 
-    # -- HTTP and TCP -------------------------------------------------------------
+    # -- HTTP, TCP and scripts ------------------------------------------------------
 
     def _run(self, check_id: str) -> None:
         running = self._running.get(check_id)
@@ -206,7 +473,7 @@ class HealthChecker(Service):
             return
         running.call = None
         d = running.definition
-        probe = self._http(d) if d.http else self._tcp(d)
+        probe = self._probe(d)
         self._inflight.add(probe)
 
         def done(result: tuple[str, str]) -> None:
@@ -223,6 +490,13 @@ class HealthChecker(Service):
                 self.log.failure("Running check {check}", failure, check=check_id)
 
         probe.addCallback(done).addErrback(failed)
+
+    def _probe(self, d: CheckDefinition) -> defer.Deferred[tuple[str, str]]:
+        if d.http:
+            return self._http(d)
+        if d.tcp:
+            return self._tcp(d)
+        return self._runner.run(d.args, d.timeout or SCRIPT_TIMEOUT)
 
     def _agent(self, skip_verify: bool) -> Agent:
         if skip_verify not in self._agents:

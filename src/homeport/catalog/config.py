@@ -8,6 +8,7 @@ from twisted.application import service
 from twisted.logger import Logger
 
 from . import definitions
+from .checks import ScriptPolicy
 from .errors import CatalogError
 from .model import Catalog, Check, Service
 
@@ -21,10 +22,17 @@ class ConfigService(service.Service):
     saved in one file does not deregister its services.
     """
 
-    def __init__(self, catalog: Catalog, node: str, directories: tuple[Path, ...]) -> None:
+    def __init__(
+        self,
+        catalog: Catalog,
+        node: str,
+        directories: tuple[Path, ...],
+        scripts: ScriptPolicy | None = None,
+    ) -> None:
         self.catalog = catalog
         self.node = node
         self.directories = list(directories)
+        self.scripts = scripts
         self._good: dict[Path, tuple[list[Service], list[Check]]] = {}
 
     def startService(self) -> None:
@@ -32,7 +40,7 @@ class ConfigService(service.Service):
         self.reload()
 
     def reload(self) -> None:
-        loaded = definitions.load(self.directories, self.node, self._good)
+        loaded = definitions.load(self.directories, self.node, self._good, self.scripts)
         for error in loaded.errors:
             log.error("Bad service definition {error}", error=str(error))
         try:

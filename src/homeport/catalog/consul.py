@@ -498,33 +498,35 @@ def _check_address(address: str) -> str:
 
 
 MIN_CHECK_INTERVAL = 1.0
-_UNSUPPORTED_CHECKS = ("Args", "Shell", "DockerContainerID", "GRPC", "H2PING", "UDP", "OSService")
+_UNSUPPORTED_CHECKS = ("Shell", "DockerContainerID", "GRPC", "H2PING", "UDP", "OSService")
 
 
 def check_definition(fields: Mapping[str, Any]) -> CheckDefinition:
-    """Validate an agent check definition (TTL, HTTP or TCP)."""
+    """Validate an agent check definition (TTL, HTTP, TCP or script: ``Args``)."""
     for name in _UNSUPPORTED_CHECKS:
         if fields.get(name):
             raise BadRequest(
-                f"Invalid check: {name} checks are not supported; homeport runs TTL, HTTP "
-                "and TCP checks"
+                f"Invalid check: {name} checks are not supported; homeport runs TTL, HTTP, "
+                "TCP and script checks"
             )
+    args = tuple(fields.get("Args") or ())
     ttl = fields.get("TTL") or 0.0
     interval = fields.get("Interval") or 0.0
     http = fields.get("HTTP") or ""
     tcp = fields.get("TCP") or ""
+    probed = bool(http or tcp or args)
     if ttl < 0:
         raise BadRequest("Invalid check: TTL must be > 0 for TTL checks")
     if ttl and interval:
         raise BadRequest("Invalid check: Interval and TTL cannot both be specified")
-    if (http or tcp) and interval <= 0:
+    if probed and interval <= 0:
         raise BadRequest(
             "Invalid check: Interval must be > 0 for Script, HTTP, H2PING, TCP, UDP or "
             "OSService checks"
         )
-    if not (ttl or http or tcp):
+    if not (ttl or probed):
         raise BadRequest("Invalid check: TTL must be > 0 for TTL checks")
-    if http or tcp:
+    if probed:
         # Consul's checks.MinInterval: a 1 µs interval would have the reactor do
         # nothing but probe.
         interval = max(interval, MIN_CHECK_INTERVAL)
@@ -543,6 +545,7 @@ def check_definition(fields: Mapping[str, Any]) -> CheckDefinition:
         interval=interval,
         timeout=fields.get("Timeout") or 0.0,
         deregister_critical_service_after=fields.get("DeregisterCriticalServiceAfter") or 0.0,
+        args=args,
     )
 
 
@@ -780,7 +783,9 @@ def check_json(check: Check) -> dict[str, Any]:
         }
     elif d.tcp:
         definition = {"TCP": d.tcp}
-    if d.http or d.tcp:
+    elif d.args:
+        definition = {"ScriptArgs": list(d.args)}
+    if d.http or d.tcp or d.args:
         definition.update(
             Interval=format_duration(d.interval),
             Timeout=format_duration(d.timeout),

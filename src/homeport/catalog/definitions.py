@@ -3,7 +3,8 @@
 A file holds ``{"service": {...}}``, ``{"services": [...]}`` and/or node-level
 ``{"check": {...}}`` / ``{"checks": [...]}``, with Consul's snake_case keys.  Every
 ``*.json`` file of every directory is read; a bad file is reported with its path and the
-reason, and the others still load.
+reason, and the others still load.  A file with a script check loads only where the
+:class:`~homeport.catalog.checks.ScriptPolicy` allows local scripts.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import strictjson
+from .checks import ScriptPolicy
 from .consul import AGENT_SERVICE, CHECK, agent_check, agent_service
 from .errors import CatalogError
 from .model import Check, Service
@@ -48,8 +50,11 @@ def _items(document: dict[str, Any], one: str, many: str) -> list[Any]:
     return items
 
 
-def parse_file(path: Path, node: str) -> tuple[list[Service], list[Check]]:
-    """The services and node checks of one file; raises ValueError with the reason."""
+def parse_file(
+    path: Path, node: str, scripts: ScriptPolicy | None = None
+) -> tuple[list[Service], list[Check]]:
+    """The services and node checks of one file; raises ValueError with the reason
+    (Consul's own for a script check *scripts* does not allow)."""
     try:
         document = strictjson.loads(path.read_bytes())
     except (json.JSONDecodeError, strictjson.NotJSON) as e:
@@ -73,6 +78,7 @@ def parse_file(path: Path, node: str) -> tuple[list[Service], list[Check]]:
             if check.service_id:
                 raise ValueError("a top-level check must not name a service_id")
             checks.append(check)
+        (scripts or ScriptPolicy()).vet(checks)
     except CatalogError as e:
         raise ValueError(str(e).removeprefix("Request decode failed: ")) from None
     return services, checks
@@ -82,6 +88,7 @@ def load(
     directories: Iterable[Path],
     node: str,
     previous: Mapping[Path, tuple[list[Service], list[Check]]] | None = None,
+    scripts: ScriptPolicy | None = None,
 ) -> Definitions:
     """Read every ``*.json`` file in *directories* (sorted, so the result is stable).
 
@@ -100,7 +107,7 @@ def load(
             continue
         for path in paths:
             try:
-                services, checks = parse_file(path, node)
+                services, checks = parse_file(path, node, scripts)
             except (OSError, ValueError) as e:
                 reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
                 result.errors.append(DefinitionError(path, reason))

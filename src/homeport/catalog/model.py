@@ -132,6 +132,8 @@ class CheckDefinition:
     interval: float = 0.0
     timeout: float = 0.0
     deregister_critical_service_after: float = 0.0
+    #: A script check's command and arguments (Consul's ``Args``), run without a shell.
+    args: tuple[str, ...] = ()
 
     @property
     def type(self) -> str:
@@ -141,6 +143,8 @@ class CheckDefinition:
             return "http"
         if self.tcp:
             return "tcp"
+        if self.args:
+            return "script"
         return ""
 
 
@@ -941,6 +945,7 @@ def entity_from_dict(kind: Kind, data: dict[str, Any]) -> Entity:
         data["service_tags"] = tuple(data["service_tags"])
         definition = dict(data["definition"])
         definition["header"] = {k: tuple(v) for k, v in definition["header"].items()}
+        definition["args"] = tuple(definition.get("args", ()))
         data["definition"] = CheckDefinition(**definition)
         return Check(**data)
     if kind == "session":
