@@ -133,13 +133,6 @@ class Options(usage.Options):
             "register a check may run commands here.",
         ],
         ["enable-local-script-checks", None, "Run script checks from --config-dir only."],
-        [
-            "enable-script-checks",
-            None,
-            "Run script checks (Args) from the HTTP API and --config-dir: whoever may "
-            "register a check may run commands here.",
-        ],
-        ["enable-local-script-checks", None, "Run script checks from --config-dir only."],
     ]
     #: Made by postOptions from what was parsed.
     settings: Settings
