@@ -133,12 +133,25 @@ def floor(image: str) -> float:
 
 
 def phases(image: str) -> list[str]:
-    with tempfile.TemporaryDirectory() as data:
-        Path(data).chmod(0o777)
-        result = podman("run", "--rm", "--read-only", *ULIMITS, "--network", "host",
-                        "--volume", f"{data}:/var/lib/homeport",
-                        "--entrypoint", "/app/bin/python", image, "-I", "-c", PROBE)  # fmt: skip
-    return [line.split("PHASE ", 1)[1] for line in result.stdout.splitlines() if "PHASE " in line]
+    """The probe's lines for *image*: of three runs, the one that reached the reactor
+    soonest in CPU (the least disturbed by the machine's other work)."""
+    runs = []
+    for _ in range(3):
+        with tempfile.TemporaryDirectory() as data:
+            Path(data).chmod(0o777)
+            result = podman("run", "--rm", "--read-only", *ULIMITS, "--network", "host",
+                            "--volume", f"{data}:/var/lib/homeport", "--entrypoint",
+                            "/app/bin/python", image, "-I", "-c", PROBE)  # fmt: skip
+        lines = [
+            line.split("PHASE ", 1)[1] for line in result.stdout.splitlines() if "PHASE " in line
+        ]
+        cpu = [
+            int(line.rsplit(" ms cpu", 1)[0].rsplit(" ", 1)[1])
+            for line in lines
+            if line.startswith("reactor running")
+        ]
+        runs.append((cpu[0] if cpu else 10**9, lines))
+    return min(runs)[1]
 
 
 def summary(values: list[float]) -> str:
