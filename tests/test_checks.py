@@ -1,5 +1,5 @@
 """Health checks in pieces: who may register script checks, how a script is run and
-read (Consul's rules).
+read, and the redirects an HTTP check follows (Consul's rules, Go's ``http.Client``'s).
 
 Scripts here are real child processes; the API tests run in memory.
 """
@@ -14,15 +14,21 @@ import time
 from pathlib import Path
 
 import pytest
+from twisted.web.http_headers import Headers
 
 from homeport import catalog
 from homeport.catalog import consul
 from homeport.catalog.checks import (
+    MAX_REDIRECTS,
     OUTPUT_MAX,
+    Hop,
     OutputTail,
     ScriptChecksDisabled,
     ScriptPolicy,
     ScriptRunner,
+    TooManyRedirects,
+    redirect_method,
+    redirected,
     script_status,
 )
 from homeport.catalog.errors import BadRequest
@@ -206,6 +212,81 @@ def test_the_environment_and_working_directory_are_the_agents() -> None:
     finally:
         del os.environ["HOMEPORT_TEST_SCRIPT_VAR"]
     assert (status, output) == (PASSING, f"seen {os.getcwd()}\n")
+
+
+# -- HTTP redirects, as Go's http.Client follows them ----------------------------------------
+
+
+def test_which_answers_are_followed_and_with_what_method() -> None:
+    assert redirect_method(301, "GET") == "GET"
+    assert redirect_method(302, "HEAD") == "HEAD"
+    assert redirect_method(302, "POST") == "GET"
+    assert redirect_method(303, "PUT") == "GET"
+    assert redirect_method(307, "POST") == "POST"
+    assert redirect_method(308, "PUT") == "PUT"
+    for code in (200, 300, 304, 305, 404):
+        assert redirect_method(code, "GET") is None
+
+
+def first(method: str = "GET", url: str = "http://a.example:8080/x/y", body: str = "") -> Hop:
+    headers = Headers(
+        {
+            b"user-agent": [b"Consul Health Check"],
+            b"authorization": [b"Bearer s"],
+            b"x-custom": [b"1"],
+        }
+    )
+    return Hop(method, url, headers, body)
+
+
+def test_a_redirect_resolves_its_location_and_drops_the_body_unless_307_or_308() -> None:
+    start = first("POST", body="payload")
+    hop = redirected(start, start, 302, "../z?q=1")
+    assert (hop.method, hop.url, hop.body) == ("GET", "http://a.example:8080/z?q=1", "")
+    assert hop.headers.getRawHeaders(b"x-custom") == [b"1"]
+    assert hop.headers.getRawHeaders(b"referer") == [b"http://a.example:8080/x/y"]
+    kept = redirected(start, start, 307, "/again")
+    assert (kept.method, kept.url, kept.body) == ("POST", "http://a.example:8080/again", "payload")
+
+
+def test_credentials_go_only_to_the_same_host_or_below_it() -> None:
+    start = first()
+    same = redirected(start, start, 302, "http://a.example:9090/")
+    assert same.headers.getRawHeaders(b"authorization") == [b"Bearer s"]
+    below = redirected(start, start, 302, "http://api.a.example/")
+    assert below.headers.getRawHeaders(b"authorization") == [b"Bearer s"]
+    away = redirected(start, start, 302, "http://b.example/")
+    assert not away.headers.hasHeader(b"authorization")
+    assert away.headers.getRawHeaders(b"x-custom") == [b"1"]
+    # Once dropped, they stay dropped, even back on the first host.
+    back = redirected(away, start, 302, "http://a.example:8080/")
+    assert not back.headers.hasHeader(b"authorization")
+
+
+def test_a_custom_host_survives_relative_redirects_only() -> None:
+    start = first()
+    start.headers.setRawHeaders(b"host", [b"virtual.example"])
+    relative = redirected(start, start, 301, "/elsewhere")
+    assert relative.headers.getRawHeaders(b"host") == [b"virtual.example"]
+    absolute = redirected(start, start, 301, "http://a.example:8080/elsewhere")
+    assert not absolute.headers.hasHeader(b"host")
+
+
+def test_no_referer_from_https_to_http_and_none_with_user_info() -> None:
+    start = first(url="https://user:pw@a.example/x")
+    down = redirected(start, start, 302, "http://a.example/x")
+    assert not down.headers.hasHeader(b"referer")
+    up = redirected(start, start, 302, "https://a.example/y")
+    assert up.headers.getRawHeaders(b"referer") == [b"https://a.example/x"]
+
+
+def test_the_tenth_redirect_is_refused_in_gos_words() -> None:
+    assert MAX_REDIRECTS == 10
+    error = TooManyRedirects("GET", "/hop/10")
+    assert str(error) == 'Get "/hop/10": stopped after 10 redirects'
+    assert (
+        str(TooManyRedirects("POST", "http://x/")) == 'Post "http://x/": stopped after 10 redirects'
+    )
 
 
 # -- the API, in memory ---------------------------------------------------------------------

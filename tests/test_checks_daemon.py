@@ -1,12 +1,14 @@
 """Health checks run by the real daemon, driven with py-consul and plain HTTP: script
-checks, off unless asked for, as in Consul."""
+checks (off unless asked for, as in Consul) and HTTP checks through redirects."""
 
 from __future__ import annotations
 
+import http.server
 import json
 import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -180,3 +182,131 @@ def test_stored_script_checks_are_dropped_when_scripts_are_turned_off(
     assert f"Failed to restore check service:web: {REMOTE}" in daemon.output()
     assert set(client(daemon).agent.checks()) == {"ttl"}
     assert set(client(daemon).agent.services()) == {"web"}
+
+
+# -- HTTP checks follow redirects ------------------------------------------------------------
+
+
+class Redirects(http.server.BaseHTTPRequestHandler):
+    """``/hop/N``: N redirects to ``/hop/0``, which answers 200; ``/to/<code>/<where>``
+    answers <code> with ``Location: <where>`` (``/to/302/`` none at all); ``/echo``
+    answers what it was asked, as JSON."""
+
+    def do_GET(self) -> None:
+        self.answer()
+
+    def do_POST(self) -> None:
+        self.answer()
+
+    def answer(self) -> None:
+        parts = self.path.split("/", 3)
+        if parts[1] == "hop" and parts[2] != "0":
+            self.reply(302, {"Location": f"/hop/{int(parts[2]) - 1}"})
+        elif parts[1] == "to":
+            where = parts[3] if len(parts) > 3 else ""
+            self.reply(int(parts[2]), {"Location": where} if where else {})
+        elif parts[1] == "echo":
+            size = int(self.headers.get("Content-Length") or 0)
+            asked = {
+                "method": self.command,
+                "body": self.rfile.read(size).decode(),
+                "authorization": self.headers.get("Authorization"),
+                "referer": self.headers.get("Referer"),
+            }
+            self.reply(200, {}, json.dumps(asked).encode())
+        else:
+            self.reply(200, {}, b"done")
+
+    def reply(self, code: int, headers: dict[str, str], body: bytes = b"") -> None:
+        self.send_response(code)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def redirects() -> Iterator[int]:
+    """The port of a :class:`Redirects` server on 127.0.0.1 (also reachable as localhost)."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Redirects)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+def http_check(daemon: Daemon, name: str, url: str, **more: Any) -> dict[str, Any]:
+    """Register an HTTP check and wait for its first result."""
+    status, _, body = daemon.request(
+        "PUT", "/v1/agent/check/register", {"Name": name, "HTTP": url, "Interval": "10s", **more}
+    )
+    assert status == 200, body
+    return dict(wait_for(lambda: check(daemon, name).get("Output") and check(daemon, name)))
+
+
+def test_a_check_on_the_agents_own_redirecting_root_passes(daemon: Daemon) -> None:
+    c = client(daemon)
+    c.agent.service.register(
+        "dashboard", service_id="ui", check=consul.Check.http(f"{daemon.url}/", "10s")
+    )
+    wait_for(lambda: status_is(daemon, "service:ui", "passing"), what="passing")
+    output = check(daemon, "service:ui")["Output"]
+    assert output.startswith(f"HTTP GET {daemon.url}/: 200 OK Output: <!doctype html>")
+
+
+def test_nine_redirects_are_followed_and_the_tenth_refused(daemon: Daemon, redirects: int) -> None:
+    base = f"http://127.0.0.1:{redirects}"
+    nine = http_check(daemon, "nine", f"{base}/hop/9")
+    assert (nine["Status"], nine["Output"]) == (
+        "passing",
+        f"HTTP GET {base}/hop/9: 200 OK Output: done",
+    )
+    ten = http_check(daemon, "ten", f"{base}/hop/10")
+    assert (ten["Status"], ten["Output"]) == (
+        "critical",
+        'Get "/hop/0": stopped after 10 redirects',
+    )
+
+
+def test_redirects_keep_or_change_the_method_as_go_does(daemon: Daemon, redirects: int) -> None:
+    base = f"http://127.0.0.1:{redirects}"
+    asked = {}
+    for code in (301, 302, 303, 307, 308):
+        result = http_check(
+            daemon, f"post{code}", f"{base}/to/{code}//echo", Method="POST", Body="payload"
+        )
+        assert result["Status"] == "passing", result
+        prefix = f"HTTP POST {base}/to/{code}//echo: 200 OK Output: "
+        assert result["Output"].startswith(prefix)
+        asked[code] = json.loads(result["Output"].removeprefix(prefix))
+    assert [(asked[c]["method"], asked[c]["body"]) for c in (301, 302, 303)] == [("GET", "")] * 3
+    assert [(asked[c]["method"], asked[c]["body"]) for c in (307, 308)] == [("POST", "payload")] * 2
+    assert asked[302]["referer"] == f"{base}/to/302//echo"
+
+
+def test_credentials_follow_a_redirect_to_the_same_host_only(
+    daemon: Daemon, redirects: int
+) -> None:
+    base = f"http://127.0.0.1:{redirects}"
+    header = {"Authorization": ["Bearer secret"]}
+    prefix = "200 OK Output: "
+    same = http_check(daemon, "same", f"{base}/to/302/{base}/echo", Header=header)
+    assert json.loads(same["Output"].split(prefix, 1)[1])["authorization"] == "Bearer secret"
+    away = http_check(
+        daemon, "away", f"{base}/to/302/http://localhost:{redirects}/echo", Header=header
+    )
+    assert json.loads(away["Output"].split(prefix, 1)[1])["authorization"] is None
+
+
+def test_a_redirect_without_a_location_is_the_answer(daemon: Daemon, redirects: int) -> None:
+    base = f"http://127.0.0.1:{redirects}"
+    result = http_check(daemon, "nowhere", f"{base}/to/302/")
+    assert (result["Status"], result["Output"]) == (
+        "critical",
+        f"HTTP GET {base}/to/302/: 302 Found Output: ",
+    )

@@ -8,7 +8,8 @@ nodes are data.
 Script checks (Consul's ``Args``) run only from the sources :class:`ScriptPolicy`
 allows, as child processes started and waited for on a thread pool of their own (never
 on the reactor thread), each in a process group of its own so that a timeout kills the
-script and everything it started.
+script and everything it started.  HTTP checks follow redirects as Go's ``http.Client``
+does for Consul.
 """
 
 from __future__ import annotations
@@ -23,20 +24,22 @@ import time
 import typing
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from io import BytesIO
 from typing import IO, Any
+from urllib.parse import urljoin, urlsplit
 
 from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.interfaces import IDelayedCall
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
-from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, readBody
+from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, FileBodyProducer, readBody
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import IPolicyForHTTPS
+from twisted.web.iweb import IBodyProducer, IPolicyForHTTPS, IResponse
 from zope.interface import implementer
 
 from ..errors import error
@@ -49,6 +52,8 @@ DEFAULT_TIMEOUT = 10.0
 SCRIPT_TIMEOUT = 30.0
 #: Consul's checks.DefaultBufSize: the output kept of a check (a script's: the end of it).
 OUTPUT_MAX = 4096
+#: Go's http.Client: the 10th redirect in a row is refused.
+MAX_REDIRECTS = 10
 #: Scripts running at once; more wait for a thread (each script still runs alone).
 SCRIPT_THREADS = 32
 
@@ -298,6 +303,99 @@ class ScriptRunner:
         return CRITICAL, f"{message}\n\n{text}" if text else message
 
 
+# -- HTTP checks: redirects as Go's http.Client follows them --------------------------
+
+
+@error
+class TooManyRedirects(Exception):
+    """Go's http.Client refusing to follow the 10th redirect (Consul's check output)."""
+
+    method: str
+    location: str
+
+    def __str__(self) -> str:
+        op = self.method[:1] + self.method[1:].lower()
+        return f'{op} "{self.location}": stopped after {MAX_REDIRECTS} redirects'
+
+
+#: What Go drops on a redirect to another host (one not under the first request's).
+_SENSITIVE = (b"authorization", b"www-authenticate", b"cookie", b"cookie2")
+
+
+@dataclass(frozen=True)
+class Hop:
+    """One request of an HTTP check's chain of redirects."""
+
+    method: str
+    url: str
+    #: The check's own headers, copied to every hop as Go copies them.
+    headers: Headers
+    body: str = ""
+    #: Whether the chain left the first request's host (sensitive headers dropped).
+    stripped: bool = False
+
+
+def redirect_method(code: int, method: str) -> str | None:
+    """The method Go's http.Client follows a *code* answer with; None: not followed."""
+    if code in (301, 302, 303):
+        return method if method in ("GET", "HEAD") else "GET"
+    if code in (307, 308):
+        return method
+    return None
+
+
+def _same_site(first: str, url: str) -> bool:
+    """Go's isDomainOrSubdomain on the two URLs' host names."""
+    parent, host = urlsplit(first).hostname or "", urlsplit(url).hostname or ""
+    return host == parent or host.endswith("." + parent)
+
+
+def _referer(last: str, url: str) -> str:
+    """Go's refererForURL: the last URL (no user info), but never from https to http."""
+    before, after = urlsplit(last), urlsplit(url)
+    if before.scheme == "https" and after.scheme == "http":
+        return ""
+    if before.username is not None or before.password is not None:
+        before = before._replace(netloc=before.netloc.rpartition("@")[2])
+    return before.geturl()
+
+
+def redirected(hop: Hop, first: Hop, code: int, location: str) -> Hop:
+    """The request Go's http.Client sends after *hop* was answered *code* + *location*."""
+    method = redirect_method(code, hop.method)
+    assert method is not None
+    url = urljoin(hop.url, location)
+    stripped = hop.stripped or not _same_site(first.url, url)
+    headers = first.headers.copy()
+    if stripped:
+        for name in _SENSITIVE:
+            headers.removeHeader(name)
+    if urlsplit(location).scheme:
+        headers.removeHeader(b"host")  # Go keeps a custom Host for relative redirects only
+    referer = _referer(hop.url, url)
+    if referer and not first.headers.hasHeader(b"referer"):
+        headers.setRawHeaders(b"referer", [referer.encode()])
+    body = hop.body if code in (307, 308) else ""
+    return Hop(method, url, headers, body, stripped)
+
+
+class _Discard(Protocol):
+    """Reads a redirect's body to its end and forgets it."""
+
+    def __init__(self, finished: defer.Deferred[None]) -> None:
+        self.finished = finished
+
+    def dataReceived(self, data: bytes) -> None:
+        pass
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.finished.callback(None)
+
+
+def _producer(body: str) -> IBodyProducer | None:
+    return FileBodyProducer(BytesIO(body.encode())) if body else None
+
+
 @dataclass
 class _Running:
     definition: CheckDefinition
@@ -509,19 +607,10 @@ class HealthChecker(Service):
         headers = Headers({k.encode(): [v.encode() for v in vs] for k, vs in d.header.items()})
         if not headers.hasHeader(b"user-agent"):
             headers.setRawHeaders(b"user-agent", [b"Consul Health Check"])
-        body = None
-        if d.body:
-            from io import BytesIO
-
-            from twisted.web.client import FileBodyProducer
-
-            body = FileBodyProducer(BytesIO(d.body.encode()))
         timeout = d.timeout or DEFAULT_TIMEOUT
 
         async def probe() -> tuple[str, str]:
-            response = await self._agent(d.tls_skip_verify).request(
-                method.encode(), d.http.encode(), headers, body
-            )
+            response = await self._follow(Hop(method, d.http, headers, d.body), d.tls_skip_verify)
             content = await readBody(response)
             text = content[:OUTPUT_MAX].decode("utf-8", "replace")
             phrase = response.phrase.decode("latin-1")
@@ -532,9 +621,28 @@ class HealthChecker(Service):
 
         result = defer.ensureDeferred(probe())
         result.addTimeout(timeout, self.reactor)
-        return result.addErrback(
-            lambda f: (CRITICAL, f"HTTP {method} {d.http}: {_reason(f, timeout)}")
-        )
+        return result.addErrback(lambda f: (CRITICAL, _http_failure(f, method, d.http, timeout)))
+
+    async def _follow(self, first: Hop, skip_verify: bool) -> IResponse:
+        """The answer to *first*, after the redirects Go's http.Client follows."""
+        agent = self._agent(skip_verify)
+        hop = first
+        sent = 0
+        while True:
+            response: IResponse = await agent.request(
+                hop.method.encode(), hop.url.encode(), hop.headers, _producer(hop.body)
+            )
+            sent += 1
+            location = (response.headers.getRawHeaders(b"location") or [b""])[0]
+            if redirect_method(response.code, hop.method) is None or not location:
+                return response  # Go answers a 3xx without a Location as it is
+            finished: defer.Deferred[None] = defer.Deferred()
+            response.deliverBody(_Discard(finished))
+            await finished
+            target = location.decode("latin-1")
+            if sent >= MAX_REDIRECTS:
+                raise TooManyRedirects(first.method, target)
+            hop = redirected(hop, first, response.code, target)
 
     def _tcp(self, d: CheckDefinition) -> defer.Deferred[tuple[str, str]]:
         host, _, port = d.tcp.rpartition(":")
@@ -551,6 +659,12 @@ class HealthChecker(Service):
         connecting.addTimeout(timeout, self.reactor)
         result: defer.Deferred[tuple[str, str]] = connecting.addCallback(connected)
         return result.addErrback(lambda f: (CRITICAL, f"dial tcp {d.tcp}: {_reason(f, timeout)}"))
+
+
+def _http_failure(failure: Failure, method: str, url: str, timeout: float) -> str:
+    if failure.check(TooManyRedirects):
+        return str(failure.value)
+    return f"HTTP {method} {url}: {_reason(failure, timeout)}"
 
 
 def _reason(failure: Failure, timeout: float) -> str:
