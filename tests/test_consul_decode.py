@@ -99,7 +99,7 @@ def test_service_checks_get_consuls_ids() -> None:
     [
         ({"HTTP": "http://x/"}, "Interval must be > 0"),
         ({"TTL": "5s", "Interval": "1s"}, "Interval and TTL cannot both be specified"),
-        ({"Args": ["/bin/true"], "Interval": "1s"}, "not supported"),
+        ({"GRPC": "127.0.0.1:9", "Interval": "1s"}, "not supported"),
         ({"TTL": "5s", "Status": "bogus"}, "Invalid check status"),
     ],
 )
@@ -233,3 +233,151 @@ def test_check_intervals_below_a_second_are_raised_to_one_as_consul_does() -> No
     assert fast.interval == 1.0
     slow = consul.check_definition(consul.CHECK.decode({"TCP": "127.0.0.1:1", "Interval": "5s"}))
     assert slow.interval == 5.0
+
+
+# ---------------------------------------------------------------------------
+# Request bodies, as Consul's Go decoder reads them (issue #14, item 2)
+
+
+@pytest.mark.parametrize("node", ["Node", "node", "NODE", "nOdE"])
+def test_body_keys_match_field_names_whatever_their_case(node: str) -> None:
+    fields = consul.CATALOG_DEREGISTER.decode_body(
+        {node: "n1", "datacenter": "dc2", "SERVICEID": "web"}
+    )
+    assert fields == {"Node": "n1", "Datacenter": "dc2", "ServiceID": "web"}
+
+
+def test_body_keys_fold_as_go_folds_them() -> None:
+    """Go's foldName: the long s folds to s and the Kelvin sign to k, as in Go."""
+    fields = consul.CATALOG_SERVICE.decode_body({"\u017fervice": "db", "\u212aind": ""})
+    assert fields == {"Service": "db", "Kind": ""}
+
+
+@pytest.mark.parametrize(
+    ("schema", "body", "unknown"),
+    [
+        (consul.CATALOG_REGISTER, {"Node": "n", "node_meta": {}}, "node_meta"),
+        (consul.CATALOG_REGISTER, {"Node": "n", "skip-node-update": True}, "skip-node-update"),
+        (consul.AGENT_SERVICE, {"Name": "web", "socket_path": "/s"}, "socket_path"),
+        (consul.AGENT_SERVICE, {"Service": "web"}, "Service"),
+        (consul.CHECK, {"Name": "c", "TTL": "5s", "CheckID": "c"}, "CheckID"),
+        (
+            consul.CHECK,
+            {"Name": "c", "TTL": "5s", "success_before_passing": 2},
+            "success_before_passing",
+        ),
+    ],
+)
+def test_only_consuls_own_aliases_are_other_spellings(
+    schema: consul.Schema, body: dict[str, object], unknown: str
+) -> None:
+    """In a request body a key is a field's name in any case, or one of the snake_case
+    aliases Consul declares for that struct; anything else is Consul's 400."""
+    with pytest.raises(BadRequest) as error:
+        schema.decode_body(body)
+    assert str(error.value) == f'Request decode failed: json: unknown field "{unknown}"'
+    schema.decode(body)  # a definition file (Consul's config format) takes them
+
+
+def test_consuls_snake_case_aliases_on_agent_endpoints() -> None:
+    """structs.ServiceDefinition / CheckType / CheckDefinition ``UnmarshalJSON``."""
+    fields = consul.AGENT_SERVICE.decode_body(
+        {
+            "name": "web",
+            "enable_tag_override": True,
+            "tagged_addresses": {"lan": {"Address": "10.0.0.1", "Port": 80}},
+            "check": {
+                "script_args": ["/bin/check"],
+                "interval": "10s",
+                "deregister_critical_service_after": "1m",
+                "docker_container_id": "c1",
+                "tls_server_name": "web.example",
+                "tls_skip_verify": True,
+                "grpc_use_tls": True,
+                "h2ping_use_tls": True,
+                "service_id": "ignored",
+            },
+        }
+    )
+    assert fields["EnableTagOverride"] is True
+    assert fields["TaggedAddresses"] == {"lan": {"Address": "10.0.0.1", "Port": 80}}
+    check = fields["Check"]
+    assert check["Args"] == ["/bin/check"]
+    assert check["DeregisterCriticalServiceAfter"] == 60
+    assert (check["DockerContainerID"], check["TLSServerName"]) == ("c1", "web.example")
+    assert check["TLSSkipVerify"] and check["GRPCUseTLS"] and check["H2PingUseTLS"]
+    registered = consul.CHECK.decode_body(
+        {"name": "disk", "ttl": "30s", "service_id": "web", "disable_redirects": True}
+    )
+    assert registered["ServiceID"] == "web" and registered["DisableRedirects"] is True
+
+
+def test_a_services_check_is_consuls_check_type() -> None:
+    """CheckType has CheckID, no ID, and no disable_redirects alias (CheckDefinition,
+    the body of /v1/agent/check/register, has both)."""
+    for key in ("ID", "disable_redirects"):
+        with pytest.raises(BadRequest, match=f'unknown field "{key}"'):
+            consul.AGENT_SERVICE.decode_body({"Name": "web", "Check": {key: "x", "TTL": "5s"}})
+    fields = consul.AGENT_SERVICE.decode_body(
+        {"Name": "web", "Checks": [{"CheckID": "alive", "TTL": "5s"}]}
+    )
+    assert fields["Checks"][0]["CheckID"] == "alive"
+
+
+@pytest.mark.parametrize(
+    ("check", "args"),
+    [
+        ({"ScriptArgs": ["a"], "Args": ["b"], "script_args": ["c"]}, ["a"]),
+        ({"script_args": ["c"], "args": ["b"]}, ["b"]),
+        ({"ScriptArgs": [], "script_args": ["c"]}, ["c"]),
+    ],
+)
+def test_script_args_spellings_win_in_consuls_order(
+    check: dict[str, object], args: list[str]
+) -> None:
+    """``ScriptArgs``, then ``args``, then ``script_args``: the first not empty."""
+    fields = consul.CHECK.decode_body({"Name": "c", "Interval": "5s", **check})
+    assert fields["Args"] == args
+
+
+def test_alias_precedence_follows_consuls_unmarshal_json() -> None:
+    either = consul.AGENT_SERVICE.decode_body(
+        {"Name": "w", "EnableTagOverride": False, "enable_tag_override": True}
+    )
+    assert either["EnableTagOverride"] is True  # if aux.EnableTagOverrideSnake { ... }
+    canonical = consul.CHECK.decode_body(
+        {
+            "Name": "c",
+            "TTL": "5s",
+            "DeregisterCriticalServiceAfter": "0s",
+            "deregister_critical_service_after": "1m",
+        }
+    )
+    assert canonical["DeregisterCriticalServiceAfter"] == 0  # if aux.X == nil
+    snake = consul.CHECK.decode_body(
+        {"Name": "c", "TTL": "5s", "TLSServerName": "", "tls_server_name": "x"}
+    )
+    assert snake["TLSServerName"] == "x"  # if t.TLSServerName == ""
+
+
+def test_the_last_of_two_spellings_of_one_field_wins_as_in_go() -> None:
+    assert consul.CATALOG_DEREGISTER.decode_body({"Node": "a", "node": "b"}) == {"Node": "b"}
+
+
+def test_txn_ops_match_case_insensitively() -> None:
+    [op] = consul.txn_ops([{"kV": {"verb": "set", "KEY": "a", "value": "eA=="}}], 128, 8)
+    assert op == KVOp("set", "a", b"x")
+
+
+_KEYS = st.sampled_from(
+    ["Name", "name", "enable_tag_override", "tagged_addresses", "check", "Checks", "Port"]
+) | st.text(max_size=8)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.dictionaries(_KEYS, _JSON, max_size=5))
+def test_any_service_body_decodes_or_is_a_400_never_a_crash(body: dict[str, object]) -> None:
+    try:
+        consul.agent_service(consul.AGENT_SERVICE.decode_body(body), "n1")
+    except BadRequest:
+        return

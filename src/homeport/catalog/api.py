@@ -56,6 +56,8 @@ from .model import (
     aggregate_status,
 )
 
+#: Consul's checkUpdate (agent/agent_endpoint.go), PUT /v1/agent/check/update/:id.
+CHECK_UPDATE = consul.Schema("agent.checkUpdate", {"Status": "str", "Output": "str"})
 KV_MAX_VALUE = 512 * 1024
 MAX_TXN_OPS = 128  # Consul's maxTxnOps
 # /v1/agent/health/service/*: the aggregated status as an HTTP code, for load balancers.
@@ -268,7 +270,7 @@ class ConsulAPI:
         return [value for value in items if match(value)]
 
     def _decode(self, call: Call, schema: consul.Schema) -> dict[str, Any]:
-        return schema.decode(consul.parse_body(call.body))
+        return schema.decode_body(consul.parse_body(call.body))
 
     def _optional_body(self, call: Call, schema: consul.Schema) -> dict[str, Any]:
         return self._decode(call, schema) if call.body.strip() else {}
@@ -611,9 +613,7 @@ class ConsulAPI:
         return update
 
     def check_update(self, call: Call) -> Reply:
-        fields = consul.Schema("checkUpdate", {"Status": "str", "Output": "str"}).decode(
-            consul.parse_body(call.body)
-        )
+        fields = CHECK_UPDATE.decode_body(consul.parse_body(call.body))
         status = fields.get("Status") or ""
         if status not in STATUSES:
             raise BadRequest(f"Invalid check status: '{status}'")

@@ -49,34 +49,116 @@ from .model import (
 
 
 class Schema:
-    """The fields of one Go struct: canonical name -> type."""
+    """The fields of one Go struct: canonical name -> type.
 
-    def __init__(self, go_name: str, fields: Mapping[str, Any], aliases: Mapping[str, str] = {}):
+    Two decoders read it.  :meth:`decode_body` is Consul's for request bodies (Go's
+    ``encoding/json`` with unknown fields refused): a key matches a field's name
+    case-insensitively, as Go folds it, and the only other spellings are the aliases
+    Consul declares for that struct (*go_aliases*: alias -> field, in Consul's order of
+    precedence; a field listed as its own alias takes that place in the order).
+    :meth:`decode` is for definition files (``--config-dir``), in Consul's config
+    format: snake_case for everything, so case, ``_`` and ``-`` do not count, and
+    homeport's own *aliases* are accepted too.  *body_kinds* gives a field another type
+    in request bodies (a service's checks are Consul's ``CheckType`` there), or None:
+    not a field of Consul's struct, so refused in request bodies.
+    """
+
+    def __init__(
+        self,
+        go_name: str,
+        fields: Mapping[str, Any],
+        aliases: Mapping[str, str] = {},
+        *,
+        go_aliases: Mapping[str, str] = {},
+        body_kinds: Mapping[str, Any] = {},
+    ) -> None:
         self.go_name = go_name
         self.fields = dict(fields)
         self._lookup = {_norm(name): name for name in fields}
-        for alias, target in aliases.items():
+        for alias, target in {**aliases, **go_aliases}.items():
             self._lookup[_norm(alias)] = target
+        hidden = {name for name, kind in body_kinds.items() if kind is None}
+        self._body_kinds = {**self.fields, **body_kinds}
+        #: Go: the folded spelling -> the spelling (a field's name or an alias).
+        self._spellings = {_fold(name): name for name in fields if name not in hidden}
+        self._spellings.update({_fold(alias): alias for alias in go_aliases})
+        #: Each field's spellings, the one that wins first.
+        self._precedence = {name: [name] for name in fields if name not in hidden}
+        for alias, target in go_aliases.items():
+            order = self._precedence[target]
+            if alias == target:
+                order.remove(target)
+            order.append(alias)
+        self._target = dict(go_aliases)
+
+    def _not_an_object(self, value: Any) -> BadRequest:
+        return BadRequest(
+            f"Request decode failed: json: cannot unmarshal {_json_type(value)} "
+            f"into Go value of type {self.go_name}"
+        )
 
     def decode(self, value: Any) -> dict[str, Any]:
+        """A definition file's object: snake_case and any case."""
         if value is None:
             return {}
         if not isinstance(value, dict):
-            raise BadRequest(
-                f"Request decode failed: json: cannot unmarshal {_json_type(value)} "
-                f"into Go value of type {self.go_name}"
-            )
+            raise self._not_an_object(value)
         out: dict[str, Any] = {}
         for key, raw in value.items():
             name = self._lookup.get(_norm(key))
             if name is None:
                 raise BadRequest(f'Request decode failed: json: unknown field "{key}"')
-            out[name] = _coerce(self.fields[name], raw, f"{self.go_name}.{name}")
+            out[name] = _coerce(self.fields[name], raw, f"{self.go_name}.{name}", body=False)
         return out
+
+    def decode_body(self, value: Any) -> dict[str, Any]:
+        """A request body's object, as Consul's Go decoder reads it."""
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise self._not_an_object(value)
+        given: dict[str, Any] = {}
+        for key, raw in value.items():  # in the document's order, as Go reports errors
+            spelling = self._spellings.get(_fold(key))
+            if spelling is None:
+                raise BadRequest(f'Request decode failed: json: unknown field "{key}"')
+            kind = self._body_kinds[self._target.get(spelling, spelling)]
+            given[spelling] = _coerce(kind, raw, f"{self.go_name}.{spelling}", body=True)
+        out: dict[str, Any] = {}
+        for name, order in self._precedence.items():
+            found = [(given[s], s) for s in order if s in given]
+            if found:
+                kind = self._body_kinds[name]
+                out[name] = next((v for v, _ in found if _is_set(kind, v)), found[0][0])
+        return out
+
+
+def _is_set(kind: Any, value: Any) -> bool:
+    """Whether Consul's ``UnmarshalJSON`` takes this spelling's value over the next one:
+    a duration when given at all (``if aux.X == nil``), anything else when not its
+    zero value (``if t.X == ""``, ``if len(t.X) == 0``, ``if aux.XSnake { ... }``)."""
+    return value is not None if kind == "duration" else bool(value)
 
 
 def _norm(key: str) -> str:
     return key.replace("_", "").replace("-", "").lower()
+
+
+def _fold(key: str) -> str:
+    """Go's ``encoding/json`` key folding (``foldName``): ASCII letters upper-cased, any
+    other rune folded to the smallest rune of its case orbit (so the long s, U+017F,
+    matches ``s`` and the Kelvin sign, U+212A, matches ``k``, as in Go)."""
+    if key.isascii():
+        return key.upper()
+    return "".join(_fold_rune(c) for c in key)
+
+
+def _fold_rune(c: str) -> str:
+    if c.isascii():
+        return c.upper()
+    orbit = {c, c.upper(), c.lower(), c.upper().lower(), c.lower().upper()}
+    smallest = min(o for o in orbit if len(o) == 1) if any(len(o) == 1 for o in orbit) else c
+    return smallest.upper() if smallest.isascii() else smallest
 
 
 def _json_type(value: Any) -> str:
@@ -130,15 +212,15 @@ _SCALARS: dict[str, tuple[str, Callable[[Any], bool], Callable[[Any], Any]]] = {
 }
 
 
-def _coerce(kind: Any, value: Any, where: str) -> Any:
+def _coerce(kind: Any, value: Any, where: str, body: bool) -> Any:
     if isinstance(kind, Schema):
-        return kind.decode(value)
+        return kind.decode_body(value) if body else kind.decode(value)
     if isinstance(kind, list):
         if value is None:
             return []
         if not isinstance(value, list):
             raise _type_error(value, where, f"[]{kind[0].go_name}")
-        return [kind[0].decode(item) for item in value]
+        return [_coerce(kind[0], item, where, body) for item in value]
     if value is None:
         return None
     scalar = _SCALARS.get(kind)
@@ -213,7 +295,46 @@ CHECK = Schema(
         "Type": "str",
         "Definition": "any",
     },
-    aliases={"script_args": "Args", "ScriptArgs": "Args", "service_id": "ServiceID"},
+    # Consul's structs.CheckDefinition.UnmarshalJSON (agent/structs/check_definition.go).
+    go_aliases={
+        "ScriptArgs": "Args",
+        "Args": "Args",
+        "script_args": "Args",
+        "deregister_critical_service_after": "DeregisterCriticalServiceAfter",
+        "docker_container_id": "DockerContainerID",
+        "tls_server_name": "TLSServerName",
+        "tls_skip_verify": "TLSSkipVerify",
+        "grpc_use_tls": "GRPCUseTLS",
+        "service_id": "ServiceID",
+        "h2ping_use_tls": "H2PingUseTLS",
+        "disable_redirects": "DisableRedirects",
+    },
+    # Not fields of structs.CheckDefinition: definition files only.
+    body_kinds={"CheckID": None, "Type": None, "Definition": None},
+)
+
+#: A service's checks in a request body: Consul's structs.CheckType (check_type.go),
+#: which has no ID (CheckID), ignores ServiceID and translates fewer snake_case names.
+CHECK_TYPE = Schema(
+    "structs.CheckType",
+    {
+        **{k: v for k, v in CHECK.fields.items() if k not in ("ID", "Type", "Definition")},
+        "ProxyHTTP": "str",
+        "ProxyGRPC": "str",
+    },
+    go_aliases={
+        "ScriptArgs": "Args",
+        "Args": "Args",
+        "script_args": "Args",
+        "deregister_critical_service_after": "DeregisterCriticalServiceAfter",
+        "docker_container_id": "DockerContainerID",
+        "tls_server_name": "TLSServerName",
+        "tls_skip_verify": "TLSSkipVerify",
+        "grpc_use_tls": "GRPCUseTLS",
+        "h2ping_use_tls": "H2PingUseTLS",
+        "service_id": "ServiceID",
+    },
+    body_kinds={"Namespace": None, "Partition": None},
 )
 
 AGENT_SERVICE = Schema(
@@ -240,6 +361,12 @@ AGENT_SERVICE = Schema(
         "Token": "str",
     },
     aliases={"service": "Name"},
+    # Consul's structs.ServiceDefinition.UnmarshalJSON (agent/structs/service_definition.go).
+    go_aliases={
+        "enable_tag_override": "EnableTagOverride",
+        "tagged_addresses": "TaggedAddresses",
+    },
+    body_kinds={"Check": CHECK_TYPE, "Checks": [CHECK_TYPE]},
 )
 
 CATALOG_SERVICE = Schema(
@@ -434,12 +561,12 @@ def _txn_op(item: Any, max_value: int) -> TxnOp:
     if not isinstance(item, dict) or len(item) != 1:
         raise BadRequest("Failed to parse body: each operation is an object with one key")
     [(kind, fields)] = item.items()
-    canonical = next((k for k in TXN_KINDS if k.lower() == kind.lower()), None)
+    canonical = next((k for k in TXN_KINDS if _fold(k) == _fold(kind)), None)
     if canonical is None:
         raise BadRequest(f'Failed to parse body: json: unknown field "{kind}"')
     if canonical != "KV":
         raise BadRequest(f"homeport runs KV operations in transactions, not {canonical}")
-    op = KV_TXN_OP.decode(fields)
+    op = KV_TXN_OP.decode_body(fields)
     key = op.get("Key") or ""
     try:
         data = base64.b64decode(op.get("Value") or "", validate=True)
