@@ -264,6 +264,16 @@ class BadInputTests(APITestCase):
             b"No path to datacenter",
         )
 
+    def test_a_deregister_for_another_datacenter_changes_nothing(self) -> None:
+        """py-consul's ``catalog.deregister`` sends ``{"node": ..., "datacenter": ...}``."""
+        index = self.daemon.catalog.index
+        for datacenter in ("datacenter", "Datacenter", "DATACENTER"):
+            body = {"node": "testnode", datacenter: "dc2"}
+            answer = self.request("PUT", "/v1/catalog/deregister", body)[::2]
+            assert answer == (500, b"No path to datacenter")
+        assert "testnode" in self.daemon.catalog.nodes
+        assert self.daemon.catalog.index == index
+
     def test_oversized_bodies_are_refused_with_413(self) -> None:
         big = b"x" * (1024 * 1024 + 1)
         code, _, _ = self.request("PUT", "/v1/kv/big", big)
@@ -815,6 +825,13 @@ class NodeDumpTests(APITestCase):
 _REFUSED = "is defined in a --config-dir file"
 ERROR_ANSWERS: list[tuple[str, str, Any, int, bytes]] = [
     ("PUT", "/v1/catalog/register", {"Datacenter": "dc2"}, 500, b"No path to datacenter"),
+    (
+        "PUT",
+        "/v1/catalog/deregister",
+        {"node": "n", "datacenter": "dc2"},
+        500,
+        b"No path to datacenter",
+    ),
     (
         "PUT",
         "/v1/catalog/register",

@@ -293,11 +293,16 @@ class ConsulAPI:
 
     # -- catalog ----------------------------------------------------------------------
 
-    def catalog_register(self, call: Call) -> Reply:
-        fields = self._decode(call, consul.CATALOG_REGISTER)
+    def _here(self, fields: dict[str, Any]) -> None:
+        """A body's ``Datacenter``, when given, must be ours (Consul forwards the request
+        there and has no path to another one); ``?dc=`` is checked for every route."""
         dc = fields.get("Datacenter")
         if dc and dc != self.agent.datacenter:
             raise NoPathToDatacenter(dc)
+
+    def catalog_register(self, call: Call) -> Reply:
+        fields = self._decode(call, consul.CATALOG_REGISTER)
+        self._here(fields)
         node, services, checks, skip = consul.catalog_registration(fields, self.agent.datacenter)
         if skip and node.name not in self.catalog.nodes:
             raise UnknownNode(node.name)
@@ -306,6 +311,7 @@ class ConsulAPI:
 
     def catalog_deregister(self, call: Call) -> Reply:
         fields = self._decode(call, consul.CATALOG_DEREGISTER)
+        self._here(fields)
         node = fields.get("Node") or ""
         if not node:
             raise BadRequest("Must provide node")
