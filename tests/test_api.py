@@ -1029,3 +1029,30 @@ class ErrorAnswerTests(APITestCase):
 
         missing = sorted(k.__name__ for k in leaves(CatalogError) if k not in ERRORS.rows)
         assert missing == []
+
+
+class AgentSelfStatsTests(APITestCase):
+    def test_agent_self_stats_are_a_consul_servers_agreeing_with_status(self) -> None:
+        """``Stats.consul`` as Consul's ``Server.Stats``: its own leader, as
+        ``/v1/status/leader`` and ``/v1/status/peers`` say (issue #14, item 4)."""
+        me = self.get("/v1/agent/self")
+        leader = self.get("/v1/status/leader")
+        assert leader == "127.0.0.1:8300"
+        assert self.get("/v1/status/peers") == [leader]
+        assert me["Stats"]["consul"] == {
+            "server": "true",
+            "leader": "true",
+            "leader_addr": leader,
+            "bootstrap": "true",
+            "known_datacenters": "1",
+            "acl": "disabled",
+        }
+        raft = me["Stats"]["raft"]
+        assert (raft["state"], raft["num_peers"]) == ("Leader", "0")
+        node_id = me["Config"]["NodeID"]
+        assert raft["latest_configuration"] == f"[{{Suffrage:Voter ID:{node_id} Address:{leader}}}]"
+        before = int(raft["commit_index"])
+        self.put("/v1/kv/k", b"v")
+        raft = self.get("/v1/agent/self")["Stats"]["raft"]
+        assert int(raft["commit_index"]) == int(raft["applied_index"]) > before
+        assert me["Config"]["Server"] is True

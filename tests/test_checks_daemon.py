@@ -1,5 +1,6 @@
 """Health checks run by the real daemon, driven with py-consul and plain HTTP: script
-checks (off unless asked for, as in Consul) and HTTP checks through redirects."""
+checks (off unless asked for, as in Consul) and HTTP checks through redirects; and the
+agent's view of itself as the Consul server that runs them."""
 
 from __future__ import annotations
 
@@ -310,3 +311,27 @@ def test_a_redirect_without_a_location_is_the_answer(daemon: Daemon, redirects: 
         "critical",
         f"HTTP GET {base}/to/302/: 302 Found Output: ",
     )
+
+
+# -- the agent as a Consul server --------------------------------------------------------------
+
+
+def test_agent_self_is_a_consul_server_as_status_says(daemon_factory: DaemonFactory) -> None:
+    """py-consul reads ``Stats.consul`` and ``/v1/status/*``: one server, its own leader."""
+    daemon = daemon_factory().start(["--advertise", "10.1.2.3"])
+    c = client(daemon)
+    me = c.agent.self()
+    assert c.status.leader() == "10.1.2.3:8300"
+    assert c.status.peers() == ["10.1.2.3:8300"]
+    assert me["Stats"]["consul"] == {
+        "server": "true",
+        "leader": "true",
+        "leader_addr": "10.1.2.3:8300",
+        "bootstrap": "true",
+        "known_datacenters": "1",
+        "acl": "disabled",
+    }
+    assert me["Stats"]["raft"]["state"] == "Leader"
+    assert me["Stats"]["raft"]["num_peers"] == str(len(c.status.peers()) - 1)
+    assert me["Config"]["Server"] is True
+    assert me["Member"]["Addr"] == "10.1.2.3"

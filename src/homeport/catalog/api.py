@@ -580,11 +580,38 @@ class ConsulAPI:
                         "version": __version__,
                         "uptime_seconds": str(int(self.clock.seconds() - self.agent.started)),
                     },
+                    **self._server_stats(),
                 },
                 "Meta": {"consul-network-segment": ""},
                 "xDS": None,
             },
         )
+
+    def _server_stats(self) -> dict[str, dict[str, str]]:
+        """``Stats.consul`` and ``Stats.raft`` of a Consul server that is its own leader
+        (Consul's ``Server.Stats``): what ``/v1/status/leader`` and ``peers`` say."""
+        leader = self._leader_address()
+        index = str(self.catalog.index)
+        return {
+            "consul": {
+                "server": "true",
+                "leader": "true",
+                "leader_addr": leader,
+                "bootstrap": "true",
+                "known_datacenters": "1",
+                "acl": "disabled",
+            },
+            "raft": {
+                "state": "Leader",
+                "num_peers": "0",
+                "applied_index": index,
+                "commit_index": index,
+                "last_log_index": index,
+                "latest_configuration": (
+                    f"[{{Suffrage:Voter ID:{self.agent.node_id} Address:{leader}}}]"
+                ),
+            },
+        }
 
     def agent_members(self, call: Call) -> Reply:
         return self._json(call, [self._member()])
@@ -697,11 +724,15 @@ class ConsulAPI:
 
     # -- status ---------------------------------------------------------------------------
 
+    def _leader_address(self) -> str:
+        """This one server's raft address: the leader and only peer."""
+        return f"{self.agent.address}:8300"
+
     def status_leader(self, call: Call) -> Reply:
-        return self._json(call, f"{self.agent.address}:8300")
+        return self._json(call, self._leader_address())
 
     def status_peers(self, call: Call) -> Reply:
-        return self._json(call, [f"{self.agent.address}:8300"])
+        return self._json(call, [self._leader_address()])
 
     # -- KV ---------------------------------------------------------------------------------
 
