@@ -38,6 +38,9 @@
   }
 
   function note(text) {
+    // Two reconnects with nothing in between (a daemon restarting) say it once.
+    const top = list.firstElementChild;
+    if (top && top.classList.contains("gap") && top.textContent === text) return;
     list.prepend(el("tr", { class: "gap" }, el("td", { colspan: 4 }, text)));
   }
 
