@@ -455,6 +455,60 @@ class KVIndexTests(BlockingTestCase):
             assert int(response.headers.getRawHeaders("X-Consul-Index")[0]) > highest
 
 
+class SlashIDTests(APITestCase):
+    """An agent route takes the rest of the path as the ID, as Consul's handlers do
+    (``strings.TrimPrefix(req.URL.Path, ...)``), so an ID may hold ``/``."""
+
+    def status(self, method: str, path: str) -> tuple[int, bytes]:
+        code, _, body = self.request(method, path)
+        return code, body
+
+    def test_every_agent_route_takes_an_id_with_slashes(self) -> None:
+        body = {"ID": "team/web-1", "Name": "web", "Check": {"TTL": "30s"}}
+        self.put("/v1/agent/service/register", body)
+        assert self.get("/v1/agent/service/team/web-1")["ID"] == "team/web-1"
+        assert self.get("/v1/agent/service/team%2Fweb-1")["ID"] == "team/web-1"
+        assert self.status("GET", "/v1/agent/health/service/id/team/web-1")[0] == 503
+        for verb, code in (("pass", 200), ("warn", 429), ("fail", 503)):
+            self.put(f"/v1/agent/check/{verb}/service:team/web-1?note={verb}")
+            assert self.status("GET", "/v1/agent/health/service/id/team/web-1")[0] == code
+        self.put("/v1/agent/check/update/service:team/web-1", {"Status": "passing"})
+        self.put("/v1/agent/service/maintenance/team/web-1?enable=true&reason=deploy")
+        checks = self.get("/v1/agent/checks")
+        assert checks["_service_maintenance:team/web-1"]["ServiceID"] == "team/web-1"
+        self.put("/v1/agent/service/maintenance/team/web-1?enable=false")
+        self.put("/v1/agent/check/deregister/service:team/web-1")
+        assert self.get("/v1/agent/checks") == {}
+        self.put("/v1/agent/service/deregister/team/web-1")
+        assert self.status("GET", "/v1/agent/service/team/web-1") == (
+            404,
+            b"unknown service ID: team/web-1",
+        )
+
+    def test_the_most_specific_route_wins_then_the_method(self) -> None:
+        """As Go's ServeMux: ``/v1/agent/service/register`` is its own route (PUT), not
+        the service "register"; so is ``maintenance/``."""
+        code, headers, body = self.request("GET", "/v1/agent/service/register")
+        assert (code, body) == (405, b"method GET not allowed")
+        assert headers.getRawHeaders("Allow") == ["OPTIONS, PUT"]
+        assert self.status("GET", "/v1/agent/service/maintenance/web")[0] == 405
+        self.put("/v1/agent/service/register", {"ID": "a/b", "Name": "ab"})
+        assert self.get("/v1/agent/service/a/b")["Service"] == "ab"
+
+    def test_an_empty_id_gets_consuls_answer(self) -> None:
+        cases = [
+            ("PUT", "/v1/agent/service/deregister/", 500, b"ServiceID missing"),
+            ("PUT", "/v1/agent/check/deregister/", 500, b"CheckID missing"),
+            ("PUT", "/v1/agent/service/maintenance/?enable=true", 400, b"Missing service ID"),
+            ("GET", "/v1/agent/health/service/id/", 400, b"Missing serviceID"),
+            ("GET", "/v1/agent/health/service/name/", 400, b"Missing service Name"),
+            ("GET", "/v1/agent/service/", 404, b"unknown service ID: "),
+            ("PUT", "/v1/agent/check/pass/", 500, b'CheckID "" does not have associated TTL'),
+        ]
+        for method, path, code, text in cases:
+            assert self.status(method, path) == (code, text), path
+
+
 class TTLTests(APITestCase):
     def test_a_ttl_check_expires_to_critical_on_the_reactor_clock(self) -> None:
         self.put("/v1/agent/service/register", {"Name": "web", "Check": {"TTL": "10s"}})

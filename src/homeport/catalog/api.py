@@ -24,6 +24,7 @@ from .errors import (
     InvalidBehavior,
     InvalidCheckStatus,
     InvalidSession,
+    MissingAgentID,
     MissingCheckRegistration,
     MissingNodeRegistration,
     MissingSession,
@@ -87,6 +88,7 @@ ERRORS = ErrorTable(
         CheckNotManaged: (400, str),
         InvalidCheckStatus: (400, str),
         NoTTL: (500, str),
+        MissingAgentID: (500, str),
         # sessions (and ?acquire=)
         MissingSession: (500, str),
         InvalidSession: (500, str),
@@ -214,22 +216,22 @@ class ConsulAPI:
         r("GET", "/v1/catalog/node-services/:node", self.catalog_node_services)
         # agent
         r("PUT", "/v1/agent/service/register", self.agent_service_register)
-        r("PUT", "/v1/agent/service/deregister/:id", self.agent_service_deregister)
-        r("PUT", "/v1/agent/service/maintenance/:id", self.service_maintenance)
+        r("PUT", "/v1/agent/service/deregister/*id", self.agent_service_deregister)
+        r("PUT", "/v1/agent/service/maintenance/*id", self.service_maintenance)
         r("PUT", "/v1/agent/maintenance", self.node_maintenance)
         r("GET", "/v1/agent/services", self.agent_services)
-        r("GET", "/v1/agent/service/:id", self.agent_service)
+        r("GET", "/v1/agent/service/*id", self.agent_service)
         r("GET", "/v1/agent/checks", self.agent_checks)
-        r("GET", "/v1/agent/health/service/id/:id", self.agent_health_by_id)
-        r("GET", "/v1/agent/health/service/name/:name", self.agent_health_by_name)
+        r("GET", "/v1/agent/health/service/id/*id", self.agent_health_by_id)
+        r("GET", "/v1/agent/health/service/name/*name", self.agent_health_by_name)
         r("GET", "/v1/agent/self", self.agent_self, volatile=True)
         r("GET", "/v1/agent/members", self.agent_members)
         r("PUT", "/v1/agent/check/register", self.check_register)
-        r("PUT", "/v1/agent/check/deregister/:id", self.check_deregister)
-        r("PUT", "/v1/agent/check/pass/:id", self._ttl(PASSING))
-        r("PUT", "/v1/agent/check/warn/:id", self._ttl(WARNING))
-        r("PUT", "/v1/agent/check/fail/:id", self._ttl(CRITICAL))
-        r("PUT", "/v1/agent/check/update/:id", self.check_update)
+        r("PUT", "/v1/agent/check/deregister/*id", self.check_deregister)
+        r("PUT", "/v1/agent/check/pass/*id", self._ttl(PASSING))
+        r("PUT", "/v1/agent/check/warn/*id", self._ttl(WARNING))
+        r("PUT", "/v1/agent/check/fail/*id", self._ttl(CRITICAL))
+        r("PUT", "/v1/agent/check/update/*id", self.check_update)
         # health
         r("GET", "/v1/health/service/:name", self.health_service)
         r("GET", "/v1/health/checks/:name", self.health_checks)
@@ -419,7 +421,9 @@ class ConsulAPI:
         return Reply(b"", content_type=TEXT)
 
     def agent_service_deregister(self, call: Call) -> Reply:
-        service_id = call.params["id"]
+        service_id = call.params["id"]  # the rest of the path: an ID may hold "/"
+        if not service_id:
+            raise MissingAgentID("ServiceID")
         existing = self.catalog.services.get((self.agent.node, service_id))
         if existing is None or existing.source == "builtin":
             raise UnknownService(service_id)
@@ -459,6 +463,8 @@ class ConsulAPI:
 
     def service_maintenance(self, call: Call) -> Reply:
         service_id = call.params["id"]
+        if not service_id:
+            raise BadRequest("Missing service ID")
         if (self.agent.node, service_id) not in self.catalog.services:
             raise UnknownMaintenanceService(service_id)
         return self._maintenance(
@@ -497,6 +503,8 @@ class ConsulAPI:
     def agent_health_by_id(self, call: Call) -> Reply:
         """One local instance's health: 200 passing, 429 warning, 503 critical, 404."""
         service_id = call.params["id"]
+        if not service_id:
+            raise BadRequest("Missing serviceID")
         service = self.catalog.services.get((self.agent.node, service_id))
         text = call.arg("format") == "text"
         if service is None or service.source == "builtin":
@@ -512,6 +520,8 @@ class ConsulAPI:
 
     def agent_health_by_name(self, call: Call) -> Reply:
         """Every local instance of a service; the code is the worst of them."""
+        if not call.params["name"]:
+            raise BadRequest("Missing service Name")
         name = call.params["name"].lower()
         found = [self._service_health(s) for s in self._local_services() if s.name.lower() == name]
         text = call.arg("format") == "text"
@@ -630,6 +640,8 @@ class ConsulAPI:
 
     def check_deregister(self, call: Call) -> Reply:
         check_id = call.params["id"]
+        if not check_id:
+            raise MissingAgentID("CheckID")
         existing = self.catalog.checks.get((self.agent.node, check_id))
         if existing is None or existing.source == "builtin":
             raise UnknownCheck(check_id)

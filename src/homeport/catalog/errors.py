@@ -172,6 +172,17 @@ class AgentServiceIDMissing(ServiceIDMissing):
 
 
 @error
+class MissingAgentID(CatalogError):
+    """An agent route's ID left empty (``PUT /v1/agent/service/deregister/``): Consul's
+    agent refuses it before looking it up, as a server error."""
+
+    what: Literal["ServiceID", "CheckID"]
+
+    def __str__(self) -> str:
+        return f"{self.what} missing"
+
+
+@error
 class UnknownCheck(CatalogError):
     check_id: str
 

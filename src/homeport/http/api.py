@@ -119,6 +119,13 @@ class Route:
     rest: bool  # the last parameter takes the rest of the path
     volatile: bool = False  # the answer changes without a catalog change (uptime...)
 
+    @property
+    def specificity(self) -> tuple[bool, int]:
+        """Which of two routes matching one path wins: a whole path over a prefix (the
+        last parameter taking the rest), then the longer literal start."""
+        literal = next((i for i, part in enumerate(self.pattern) if part[0] in ":*"), None)
+        return not self.rest, len(self.pattern) if literal is None else literal
+
     def match(self, segments: list[str]) -> dict[str, str] | None:
         pattern = self.pattern
         if not self.rest and len(segments) == len(pattern) + 1 and segments[-1] == "":
@@ -332,11 +339,23 @@ class ApiResource(Resource):
         return result
 
     def _match(self, method: bytes, segments: list[str]) -> tuple[Route, dict[str, str]]:
+        """The route for the path, as Go's ``ServeMux`` picks Consul's handler: the most
+        specific pattern that matches (a whole path over a prefix, a longer prefix
+        over a shorter one), then the method; so ``GET /v1/agent/service/register`` is
+        405, not the service ``register``, and an ID may hold ``/``."""
         allowed: list[bytes] = []
+        best: tuple[bool, int] | None = None
+        found: list[tuple[Route, dict[str, str]]] = []
         for route in self.routes.get(segments[0] if segments else "", ()):
             params = route.match(segments)
             if params is None:
                 continue
+            rank = route.specificity
+            if best is None or rank > best:
+                best, found = rank, []
+            if rank == best:
+                found.append((route, params))
+        for route, params in found:
             if method in route.methods or (method == b"HEAD" and b"GET" in route.methods):
                 return route, params
             allowed.extend(route.methods)
