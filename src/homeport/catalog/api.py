@@ -189,20 +189,13 @@ class ConsulAPI:
     """Registers Consul's routes on an :class:`ApiResource`."""
 
     def __init__(
-        self,
-        api: ApiResource,
-        catalog: Catalog,
-        agent: Agent,
-        clock: Any,
-        *,
-        scripts: ScriptPolicy | None = None,
+        self, api: ApiResource, catalog: Catalog, agent: Agent, clock: Any, scripts: ScriptPolicy
     ) -> None:
         self.api = api
         self.catalog = catalog
         self.agent = agent
         self.clock = clock
-        #: Whether script checks may be registered here (``--enable-script-checks``).
-        self.scripts = scripts or ScriptPolicy()
+        self.scripts = scripts
         catalog.subscribe(lambda changes: api.invalidate())
         r = api.route
         # catalog
