@@ -1,12 +1,18 @@
 """Start-up of the image: ``podman run`` to the first HTTP answer, and where it goes.
 
-    python3 bench/image_startup.py [IMAGE ...] [--runs 7] [--phases] [--publish]
+    python3 bench/image_startup.py [IMAGE ...] [--runs 7] [--phases] [--instructions] [--publish]
 
 For each round, each IMAGE (default ``homeport:TEST``) in turn (so that images compared
 see the same load on a shared machine): ``podman run -d --read-only`` on a fresh data
 directory, then ``GET /v1/status/leader`` every 10 ms until it answers 200.  Prints
 min / median / max seconds per image, and the floor: ``podman run`` of the image's own
 Python doing nothing (``-c pass``), which no change to homeport can go below.
+
+``--instructions`` counts, with valgrind, the instructions the daemon's process runs from
+its start to 1 s after its reactor runs: unlike times, that count is the same to 0.1 %
+from run to run on a busy shared machine, so it shows a 2 % change.  This host's
+valgrind is bind-mounted into the container (it needs the same C library: a bookworm
+host for the bookworm base); the log writer child runs outside valgrind.
 
 ``--phases`` also runs the daemon in each image under a probe that prints, per phase
 of ``twist homeport``, the wall and CPU milliseconds since the interpreter started
@@ -20,6 +26,7 @@ publishes ports (``-p``, podman's network set-up, as the README runs it) instead
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 import statistics
 import subprocess
@@ -154,6 +161,26 @@ def phases(image: str) -> list[str]:
     return min(runs)[1]
 
 
+VALGRIND = ["/usr/bin/valgrind", "/usr/bin/valgrind.bin", "/usr/libexec/valgrind"]
+
+
+def instructions(image: str) -> str:
+    """The instructions the probe's process runs (valgrind's count), as text."""
+    mounts = [f"--volume={path}:{path}:ro" for path in VALGRIND if Path(path).exists()]
+    if len(mounts) != len(VALGRIND):
+        return "valgrind is not installed here (apt-get install valgrind)"
+    with tempfile.TemporaryDirectory() as data:
+        Path(data).chmod(0o777)
+        (Path(data) / "probe.py").write_text(PROBE)
+        result = podman("run", "--rm", "--read-only", *ULIMITS, "--network", "host", *mounts,
+                        "--volume", f"{data}:/var/lib/homeport", "--entrypoint", VALGRIND[0],
+                        image, "--tool=cachegrind", "--cache-sim=no",
+                        "--cachegrind-out-file=/dev/null", "/app/bin/python3.11", "-I",
+                        "/var/lib/homeport/probe.py", check=False)  # fmt: skip
+    found = re.search(r"I\s+refs:\s+([\d,]+)", result.stderr)
+    return found.group(1) if found else f"valgrind failed: {result.stderr[-300:]}"
+
+
 def summary(values: list[float]) -> str:
     return (
         f"min {min(values):.2f}  median {statistics.median(values):.2f}  "
@@ -166,6 +193,7 @@ def main() -> int:
     parser.add_argument("images", nargs="*", default=["homeport:TEST"])
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--phases", action="store_true", help="where the time goes")
+    parser.add_argument("--instructions", action="store_true", help="valgrind's count")
     parser.add_argument("--publish", action="store_true", help="-p instead of --network host")
     args = parser.parse_args()
     starts: dict[str, list[float]] = {image: [] for image in args.images}
@@ -183,6 +211,8 @@ def main() -> int:
         if args.phases:
             for line in phases(image):
                 print(f"  {line}")
+        if args.instructions:
+            print(f"  instructions to 1 s after the reactor runs: {instructions(image)}")
     return 0
 
 
