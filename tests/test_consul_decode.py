@@ -20,7 +20,7 @@ from homeport.catalog.errors import (
     TooManyOps,
     TxnValueTooLarge,
 )
-from homeport.catalog.model import KVOp, UnknownVerbOp
+from homeport.catalog.model import KVOp, Service, UnknownVerbOp
 
 
 @pytest.mark.parametrize(
@@ -379,5 +379,117 @@ _KEYS = st.sampled_from(
 def test_any_service_body_decodes_or_is_a_400_never_a_crash(body: dict[str, object]) -> None:
     try:
         consul.agent_service(consul.AGENT_SERVICE.decode_body(body), "n1")
-    except BadRequest:
+    except (BadRequest, ServerRefusal):
         return
+
+
+# ---------------------------------------------------------------------------
+# Tagged addresses in Consul's shape (issue #14, item 8)
+
+
+def register(body: dict[str, object]) -> Service:
+    service, _ = consul.agent_service(consul.AGENT_SERVICE.decode_body(body), "n1")
+    return service
+
+
+def test_tagged_addresses_take_consuls_shape_whatever_the_case() -> None:
+    service = register(
+        {
+            "Name": "web",
+            "tagged_addresses": {
+                "lan": {"address": "10.0.0.1", "PORT": 8080},
+                "wan": {"ADDRESS": "203.0.113.1"},
+                "virtual": None,
+            },
+        }
+    )
+    assert service.tagged_addresses == {
+        "lan": {"Address": "10.0.0.1", "Port": 8080},
+        "wan": {"Address": "203.0.113.1", "Port": 0},
+        "virtual": {"Address": "", "Port": 0},
+    }
+    assert consul.node_service_json(service, "dc1")["TaggedAddresses"] == service.tagged_addresses
+
+
+@pytest.mark.parametrize(
+    ("address", "added"),
+    [
+        ("10.0.0.5", {"lan_ipv4", "wan_ipv4"}),
+        ("::ffff:10.0.0.5", {"lan_ipv4", "wan_ipv4"}),
+        ("2001:db8::5", {"lan_ipv6", "wan_ipv6"}),
+        ("web.internal", set()),
+        ("", set()),
+    ],
+)
+def test_the_agent_adds_tagged_addresses_for_the_services_own_ip(
+    address: str, added: set[str]
+) -> None:
+    """Consul's ``Agent.addServiceInternal``: lan/wan for the address's IP version, with
+    the service's port, unless given."""
+    service = register({"Name": "web", "Address": address, "Port": 80})
+    assert set(service.tagged_addresses) == added
+    for name in added:
+        assert service.tagged_addresses[name] == {"Address": address, "Port": 80}
+    given = {"lan_ipv4": {"Address": "10.9.9.9", "Port": 1}}
+    kept = register({"Name": "web", "Address": "10.0.0.5", "TaggedAddresses": given})
+    assert kept.tagged_addresses["lan_ipv4"] == {"Address": "10.9.9.9", "Port": 1}
+
+
+@pytest.mark.parametrize(
+    ("tagged", "message"),
+    [
+        (
+            {"lan": "10.0.0.1"},
+            "Request decode failed: json: cannot unmarshal string into Go struct field "
+            "structs.ServiceDefinition.TaggedAddresses of type structs.ServiceAddress",
+        ),
+        ({"lan": {"Addr": "10.0.0.1"}}, 'Request decode failed: json: unknown field "Addr"'),
+        ({"lan": {"Port": "80"}}, "Port of type int"),
+        (["10.0.0.1"], "of type map[string]structs.ServiceAddress"),
+    ],
+)
+def test_tagged_addresses_of_another_shape_are_consuls_400(tagged: object, message: str) -> None:
+    with pytest.raises(BadRequest) as error:
+        register({"Name": "web", "TaggedAddresses": tagged})
+    assert message in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "address"),
+    [("lan_ipv4", "2001:db8::1"), ("wan_ipv4", "web"), ("lan_ipv6", "10.0.0.1")],
+)
+def test_ip_tagged_addresses_must_be_of_their_version(name: str, address: str) -> None:
+    """Consul's ``Agent.validateService``, an agent error: 500."""
+    with pytest.raises(ServerRefusal) as error:
+        register({"Name": "web", "TaggedAddresses": {name: {"Address": address}}})
+    version = name[-1]
+    assert (
+        str(error.value) == f'Service tagged address "{name}" must be a valid ipv{version} address'
+    )
+
+
+def test_what_an_older_homeport_stored_comes_back_in_consuls_shape() -> None:
+    stored = Service(
+        "n1", "web", "web", tagged_addresses={"lan": "10.0.0.1", "wan": {"address": "x", "port": 9}}
+    )
+    shaped = {"lan": {"Address": "10.0.0.1", "Port": 0}, "wan": {"Address": "x", "Port": 9}}
+    assert consul.node_service_json(stored)["TaggedAddresses"] == shaped
+    assert consul.catalog_service_json(None, stored, "dc1")["ServiceTaggedAddresses"] == shaped
+
+
+def test_a_catalog_entry_without_tagged_addresses_leaves_them_out() -> None:
+    """``structs.ServiceNode.ServiceTaggedAddresses`` is ``json:",omitempty"``."""
+    assert "ServiceTaggedAddresses" not in consul.catalog_service_json(
+        None, Service("n1", "web", "web"), "dc1"
+    )
+    _, [service], _, _ = consul.catalog_registration(
+        consul.CATALOG_REGISTER.decode_body(
+            {
+                "Node": "n1",
+                "Address": "10.0.0.9",
+                "Service": {"Service": "db", "TaggedAddresses": {"lan": {"address": "10.0.0.9"}}},
+            }
+        ),
+        "dc1",
+    )
+    assert service.tagged_addresses == {"lan": {"Address": "10.0.0.9", "Port": 0}}

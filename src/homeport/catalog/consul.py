@@ -13,6 +13,7 @@ import ipaddress
 import json
 import re
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from .. import strictjson
@@ -212,6 +213,13 @@ _SCALARS: dict[str, tuple[str, Callable[[Any], bool], Callable[[Any], Any]]] = {
 }
 
 
+@dataclass(frozen=True)
+class MapOf:
+    """A Go ``map[string]<struct>``: each value is decoded with *schema*."""
+
+    schema: Schema
+
+
 def _coerce(kind: Any, value: Any, where: str, body: bool) -> Any:
     if isinstance(kind, Schema):
         return kind.decode_body(value) if body else kind.decode(value)
@@ -223,6 +231,15 @@ def _coerce(kind: Any, value: Any, where: str, body: bool) -> Any:
         return [_coerce(kind[0], item, where, body) for item in value]
     if value is None:
         return None
+    if isinstance(kind, MapOf):
+        if not isinstance(value, dict):
+            raise _type_error(value, where, f"map[string]{kind.schema.go_name}")
+        return {name: _struct(kind.schema, item, where, body) for name, item in value.items()}
+    return _plain(kind, value, where)
+
+
+def _plain(kind: str, value: Any, where: str) -> Any:
+    """A value of one of the plain kinds (not null)."""
     scalar = _SCALARS.get(kind)
     if scalar is not None:
         go_type, fits, keep = scalar
@@ -239,6 +256,13 @@ def _coerce(kind: Any, value: Any, where: str, body: bool) -> Any:
     return value  # "any": kept as given
 
 
+def _struct(schema: Schema, value: Any, where: str, body: bool) -> dict[str, Any]:
+    """A struct as a map's value: an object, or null (Go's zero value)."""
+    if value is not None and not isinstance(value, dict):
+        raise _type_error(value, where, schema.go_name)
+    return schema.decode_body(value) if body else schema.decode(value)
+
+
 def _headers(value: Any, where: str) -> dict[str, tuple[str, ...]]:
     if not isinstance(value, dict):
         raise _type_error(value, where, "map[string][]string")
@@ -252,6 +276,8 @@ def _headers(value: Any, where: str) -> dict[str, tuple[str, ...]]:
 
 
 WEIGHTS = Schema("api.AgentWeights", {"Passing": "int", "Warning": "int"})
+#: A service's tagged address (``structs.ServiceAddress``): ``{"Address", "Port"}``.
+SERVICE_ADDRESS = Schema("structs.ServiceAddress", {"Address": "str", "Port": "int"})
 
 CHECK = Schema(
     "structs.CheckType",
@@ -346,7 +372,7 @@ AGENT_SERVICE = Schema(
         "Address": "str",
         "Port": "int",
         "Meta": "strmap",
-        "TaggedAddresses": "any",
+        "TaggedAddresses": MapOf(SERVICE_ADDRESS),
         "Weights": WEIGHTS,
         "EnableTagOverride": "bool",
         "Kind": "str",
@@ -378,7 +404,7 @@ CATALOG_SERVICE = Schema(
         "Address": "str",
         "Port": "int",
         "Meta": "strmap",
-        "TaggedAddresses": "any",
+        "TaggedAddresses": MapOf(SERVICE_ADDRESS),
         "Weights": WEIGHTS,
         "EnableTagOverride": "bool",
         "Kind": "str",
@@ -723,7 +749,9 @@ def agent_service(
         weights=_weights(fields.get("Weights")),
         enable_tag_override=bool(fields.get("EnableTagOverride")),
         kind=fields.get("Kind") or "",
-        tagged_addresses=fields.get("TaggedAddresses") or {},
+        tagged_addresses=agent_tagged_addresses(
+            fields.get("TaggedAddresses") or {}, fields.get("Address") or "", port
+        ),
         source=source,
     )
     definitions = ([fields["Check"]] if fields.get("Check") else []) + list(
@@ -747,7 +775,65 @@ def agent_service(
                 source=source,
             )
         )
+    _check_tagged_addresses(service.tagged_addresses)
     return service, checks
+
+
+def service_addresses(value: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Tagged addresses in Consul's shape, ``{"lan": {"Address": ..., "Port": ...}}``,
+    from a decoded body or from what an older homeport stored (an address alone, or
+    keys in another case)."""
+    shaped: dict[str, dict[str, Any]] = {}
+    for name, item in value.items():
+        fields = {_fold(k): v for k, v in item.items()} if isinstance(item, Mapping) else {}
+        address = item if isinstance(item, str) else fields.get("ADDRESS")
+        port = fields.get("PORT")
+        shaped[name] = {
+            "Address": address if isinstance(address, str) else "",
+            "Port": port if _whole(port) else 0,
+        }
+    return shaped
+
+
+#: The tagged addresses Consul's agent fills in from a service's own IP address.
+_DEFAULT_TAGS = {4: ("lan_ipv4", "wan_ipv4"), 6: ("lan_ipv6", "wan_ipv6")}
+
+
+def agent_tagged_addresses(
+    given: Mapping[str, Any], address: str, port: int
+) -> dict[str, dict[str, Any]]:
+    """A local service's tagged addresses: as given, plus ``lan_ipv4``/``wan_ipv4`` (or
+    the ``ipv6`` pair) for its own address when it is an IP, as Consul's agent adds."""
+    tagged = service_addresses(given)
+    version = _ip_version(address)
+    for name in _DEFAULT_TAGS.get(version, ()) if version else ():
+        tagged.setdefault(name, {"Address": address, "Port": port})
+    return tagged
+
+
+def _ip_version(address: str) -> int | None:
+    """4 or 6 as Go's ``net.ParseIP`` sees it (an IPv4-mapped IPv6 address is 4; no
+    zone), None if not an IP address."""
+    if "%" in address:
+        return None
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return 4
+    return ip.version
+
+
+def _check_tagged_addresses(tagged: Mapping[str, Mapping[str, Any]]) -> None:
+    """Consul's ``Agent.validateService``: the ``lan_ipv4``/``wan_ipv4`` tagged addresses
+    must be IPv4 addresses and ``lan_ipv6`` an IPv6 one (Consul checks ``wan_ipv6``
+    nowhere), an error from the agent, so a 500."""
+    for name, version in (("lan_ipv4", 4), ("wan_ipv4", 4), ("lan_ipv6", 6)):
+        if name in tagged and _ip_version(tagged[name]["Address"]) != version:
+            raise ServerRefusal(
+                f'Service tagged address "{name}" must be a valid ipv{version} address'
+            )
 
 
 def catalog_registration(
@@ -787,7 +873,7 @@ def catalog_registration(
                 weights=_weights(svc.get("Weights")),
                 enable_tag_override=bool(svc.get("EnableTagOverride")),
                 kind=svc.get("Kind") or "",
-                tagged_addresses=svc.get("TaggedAddresses") or {},
+                tagged_addresses=service_addresses(svc.get("TaggedAddresses") or {}),
             )
         )
     checks: list[Check] = []
@@ -862,7 +948,7 @@ def node_service_json(service: Service, datacenter: str | None = None) -> dict[s
     if service.kind:
         data["Kind"] = service.kind
     if service.tagged_addresses:
-        data["TaggedAddresses"] = dict(service.tagged_addresses)
+        data["TaggedAddresses"] = service_addresses(service.tagged_addresses)
     if datacenter is not None:
         data["Datacenter"] = datacenter
     else:
@@ -873,7 +959,7 @@ def node_service_json(service: Service, datacenter: str | None = None) -> dict[s
 
 def catalog_service_json(node: Node | None, service: Service, datacenter: str) -> dict[str, Any]:
     """``structs.ServiceNode``: one entry of /v1/catalog/service/:name."""
-    return {
+    data = {
         "ID": node.id if node else "",
         "Node": service.node,
         "Address": node.address if node else "",
@@ -885,7 +971,7 @@ def catalog_service_json(node: Node | None, service: Service, datacenter: str) -
         "ServiceName": service.name,
         "ServiceTags": list(service.tags),
         "ServiceAddress": service.address,
-        "ServiceTaggedAddresses": dict(service.tagged_addresses) or None,
+        "ServiceTaggedAddresses": service_addresses(service.tagged_addresses),
         "ServiceWeights": weights_json(service.weights),
         "ServiceMeta": dict(service.meta),
         "ServicePort": service.port,
@@ -896,6 +982,9 @@ def catalog_service_json(node: Node | None, service: Service, datacenter: str) -
         "CreateIndex": service.create_index,
         "ModifyIndex": service.modify_index,
     }
+    if not data["ServiceTaggedAddresses"]:
+        del data["ServiceTaggedAddresses"]  # json:",omitempty"
+    return data
 
 
 def check_json(check: Check) -> dict[str, Any]:
