@@ -15,6 +15,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import time
 import uuid
@@ -61,6 +62,12 @@ def bsd_now() -> str:
     )
 
 
+def tls_port(daemon: Daemon) -> int:
+    match = re.search(r"--syslog-tls 'le:[^']*': .* listening on .* port (\d+)", daemon.output())
+    assert match is not None, daemon.output()
+    return int(match.group(1))
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -93,8 +100,11 @@ def wait_listening(port: int, timeout: float = 15.0) -> None:
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    """One daemon with every kind of syslog listener, on loopback ports it picked."""
-    started = Daemon(workdir=tmp_path_factory.mktemp("syslog"), args=LISTENERS).start()
+    """One daemon with every kind of syslog listener, on loopback ports it picked (TLS
+    with the certificate directory's stand-in certificate: it has none yet)."""
+    workdir = tmp_path_factory.mktemp("syslog")
+    tls = ["--syslog-tls", f"le:{workdir / 'certs'}:tcp:0:{LOOPBACK}"]
+    started = Daemon(workdir=workdir, args=[*LISTENERS, *tls]).start()
     yield started
     started.stop()
 
@@ -141,6 +151,28 @@ def test_logger_structured_data_is_searchable(daemon: Daemon) -> None:
     subprocess.run([*command, *data, "-t", "zoo", word], check=True)
     (record,) = records(daemon, "field.zoo@32473.tiger=hungry&field.appname=zoo")
     assert record["message"] == word
+
+
+# -- RFC 5425: TLS ------------------------------------------------------------------
+
+
+def test_syslog_over_tls_octet_counted(daemon: Daemon) -> None:
+    word = token()
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # the certificate directory's stand-in
+    frames = b""
+    for n in range(3):
+        data = f"<134>1 - tlshost billing 42 - - {word} n={n}".encode()
+        frames += b"%d %s" % (len(data), data)
+    with socket.create_connection(("127.0.0.1", tls_port(daemon))) as raw:
+        with context.wrap_socket(raw, server_hostname="localhost") as sock:
+            sock.sendall(frames)
+    got = records(daemon, f"q={word}", count=3)
+    assert [r["message"] for r in got] == [f"{word} n={n}" for n in range(3)]
+    assert {(r["name"], r["levelname"], r["extra"]["hostname"]) for r in got} == {
+        ("billing", "INFO", "tlshost")
+    }
 
 
 # -- Python's SysLogHandler ---------------------------------------------------------
@@ -295,7 +327,7 @@ def syslog_ng() -> tuple[list[str], dict[str, str]] | None:
 
 
 @pytest.mark.skipif(syslog_ng() is None, reason="syslog-ng is missing (./test unpacks it)")
-def test_syslog_ng_network_json_template_and_syslog_destination(
+def test_syslog_ng_network_json_template_and_syslog_destinations_tcp_and_tls(
     daemon: Daemon, tmp_path: Path
 ) -> None:
     found = syslog_ng()
@@ -305,6 +337,7 @@ def test_syslog_ng_network_json_template_and_syslog_destination(
     source = free_port()
     json_port = bound_port(daemon, "json-lines", "tcp")
     tcp = bound_port(daemon, "syslog", "tcp")
+    tls = tls_port(daemon)
     config = tmp_path / "syslog-ng.conf"
     config.write_text(
         "@version: 3.38\n"
@@ -313,7 +346,9 @@ def test_syslog_ng_network_json_template_and_syslog_destination(
         f'destination d_json {{ network("127.0.0.1" port({json_port}) transport("tcp") '
         'template("$(format-json --scope selected_macros --scope nv_pairs)\\n")); };\n'
         f'destination d_5424 {{ syslog("127.0.0.1" port({tcp}) transport("tcp")); }};\n'
-        "log { source(s_in); destination(d_json); destination(d_5424); };\n"
+        f'destination d_tls {{ syslog("127.0.0.1" port({tls}) transport("tls") '
+        "tls(peer-verify(optional-untrusted))); };\n"
+        "log { source(s_in); destination(d_json); destination(d_5424); destination(d_tls); };\n"
     )
     files = [f"--persist-file={tmp_path / 'persist'}", f"--pidfile={tmp_path / 'pid'}"]
     files.append(f"--control={tmp_path / 'ctl'}")
@@ -328,12 +363,12 @@ def test_syslog_ng_network_json_template_and_syslog_destination(
         wait_listening(source)
         with socket.create_connection(("127.0.0.1", source)) as sock:
             sock.sendall(f"<155>{bsd_now()} db1 pgbouncer[9]: {word} pool full\n".encode())
-        got = records(daemon, f"q={word}", count=2)
+        got = records(daemon, f"q={word}", count=3)
     finally:
         process.terminate()
         process.wait(10)
+    assert sorted(r["extra"]["syslog_format"] for r in got) == ["json", "rfc5424", "rfc5424"]
     by_format = {r["extra"]["syslog_format"]: r for r in got}
-    assert set(by_format) == {"json", "rfc5424"}
     for record in got:
         assert record["message"] == f"{word} pool full"
         assert (record["name"], record["levelname"]) == ("pgbouncer", "ERROR")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import pytest
 from twisted.internet import reactor as global_reactor
@@ -331,3 +333,60 @@ def test_relp_back_pressure() -> None:
     assert transport.producerState == "paused"
     store.commit()
     assert transport.producerState == "producing"
+
+
+# -- options ------------------------------------------------------------------------
+
+
+def settings_of(argv: list[str]) -> Any:
+    from homeport.options import Options
+
+    options = Options()
+    options.environ = {}
+    options.parseOptions(argv)
+    return options.settings.logs
+
+
+def test_options_make_the_logs_settings(tmp_path: Path) -> None:
+    certs = tmp_path / "certs"
+    tls = f"le:{certs}:tcp:6514"
+    logs = settings_of(
+        [
+            *("--syslog", "udp:5514", "--syslog", "tcp:5514:interface=127.0.0.1"),
+            *("--relp", "2514", "--json-lines", "tcp:5515", "--syslog-tls", tls),
+        ]
+    )
+    assert logs.syslog == ("udp:5514", "tcp:5514:interface=127.0.0.1")
+    assert (logs.relp, logs.json_lines, logs.syslog_tls) == (("2514",), ("tcp:5515",), (tls,))
+    with_le = settings_of(["--http", f"le:{certs}:tcp:443", "--syslog-tls", "6514"])
+    assert with_le.syslog_tls == (f"le:{certs}:tcp:6514",)
+    assert settings_of([]).syslog == ()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--syslog", "udp:99999"], "--syslog 'udp:99999': port 99999 is out of range"),
+        (["--relp", "udp:2514"], "--relp 'udp:2514': takes TCP only, not udp:"),
+        (["--json-lines", "bogus:1"], "--json-lines 'bogus:1': not a valid endpoint"),
+        (["--syslog-tls", "6514"], "--syslog-tls '6514': no certificate to serve"),
+        (["--syslog-tls", "tcp:6514"], "--syslog-tls 'tcp:6514': not TLS"),
+    ],
+)
+def test_bad_syslog_options_are_one_line(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        settings_of(argv)
+    assert exited.value.code == 1
+    assert message in capsys.readouterr().err
+
+
+def test_sighup_reloads_the_certificates_of_le_tls_listeners(tmp_path: Path) -> None:
+    from homeport.logs.syslog.service import certificate_reloads
+
+    _, ingest, _ = make()
+    tls = f"le:{tmp_path / 'certs'}:tcp:0:interface=127.0.0.1"
+    services = listeners(Endpoints(syslog_tls=(tls,), relp=("0",)), ingest, global_reactor)
+    (reload,) = certificate_reloads(services)
+    reload()  # reads the (empty) directory: the stand-in certificate is served

@@ -28,7 +28,7 @@ ENV_PREFIX = "HOMEPORT_"
 # The options an opt_* method collects into a list (and HOMEPORT_* splits on spaces).
 REPEATABLE: tuple[str, ...] = ("http", "config-dir", "empty-file", "zmq-connect", "zmq-bind")
 REPEATABLE += ("zmq-topic", "cors-origin")
-REPEATABLE += ("syslog", "relp", "json-lines")
+REPEATABLE += ("syslog", "syslog-tls", "relp", "json-lines")
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("", "0", "false", "no", "off")
 T = TypeVar("T")
@@ -180,6 +180,10 @@ class Options(usage.Options):
     def opt_syslog(self, value: str) -> None:
         """Syslog (RFC 5424/3164) on udp:PORT or tcp:PORT[:interface=ADDR] (repeatable)."""
         self["syslog"].append(value)
+
+    def opt_syslog_tls(self, value: str) -> None:
+        """Syslog over TLS (RFC 5425) on PORT with --http le:'s certificates, or a TLS endpoint."""
+        self["syslog-tls"].append(value)
 
     def opt_relp(self, value: str) -> None:
         """RELP (rsyslog's omrelp) on this port or tcp: endpoint (repeatable). [default: none]"""
@@ -388,23 +392,26 @@ def _logs(options: Mapping[str, Any], token: str | None) -> logs.Settings:
         parse_retention,
         "an age like 7d, a record count like 1000000, both (7d,1000000), or none",
     )
-    syslog, relp, json_lines = _syslog(options)
+    syslog, syslog_tls, relp, json_lines = _syslog(options)
     return logs.Settings(
         max_age=max_age,
         max_records=max_records,
         token=token,
         syslog=syslog,
+        syslog_tls=syslog_tls,
         relp=relp,
         json_lines=json_lines,
     )
 
 
 def _syslog(options: Mapping[str, Any]) -> tuple[tuple[str, ...], ...]:
-    """``--syslog``, ``--relp`` and ``--json-lines``, each endpoint checked."""
+    """``--syslog``, ``--syslog-tls``, ``--relp`` and ``--json-lines``, each checked."""
     from .logs.syslog.service import check, is_udp
 
     fields: list[tuple[str, ...]] = []
-    for name in ("syslog", "relp", "json-lines"):
+    for name in ("syslog", "syslog-tls", "relp", "json-lines"):
+        if name == "syslog-tls":
+            options = {**options, name: [_syslog_tls(d, options["http"]) for d in options[name]]}
         for description in options[name]:
             if name != "syslog" and is_udp(description):
                 raise usage.UsageError(f"--{name} {description!r}: takes TCP only, not udp:")
@@ -414,6 +421,28 @@ def _syslog(options: Mapping[str, Any]) -> tuple[tuple[str, ...], ...]:
                 raise usage.UsageError(f"--{name} {description!r}: {e}") from None
         fields.append(tuple(options[name]))
     return tuple(fields)
+
+
+def _syslog_tls(description: str, http: Sequence[str]) -> str:
+    """``--syslog-tls 6514`` is TLS on tcp:6514 with the certificates of the first
+    ``--http le:<certdir>:...`` (or ``lets:``); anything else is a TLS endpoint string."""
+    text = description.strip()
+    if not text.isdigit():
+        if text.startswith(("tcp:", "unix:")):
+            raise usage.UsageError(
+                f"--syslog-tls {description!r}: not TLS: give a port, le:<certdir>:tcp:PORT "
+                "or ssl:PORT:privateKey=KEY.pem:certKey=CERT.pem"
+            )
+        return text
+    for endpoint in http:
+        prefix, _, rest = endpoint.partition(":")
+        certdir = re.match(r"((?:[^:\\]|\\.)+):", rest)
+        if prefix in ("le", "lets") and certdir is not None:
+            return f"{prefix}:{certdir.group(1)}:tcp:{text}"
+    raise usage.UsageError(
+        f"--syslog-tls {description!r}: no certificate to serve: add --http le:<certdir>:..., "
+        "or give le:<certdir>:tcp:PORT or ssl:PORT:privateKey=KEY.pem:certKey=CERT.pem"
+    )
 
 
 def _duration(text: str) -> float:

@@ -9,6 +9,7 @@ syslog-ng's JSON lines into the same store.  :func:`build` makes all of it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -32,6 +33,8 @@ class Settings:
     #: or ``tcp:PORT[...]`` (RFC 5424/3164, RFC 6587 framing); RELP (``PORT`` or ``tcp:``);
     #: syslog-ng's JSON lines.
     syslog: tuple[str, ...] = ()
+    #: RFC 5425 syslog over TLS: TLS endpoint strings (``le:<certdir>:tcp:6514``, ``ssl:``).
+    syslog_tls: tuple[str, ...] = ()
     relp: tuple[str, ...] = ()
     json_lines: tuple[str, ...] = ()
 
@@ -60,28 +63,34 @@ def build(
     )
     ingest = LogIngestResource(sink.store.add, reactor.seconds, Token(settings.token))
     search = LogSearchResource(sink.store.search, reactor.seconds)
+    exposed, reloads = _syslog(settings, sink, reactor, metrics)
     return Part(
         service=sink,
         resources={b"log": ingest},
         v1={b"logs": search},
-        exposed=_syslog(settings, sink, reactor, metrics),
+        on_hangup=reloads,
+        exposed=exposed,
     )
 
 
 def _syslog(
     settings: Settings, sink: LogSink, reactor: IHomeportReactor, metrics: Metrics | None
-) -> bool:
+) -> tuple[bool, list[Callable[[], None]]]:
     """The syslog listeners, children of *sink* (started after its store, stopped before
-    it); whether any listens beyond loopback."""
+    it); whether any listens beyond loopback, and what SIGHUP reloads (certificates)."""
     from ..part import attach
     from .syslog.ingest import Ingest
-    from .syslog.service import Endpoints, listeners, register_metrics
+    from .syslog.service import Endpoints, certificate_reloads, listeners, register_metrics
 
     endpoints = Endpoints(
-        syslog=settings.syslog, relp=settings.relp, json_lines=settings.json_lines
+        syslog=settings.syslog,
+        syslog_tls=settings.syslog_tls,
+        relp=settings.relp,
+        json_lines=settings.json_lines,
     )
     ingest = Ingest(sink.store.add, reactor.seconds)
     if metrics is not None:
         register_metrics(metrics, ingest)
-    attach(sink, *listeners(endpoints, ingest, reactor))
-    return endpoints.exposed
+    services = listeners(endpoints, ingest, reactor)
+    attach(sink, *services)
+    return endpoints.exposed, certificate_reloads(services)

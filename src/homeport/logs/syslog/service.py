@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,16 +18,19 @@ from .relp import RelpFactory
 
 @dataclass(frozen=True, kw_only=True)
 class Endpoints:
-    """Where to listen, as given: ``--syslog``, ``--relp``, ``--json-lines``."""
+    """Where to listen, as given: ``--syslog``, ``--syslog-tls`` (a TLS endpoint string:
+    ``le:<certdir>:tcp:6514`` serves the certificates of that directory, or ``ssl:``),
+    ``--relp``, ``--json-lines``."""
 
     syslog: tuple[str, ...] = ()
+    syslog_tls: tuple[str, ...] = ()
     relp: tuple[str, ...] = ()
     json_lines: tuple[str, ...] = ()
 
     @property
     def exposed(self) -> bool:
         """Does any of them listen beyond loopback?"""
-        every = (*self.syslog, *self.relp, *self.json_lines)
+        every = (*self.syslog, *self.syslog_tls, *self.relp, *self.json_lines)
         return any(exposed_interfaces(stream_description(d)) for d in every)
 
 
@@ -68,6 +72,10 @@ def listeners(endpoints: Endpoints, ingest: Ingest, reactor: Any) -> list[IServi
             services.append(
                 _stream(what, "syslog (TCP)", description, StreamFactory(ingest, reactor))
             )
+    for description in endpoints.syslog_tls:
+        factory = StreamFactory(ingest, reactor)
+        what = f"--syslog-tls {description!r}"
+        services.append(_stream(what, "syslog (TLS)", description, factory))
     for description in endpoints.relp:
         relp = RelpFactory(ingest, reactor)
         services.append(_stream(f"--relp {description!r}", "RELP", description, relp))
@@ -77,6 +85,25 @@ def listeners(endpoints: Endpoints, ingest: Ingest, reactor: Any) -> list[IServi
             _stream(f"--json-lines {description!r}", "JSON lines", description, factory)
         )
     return services
+
+
+def certificate_reloads(services: list[IService]) -> list[Callable[[], None]]:
+    """What SIGHUP calls so that TLS listeners on a certificate directory (``le:``) serve
+    the certificates it has now (renewed ones)."""
+    reloads: list[Callable[[], None]] = []
+    for service in services:
+        sni = getattr(getattr(service, "endpoint", None), "sni", None)
+        reload = getattr(sni, "reload", None)
+        if callable(reload):
+            reloads.append(_calling(reload))
+    return reloads
+
+
+def _calling(reload: Callable[[], object]) -> Callable[[], None]:
+    def call() -> None:
+        reload()
+
+    return call
 
 
 def _stream(what: str, kind: str, description: str, factory: StreamFactory) -> StreamListener:
