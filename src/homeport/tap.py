@@ -69,7 +69,7 @@ def makeService(options: Options, reactor: IHomeportReactor | None = None) -> IS
     with opening(data_dir, "catalog.sqlite3"):
         cat = catalog.build(settings.catalog, reactor, data_dir, metrics, pushed.hub.publish)
     with opening(data_dir, "logs.sqlite3"):
-        sink = logs.build(settings.logs, reactor, data_dir, pushed.hub.publish)
+        sink = logs.build(settings.logs, reactor, data_dir, pushed.hub.publish, metrics)
     root = Root()
     site = http_site(settings, root)
     try:
