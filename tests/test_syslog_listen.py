@@ -201,8 +201,8 @@ def test_udp_drops_and_counts_when_the_store_is_behind() -> None:
     clock.advance(0)
     assert ingest.counts.dropped == 3
     text = metrics.render().decode()
-    assert "homeport_syslog_dropped 3.0" in text
-    assert "homeport_syslog_stored 5.0" in text
+    assert "homeport_syslog_dropped_total 3.0" in text
+    assert "homeport_syslog_stored_total 5.0" in text
 
 
 def test_udp_descriptions() -> None:

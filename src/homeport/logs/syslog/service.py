@@ -114,18 +114,18 @@ def _stream(what: str, kind: str, description: str, factory: StreamFactory) -> S
 def register_metrics(metrics: Metrics, ingest: Ingest) -> None:
     """The listeners' counts on ``/metrics``."""
     counts = ingest.counts
-    metrics.gauge(
+    metrics.counter(
         "homeport_syslog_received", "Syslog records received", lambda: float(counts.received)
     )
-    metrics.gauge(
+    metrics.counter(
         "homeport_syslog_stored", "Syslog records committed to the store", lambda: counts.stored
     )
-    metrics.gauge(
+    metrics.counter(
         "homeport_syslog_dropped",
         "Syslog UDP datagrams dropped because the store was behind",
         lambda: float(counts.dropped),
     )
-    metrics.gauge(
+    metrics.counter(
         "homeport_syslog_failed", "Syslog records the store could not commit", lambda: counts.failed
     )
     metrics.gauge(
