@@ -33,3 +33,13 @@ def daemon_factory(tmp_path: Path) -> Iterator[DaemonFactory]:
 def daemon(daemon_factory: DaemonFactory) -> Daemon:
     """A running daemon on a free loopback port with an empty data dir."""
     return daemon_factory().start()
+
+
+@pytest.fixture(scope="module")
+def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    """One daemon shared by a module's tests (each test uses names of its own)."""
+    daemon = Daemon(workdir=tmp_path_factory.mktemp("agent")).start()
+    try:
+        yield daemon
+    finally:
+        daemon.stop()

@@ -132,3 +132,14 @@ class Daemon:
 
 #: The ``daemon_factory`` fixture: ``daemon_factory(args, env=...)`` -> a Daemon to start.
 DaemonFactory = Callable[..., Daemon]
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
+    """Poll *predicate* until it is true (returning its value), or fail after *timeout*."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")

@@ -9,7 +9,7 @@ import json
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ import consul
 import consul.exceptions
 import pytest
 
-from .daemon import Daemon, DaemonFactory
+from .daemon import Daemon, DaemonFactory, wait_for
 
 REMOTE = (
     "Scripts are disabled on this agent from remote calls; to enable, configure "
@@ -27,16 +27,6 @@ LOCAL = (
     "Scripts are disabled on this agent; to enable, configure 'enable_script_checks' or "
     "'enable_local_script_checks' to true"
 )
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def client(daemon: Daemon) -> consul.Consul:

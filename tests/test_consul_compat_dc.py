@@ -8,8 +8,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import consul
@@ -18,15 +17,6 @@ import pytest
 from .daemon import Daemon
 
 NO_PATH = "500 No path to datacenter"
-
-
-@pytest.fixture(scope="module")
-def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    daemon = Daemon(workdir=Path(tmp_path_factory.mktemp("dc"))).start()
-    try:
-        yield daemon
-    finally:
-        daemon.stop()
 
 
 @pytest.fixture(scope="module")

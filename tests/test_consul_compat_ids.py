@@ -8,7 +8,6 @@ from __future__ import annotations
 import shutil
 import subprocess
 from collections.abc import Iterator
-from pathlib import Path
 
 import consul
 import pytest
@@ -17,15 +16,6 @@ from .daemon import Daemon
 
 SERVICE = "team/web-1"
 CHECK = f"service:{SERVICE}"
-
-
-@pytest.fixture(scope="module")
-def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    daemon = Daemon(workdir=Path(tmp_path_factory.mktemp("ids"))).start()
-    try:
-        yield daemon
-    finally:
-        daemon.stop()
 
 
 @pytest.fixture

@@ -12,8 +12,6 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import consul
@@ -26,15 +24,6 @@ from .daemon import Daemon
 LOOP = 3.0
 WAIT = "1s"
 MOST_REQUESTS = 6
-
-
-@pytest.fixture(scope="module")
-def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    daemon = Daemon(workdir=Path(tmp_path_factory.mktemp("kv-watch"))).start()
-    try:
-        yield daemon
-    finally:
-        daemon.stop()
 
 
 @pytest.fixture

@@ -8,8 +8,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-from collections.abc import Iterator
-from pathlib import Path
 
 import consul
 import pytest
@@ -20,15 +18,6 @@ LAN = {"Address": "10.0.0.1", "Port": 8080}
 WAN = {"Address": "203.0.113.1", "Port": 80}
 OWN = {"Address": "10.0.0.5", "Port": 80}
 SHAPED = {"lan": LAN, "wan": WAN, "lan_ipv4": OWN, "wan_ipv4": OWN}
-
-
-@pytest.fixture(scope="module")
-def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    daemon = Daemon(workdir=Path(tmp_path_factory.mktemp("tagged"))).start()
-    try:
-        yield daemon
-    finally:
-        daemon.stop()
 
 
 @pytest.fixture
