@@ -126,3 +126,11 @@ def _clean_json(lines: list[str]) -> None:
     records = [json.loads(line) for line in lines]
     assert any(r["part"] == "homeport" and r["level"] == "info" for r in records), records
     assert not any("unpersistable" in line or "log_logger" in line for line in lines)
+
+
+def test_twisted_s_starting_and_stopping_factory_lines_are_left_out() -> None:
+    """Each HTTP or TCP check makes a connection, and Twisted logs its factory's start
+    and stop: noise, every interval, for every check."""
+    for verb in ("Starting", "Stopping"):
+        e = event(log_format=verb + " factory {factory!r}", factory=object())
+        assert format_text(e) is None and format_json(e) is None

@@ -27,6 +27,9 @@ from twisted.python.failure import Failure
 #: Keys of Twisted's own bookkeeping (and of legacy ``twisted.python.log`` events).
 _LEGACY = frozenset({"message", "isError", "system", "format", "time", "why", "failure"})
 _IDENTIFIER_SAFE = frozenset(string.ascii_letters + string.digits + "-_.:/@")
+#: Twisted's per-connection bookkeeping: a line for every outgoing HTTP or TCP check
+#: says nothing an operator wants to read.
+_NOISE = frozenset({"Starting factory {factory!r}", "Stopping factory {factory!r}"})
 
 
 def part_of(namespace: str) -> str:
@@ -117,6 +120,8 @@ def _plain(value: Any) -> Any:
 
 def format_text(event: dict[str, Any]) -> str | None:
     """One line (plus an indented traceback) for *event*; None for an empty event."""
+    if event.get("log_format") in _NOISE:
+        return None
     message = _message(event)
     traceback = _traceback(event)
     if not message and traceback is None:
@@ -133,6 +138,8 @@ def format_text(event: dict[str, Any]) -> str | None:
 
 def format_json(event: dict[str, Any]) -> str | None:
     """One JSON object per line: the same facts as :func:`format_text`, as values."""
+    if event.get("log_format") in _NOISE:
+        return None
     message = _message(event)
     traceback = _traceback(event)
     if not message and traceback is None:
