@@ -636,3 +636,23 @@ def test_listener_urls_name_the_scheme_and_bracket_ipv6() -> None:
     assert url_of("--http 'le:/certs:tcp:443'", v4) == "https://0.0.0.0:8500/"
     assert url_of("--http 'tcp6:80'", IPv6Address("TCP", "::1", 80)) == "http://[::1]:80/"
     assert url_of("--http 'unix:/run/hp.sock'", UNIXAddress(b"/run/hp.sock")) is None
+
+
+def test_metrics_count_every_listener_s_routes(daemon: Daemon) -> None:
+    """Requests and latency for the log sink, the dashboard and the event routes too,
+    not only the Consul API; unknown paths share one label."""
+    import re
+
+    record = b"name=app&levelname=INFO&levelno=20&msg=hi&created=1700000000"
+    assert daemon.request("POST", "/log", record)[0] == 200
+    assert daemon.request("GET", "/v1/logs")[0] == 200
+    assert daemon.request("GET", "/ui/")[0] in (200, 302)
+    assert daemon.request("GET", "/nothing/here")[0] == 404
+    assert daemon.request("GET", "/v1/catalog/services")[0] == 200
+    body = daemon.request("GET", "/metrics")[2].decode()
+    routes = set(
+        re.findall(r'^homeport_http_requests_total\{code="\d+",route="([^"]+)"\}', body, re.M)
+    )
+    assert {"/log", "/v1/logs", "/ui", "/other"} <= routes, routes
+    assert "/v1/catalog/services" in routes
+    assert 'homeport_http_request_duration_seconds_count{route="/log"}' in body

@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dns.flags
 import dns.message
@@ -24,6 +24,9 @@ import dns.query
 import dns.rcode
 import dns.rdatatype
 import pytest
+
+if TYPE_CHECKING:  # this file also runs as a script (serve), outside the package
+    from .daemon import DaemonFactory
 
 SRC = Path(__file__).resolve().parent.parent / "src"
 HOST = "127.0.0.1"
@@ -555,3 +558,25 @@ def test_the_daemon_serves_dns_for_services_registered_over_http(
 
 if __name__ == "__main__":
     serve(float(sys.argv[1]))
+
+
+def test_queries_and_cache_hits_are_counted_on_metrics(daemon_factory: DaemonFactory) -> None:
+    """``homeport_dns_queries_total`` counts every query, UDP and TCP, cache hit or not."""
+    import re
+
+    daemon = daemon_factory(["--dns", "127.0.0.1:0"]).start()
+    assert daemon.dns_port is not None
+    dig = ["dig", "@127.0.0.1", "-p", str(daemon.dns_port), "+nocookie"]
+    for transport in ("+notcp", "+notcp", "+tcp", "+tcp"):
+        subprocess.run(
+            [*dig, transport, "consul.service.consul"],
+            capture_output=True,
+            check=True,
+            timeout=30,
+        )
+    body = daemon.request("GET", "/metrics")[2].decode()
+    queries = re.search(r"^homeport_dns_queries_total (\S+)$", body, re.M)
+    hits = re.search(r"^homeport_dns_cache_hits_total (\S+)$", body, re.M)
+    assert queries and hits, body
+    assert float(queries.group(1)) == 4
+    assert float(hits.group(1)) >= 2  # the second of each pair came from the cache

@@ -71,7 +71,7 @@ def makeService(options: Options, reactor: IHomeportReactor | None = None) -> IS
     with opening(data_dir, "logs.sqlite3"):
         sink = logs.build(settings.logs, reactor, data_dir, pushed.hub.publish, metrics)
     root = Root()
-    site = http_site(settings, root)
+    site = http_site(settings, root, metrics)
     try:
         https = tls.build(settings.tls, reactor, settings.http, site, partial(http_site, settings))
     except StartupError as e:
@@ -80,10 +80,12 @@ def makeService(options: Options, reactor: IHomeportReactor | None = None) -> IS
     parts = [cat, pushed, sink, web.build(settings.web, reactor, cat.facts), https]
     parts.append(listen(https.listeners, reactor, top.listeners))
     if settings.dns is not None:
-        parts.append(dns.build(settings.dns, reactor, cat.catalog))
+        parts.append(dns.build(settings.dns, reactor, cat.catalog, metrics))
     mount(root, V1Dispatch(cat.api), parts, MetricsResource(metrics))
     attach(top, *(part.service for part in parts))
-    attach(top, HangupService(reactor, [a for p in parts for a in p.on_hangup]))
+    hangup = HangupService(reactor, [a for p in parts for a in p.on_hangup])
+    attach(top, hangup)
+    cat.set_reload(hangup.run)  # PUT /v1/agent/reload runs what SIGHUP runs
     # Stopped first (services stop in reverse): answer parked blocking queries.
     attach(top, OnStop(cat.api.close))
     announce(settings, cat.agent, data_dir, exposed=any(p.exposed for p in parts))
@@ -114,11 +116,14 @@ def opening(data_dir: Path, name: str) -> Iterator[None]:
         fail(f"--data-dir {str(data_dir)!r}: cannot open {name}: {e}")
 
 
-def http_site(settings: Settings, resource: Resource) -> HomeportSite:
+def http_site(
+    settings: Settings, resource: Resource, metrics: Metrics | None = None
+) -> HomeportSite:
     return HomeportSite(
         resource,
         access_log=settings.access_log,
         max_body=settings.max_body,
+        metrics=metrics,
         parsePOSTFormSubmission=False,  # /log parses its own bodies; nothing else wants it
     )
 

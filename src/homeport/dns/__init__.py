@@ -16,6 +16,7 @@ from ..part import IHomeportReactor, Part
 
 if TYPE_CHECKING:
     from ..catalog.model import Catalog
+    from ..http.metrics import Metrics
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -28,8 +29,11 @@ class Settings:
     soa_min_ttl: int = 0
 
 
-def build(settings: Settings, reactor: IHomeportReactor, catalog: Catalog) -> Part:
-    """DNS for *catalog* on ``settings.host:port`` (UDP and TCP), once started."""
+def build(
+    settings: Settings, reactor: IHomeportReactor, catalog: Catalog, metrics: Metrics | None = None
+) -> Part:
+    """DNS for *catalog* on ``settings.host:port`` (UDP and TCP), once started; its
+    query counts on *metrics*."""
     from .config import Config
     from .server import DNSService
 
@@ -43,4 +47,16 @@ def build(settings: Settings, reactor: IHomeportReactor, catalog: Catalog) -> Pa
         reactor,
         what=f"--dns {where}:{settings.port}",
     )
+    if metrics is not None:
+        responder = service.responder
+        metrics.counter(
+            "homeport_dns_queries",
+            "DNS queries received (UDP and TCP)",
+            lambda: responder.responded + responder.cache_hits,
+        )
+        metrics.counter(
+            "homeport_dns_cache_hits",
+            "DNS queries answered from the precomputed replies in the read loops",
+            lambda: responder.cache_hits,
+        )
     return Part(service=service, exposed=not ipaddress.ip_address(settings.host).is_loopback)

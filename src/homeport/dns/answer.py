@@ -120,6 +120,10 @@ class Responder:
         self.cached_bytes = 0
         self.udp: dict[bytes, Iterator[bytes]] = {}
         self.tcp: dict[bytes, Iterator[bytes]] = {}
+        #: Queries given to :meth:`respond`, and those the server's read loops answered
+        #: from the byte caches before getting here (the server counts those).
+        self.responded = 0
+        self.cache_hits = 0
 
     def invalidate(self) -> None:
         """Forget every answer: the next query of each name is computed afresh."""
@@ -148,6 +152,7 @@ class Responder:
 
     def respond(self, packet: bytes, udp: bool = True) -> bytes | None:
         """The reply to *packet*, or None when it deserves none."""
+        self.responded += 1
         try:
             query = parse_query(packet)
         except Unanswerable:

@@ -137,7 +137,7 @@ class _Resolver:
                 kind, parts = "service", rest
             else:
                 kind, parts = rest[-1], rest[:-1]
-            if kind in ("service", "node", "addr"):
+            if kind in ("service", "node", "addr", "query"):
                 if not parts:
                     break
                 if datacenter is not None and datacenter != self.snapshot.datacenter.lower():
@@ -154,6 +154,8 @@ class _Resolver:
             return self.node(".".join(parts))
         if kind == "addr":
             return self.addr(parts)
+        if kind == "query":
+            return self.prepared(".".join(parts))
         if len(parts) == 2 and parts[0].startswith("_") and parts[1].startswith("_"):
             tag = parts[1][1:]
             return self.service(parts[0][1:], "" if tag == "tcp" else tag)
@@ -165,21 +167,44 @@ class _Resolver:
             instances = tuple(i for i in instances if tag in i.tags)
         if not instances:
             return self.nxdomain()
+        return self.instances(instances, self.config.ttl, shuffle=True)
+
+    def prepared(self, name: str) -> Resolution:
+        """``<name>.query``: a prepared query's instances, with its own DNS TTL if it
+        sets one, in its order when it names a ``Near`` node (Consul's
+        ``preparedQueryLookup``)."""
+        result = self.snapshot.prepared(name)
+        if result is None or not result.entries:
+            return self.nxdomain()
+        instances = [
+            Instance(
+                service=e.service,
+                node=e.node,
+                status=e.status,
+                address=e.service.address or e.node.address,
+                tags=frozenset(t.lower() for t in e.service.tags),
+            )
+            for e in result.entries
+        ]
+        ttl = self.config.ttl if result.dns_ttl is None else int(result.dns_ttl)
+        near = bool(result.query.definition["Service"]["Near"])
+        return self.instances(instances, ttl, shuffle=not near)
+
+    def instances(self, instances: Sequence[Instance], ttl: int, shuffle: bool) -> Resolution:
         if self.qtype == TYPE_SRV:
-            return self.answer(self.srv_entries(instances), shuffle=True)
+            return self.answer(self.srv_entries(instances, ttl), shuffle=shuffle)
         entries = []
         seen: set[str] = set()
         for instance in instances:
             if instance.address in seen:
                 continue
-            record = _address_record(self.qname, instance.address, self.qtype, self.config.ttl)
+            record = _address_record(self.qname, instance.address, self.qtype, ttl)
             if record is not None:
                 seen.add(instance.address)
                 entries.append(Entry((record,)))
-        return self.answer(entries, shuffle=True)
+        return self.answer(entries, shuffle=shuffle)
 
-    def srv_entries(self, instances: Iterable[Instance]) -> list[Entry]:
-        ttl = self.config.ttl
+    def srv_entries(self, instances: Iterable[Instance], ttl: int) -> list[Entry]:
         dc = self.snapshot.datacenter.lower()
         entries = []
         seen: set[tuple[str, int]] = set()

@@ -95,30 +95,44 @@ class _AnsweringPort(udp.Port):
         recvfrom = self.socket.recvfrom
         sendto = self.socket.sendto
         size = self.maxPacketSize
-        read = 0
-        while read < self.maxThroughput:
-            try:
-                data, addr = recvfrom(size)
-            except OSError as error:
-                if error.errno not in _READ_AGAIN:
-                    _log.warn("DNS UDP read failed: {error}", error=error)
-                return
-            read += len(data) + 64  # a floor per packet, so tiny floods still yield
-            rotor = cached(data[2:])
-            if rotor is not None:
+        read = hits = 0
+        try:
+            while read < self.maxThroughput:
                 try:
-                    sendto(data[:2] + next(rotor), addr)
-                except OSError:
-                    pass
-                continue
-            try:
-                reply = respond(data, True)
-                if reply is not None:
-                    sendto(reply, addr)
-            except OSError:
-                pass
-            except Exception:  # noqa: BLE001 - the reactor's read loop: one packet, not the port
-                _log.failure("DNS UDP query failed")
+                    data, addr = recvfrom(size)
+                except OSError as error:
+                    if error.errno not in _READ_AGAIN:
+                        _log.warn("DNS UDP read failed: {error}", error=error)
+                    return
+                read += len(data) + 64  # a floor per packet, so tiny floods still yield
+                rotor = cached(data[2:])
+                if rotor is not None:
+                    hits += 1
+                    try:
+                        sendto(data[:2] + next(rotor), addr)
+                    except OSError:
+                        pass
+                    continue
+                self._answer(respond, sendto, data, addr)
+        finally:
+            responder.cache_hits += hits
+
+    @staticmethod
+    def _answer(
+        respond: Callable[[bytes, bool], bytes | None],
+        sendto: Callable[[bytes, Any], object],
+        data: bytes,
+        addr: Any,
+    ) -> None:
+        """A query the byte cache did not have: through the responder."""
+        try:
+            reply = respond(data, True)
+            if reply is not None:
+                sendto(reply, addr)
+        except OSError:
+            pass
+        except Exception:  # noqa: BLE001 - the reactor's read loop: one packet, not the port
+            _log.failure("DNS UDP query failed")
 
 
 class DNSStreamProtocol(Protocol, TimeoutMixin):
@@ -174,6 +188,7 @@ class DNSStreamProtocol(Protocol, TimeoutMixin):
             TimeoutMixin.resetTimeout(self)
             rotor = responder.tcp.get(query[2:]) if length >= 12 else None
             if rotor is not None:
+                responder.cache_hits += 1
                 reply: bytes | None = query[:2] + next(rotor)
             else:
                 reply = responder.respond(query, udp=False)

@@ -8,9 +8,11 @@ says whether catalog changes make the current one stale.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
+from homeport.catalog import queries
+from homeport.catalog.errors import CatalogError
 from homeport.catalog.model import (
     CRITICAL,
     Catalog,
@@ -46,6 +48,10 @@ class Snapshot:
     #: ``("node", name)`` for every node with that address, else ``("service", name)``
     #: for the first service registered with it as its own address (as Consul does).
     reverse: Mapping[str, tuple[Pointer, ...]] = field(default_factory=dict)
+    #: ``<name>.query``: the prepared query's result (None: no such query).
+    prepared: Callable[[str], queries.Result | None] = field(
+        default=lambda name: None, compare=False, repr=False
+    )
 
 
 def parse_address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -72,7 +78,22 @@ def take_snapshot(catalog: Catalog, serial: int) -> Snapshot:
         nodes=nodes,
         services=_instances(catalog, ordered),
         reverse=_reverse(nodes.values(), ordered),
+        prepared=_prepared(catalog),
     )
+
+
+def _prepared(catalog: Catalog) -> Callable[[str], queries.Result | None]:
+    """Run a prepared query by name as Consul's DNS does: from this agent (the node of
+    its built-in ``consul`` service), with no ``?near``."""
+    agent = next((s.node for s in catalog.services.values() if s.source == "builtin"), "")
+
+    def run(name: str) -> queries.Result | None:
+        try:
+            return queries.execute(catalog, name, queries.Source(agent_node=agent))
+        except CatalogError:
+            return None
+
+    return run
 
 
 def _instances(catalog: Catalog, services: Iterable[Service]) -> dict[str, tuple[Instance, ...]]:
@@ -124,7 +145,7 @@ def affects_dns(changes: Iterable[Change]) -> bool:
     check statuses can.
     """
     for change in changes:
-        if change.kind in ("node", "service"):
+        if change.kind in ("node", "service", "query"):
             return True
         if change.kind == "check":
             before, after = change.previous, change.value

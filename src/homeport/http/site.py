@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from twisted.internet.interfaces import IDelayedCall
@@ -10,6 +11,8 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 from twisted.web.util import Redirect
+
+from .metrics import Metrics
 
 DEFAULT_MAX_BODY = 1024 * 1024
 
@@ -26,6 +29,7 @@ class HomeportRequest(Request):
 
     LINGER = 30.0
     too_large = False
+    started = 0.0
     _received = 0
     _linger: IDelayedCall | None = None
 
@@ -77,6 +81,7 @@ class HomeportRequest(Request):
             self.channel.transport.loseConnection()
 
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        self.started = time.perf_counter()
         if self.too_large:
             # The whole refused body has been read: nothing unread is left to turn the
             # close into a reset.
@@ -99,13 +104,37 @@ class HomeportSite(Site):
         resource: Resource,
         access_log: bool = False,
         max_body: int = DEFAULT_MAX_BODY,
+        metrics: Metrics | None = None,
         **kw: Any,
     ) -> None:
         Site.__init__(self, resource, **kw)
         self.access_log = access_log
         self.max_body = max_body
+        self.metrics = metrics
+
+    def route_of(self, path: bytes) -> str | None:
+        """The metrics route of a request the Consul API does not measure itself: the
+        root child (``/log``, ``/ui``, ``/socket.io``, ``/metrics``) or the ``/v1/``
+        child mounted before the API (``/v1/logs``, ``/v1/events``); None for the API's
+        own routes; ``/other`` for anything else (so a scan cannot grow the labels)."""
+        segments = path.split(b"/", 3)
+        first = segments[1] if len(segments) > 1 else b""
+        children: dict[bytes, Any] = getattr(self.resource, "children", {})
+        if first == b"v1":
+            second = segments[2] if len(segments) > 2 else b""
+            if second in getattr(children.get(b"v1"), "children", {}):
+                return "/v1/" + second.decode("ascii", "replace")
+            return None
+        if first in children:
+            return "/" + first.decode("ascii", "replace")
+        return "/other"
 
     def log(self, request: Request) -> None:  # type: ignore[override]
+        if self.metrics is not None and isinstance(request, HomeportRequest):
+            route = self.route_of(request.path)
+            if route is not None:
+                seconds = time.perf_counter() - request.started
+                self.metrics.observe(route, request.code, seconds)
         if not self.access_log:
             return
         self.access.info(
