@@ -7,6 +7,7 @@ the container engine -- on loopback only.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import logging.handlers
@@ -17,6 +18,7 @@ import subprocess
 import sys
 import time
 import uuid
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -455,6 +457,30 @@ def check_image_config() -> None:
     assert image["Size"] < 220e6, f"the image grew to {image['Size'] / 1e6:.0f} MB"
 
 
+def check_image_holds_the_new_pex() -> None:
+    """homeport's files in the image are those of the twist.pex just built (podman's
+    layer cache once kept the venv of an older pex when only the pex had changed)."""
+    with zipfile.ZipFile(ROOT / "twist.pex") as pex:
+        wanted = {
+            name.split("/", 2)[2]: hashlib.sha256(pex.read(name)).hexdigest()
+            for name in pex.namelist()
+            if name.startswith(".deps/homeport-") and name.endswith(".py")
+        }  # homeport/... and its twisted/plugins/homeport_*.py
+    assert "homeport/tap.py" in wanted, sorted(wanted)[:5]
+    script = (
+        "import hashlib, json, pathlib, site; root = pathlib.Path(site.getsitepackages()[0]); "
+        "print(json.dumps({str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()"
+        " for g in ('homeport/**/*.py', 'twisted/plugins/homeport_*.py') for p in root.glob(g)}))"
+    )
+    found = subprocess.run(
+        [*PODMAN, "run", "--rm", *ULIMITS, "--entrypoint", "/app/bin/python", f"homeport:{TAG}",
+         "-c", script],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    differ = sorted(set(wanted.items()) ^ set(json.loads(found).items()))
+    assert not differ, f"the image's homeport is not the one in ./twist.pex: {differ[:4]}"
+
+
 def check_hardening(container: Container) -> None:
     """Runs as uid 10001 on a read-only root, and its HEALTHCHECK passes."""
     status = container.exec("cat", "/proc/1/status")
@@ -478,6 +504,7 @@ def test_image_runs_read_only_as_non_root_and_keeps_data_across_restarts(volume:
     build("--engine", "podman")
 
     check_image_config()
+    check_image_holds_the_new_pex()
 
     suffix = uuid.uuid4().hex[:6]
     first = Container(volume, f"homeport-test-{suffix}-1")
