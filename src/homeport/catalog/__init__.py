@@ -123,10 +123,11 @@ def _events_and_snapshots(
 ) -> dict[bytes, IResource]:
     """User events and snapshots: their routes on *api*, the events' service on
     *service*; returns what to mount under ``/v1/`` (the blocking event list)."""
-    from . import events_api, snapshot_api
+    from . import events_api, queries_api, snapshot_api
 
     events = events_api.routes(api, catalog, node, reactor, publish)
     snapshot_api.routes(api, catalog, node, reactor.seconds)
+    queries_api.routes(api, catalog, node)
     attach(service, events.service)
     return {b"event": events.resource}
 

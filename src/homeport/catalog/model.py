@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal, TypeGuard, assert_never, get_args
+from typing import Any, Literal, TypeGuard, assert_never, cast, get_args
 
 from .errors import (
     CatalogError,
@@ -205,8 +205,25 @@ class Session:
         return self.node_checks + self.service_checks
 
 
+@dataclass(frozen=True)
+class PreparedQuery:
+    """A Consul prepared query.  *definition* is the rest of it as Consul's JSON
+    (``Template``, ``Service``, ``DNS``), which :mod:`.queries` reads."""
+
+    id: str
+    name: str = ""
+    session: str = ""
+    token: str = ""
+    definition: Mapping[str, Any] = field(default_factory=dict)
+    create_index: int = 0
+    modify_index: int = 0
+
+
 Kind = Literal["node", "service", "check", "kv", "session"]
 Entity = Node | Service | Check | KVEntry | Session
+#: What the store keeps: the entities, and prepared queries (not in snapshots).
+StoredKind = Kind | Literal["query"]
+Stored = Entity | PreparedQuery
 
 
 @dataclass(frozen=True)
@@ -214,11 +231,11 @@ class Change:
     """One thing that changed, as told to listeners (store, push hub, caches)."""
 
     index: int
-    kind: Kind
+    kind: StoredKind
     op: Literal["set", "delete"]
     key: tuple[str, ...]
-    value: Entity | None
-    previous: Entity | None = None
+    value: Stored | None
+    previous: Stored | None = None
 
     @property
     def topic(self) -> str:
@@ -233,6 +250,8 @@ class Change:
             data["session"] = self.key[0]
         elif self.kind == "node":
             data["node"] = self.key[0]
+        elif self.kind == "query":
+            data["query"] = self.key[0]
         else:
             data["node"], data["id"] = self.key
             entity = self.value if self.value is not None else self.previous
@@ -310,6 +329,8 @@ class Catalog:
         self.checks: dict[tuple[str, str], Check] = {}
         self.kv: dict[str, KVEntry] = {}
         self.sessions: dict[str, Session] = {}
+        #: Prepared queries by ID.
+        self.queries: dict[str, PreparedQuery] = {}
         #: Keys whose holder's session was invalidated -> clock time they are free again.
         self.lock_delays: dict[str, float] = {}
         self._listeners: list[Listener] = []
@@ -406,9 +427,12 @@ class Catalog:
         }
         return tables[kind]
 
-    def load(self, entities: Iterable[Entity], index: int) -> None:
+    def load(self, entities: Iterable[Stored], index: int) -> None:
         """Put stored entities back without telling anybody (start-up)."""
         for entity in entities:
+            if isinstance(entity, PreparedQuery):
+                self.queries[entity.id] = entity
+                continue
             kind, key = _entity_key(entity)
             self._table(kind)[_slot(kind, key)] = entity
         self.index = max(self.index, index)
@@ -855,7 +879,38 @@ class Catalog:
                 self._delete(entry)
             else:
                 self._set(replace(entry, session=""))
+        for query in [q for q in self.queries.values() if q.session == session.id]:
+            self._delete_query(query)
         self._delete(session)
+
+    # -- prepared queries ---------------------------------------------------------------
+
+    def query_set(self, query: PreparedQuery) -> PreparedQuery:
+        """Store *query* (new, or replacing the one with its ID); :mod:`.queries` has
+        checked it.  Consul's indexes: CreateIndex kept, ModifyIndex the new one."""
+        previous = self.queries.get(query.id)
+        with self._transaction():
+            assert self._pending is not None
+            index = self.index + 1
+            query = replace(
+                query,
+                create_index=previous.create_index if previous is not None else index,
+                modify_index=index,
+            )
+            self.queries[query.id] = query
+            self._pending.append(Change(index, "query", "set", (query.id,), query, previous))
+        return query
+
+    def query_delete(self, query_id: str) -> None:
+        query = self.queries.get(query_id)
+        if query is not None:
+            with self._transaction():
+                self._delete_query(query)
+
+    def _delete_query(self, query: PreparedQuery) -> None:
+        assert self._pending is not None
+        del self.queries[query.id]
+        self._pending.append(Change(self.index + 1, "query", "delete", (query.id,), None, query))
 
     # -- bulk replacement (service definition files) --------------------------
 
@@ -926,12 +981,19 @@ def check_ids_for(service_id: str, count: int) -> Iterator[str]:
         yield f"service:{service_id}:{n}"
 
 
-def entity_to_dict(entity: Entity) -> dict[str, Any]:
+def entity_to_dict(entity: Stored) -> dict[str, Any]:
     """A JSON-able form for the store (bytes as latin-1 text)."""
     data = dataclasses.asdict(entity)
     if isinstance(entity, KVEntry):
         data["value"] = entity.value.hex()
     return data
+
+
+def stored_from_dict(kind: str, data: dict[str, Any]) -> Stored:
+    """What the store keeps, back: an entity or (kind ``query``) a prepared query."""
+    if kind == "query":
+        return PreparedQuery(**data)
+    return entity_from_dict(cast(Kind, kind), data)
 
 
 def entity_from_dict(kind: Kind, data: dict[str, Any]) -> Entity:

@@ -21,7 +21,7 @@ from twisted.application import service
 from twisted.logger import Logger
 
 from ..sqlite import open_database
-from .model import Catalog, Change, Check, Entity, Service, Source, entity_from_dict, entity_to_dict
+from .model import Catalog, Change, Check, Service, Source, Stored, entity_to_dict, stored_from_dict
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS entities (
@@ -60,9 +60,9 @@ class CatalogStore(service.Service):
         self.db = open_database(self.path)
         self.db.executescript(SCHEMA)
         rows = self.db.execute("SELECT kind, body FROM entities").fetchall()
-        entities: list[Entity] = []
+        entities: list[Stored] = []
         for kind, body in rows:
-            entities.append(entity_from_dict(kind, json.loads(body)))
+            entities.append(stored_from_dict(kind, json.loads(body)))
         stored = self.db.execute("SELECT value FROM meta WHERE name='index'").fetchone()
         self.catalog.load(entities, int(stored[0]) if stored else 1)
         self._unsubscribe = self.catalog.subscribe(self.write)  # type: ignore[assignment]
