@@ -241,13 +241,13 @@ class BadInputTests(APITestCase):
 
     def test_unknown_paths_and_wrong_methods(self) -> None:
         code, _, body = self.request("GET", "/v1/nope")
-        assert (code, body) == (404, b"Invalid URL path: not a recognized HTTP API endpoint")
+        assert (code, body) == (404, b"Invalid URL path: not a recognized HTTP API endpoint\n")
         code, headers, body = self.request("POST", "/v1/catalog/register", {"Node": "x"})
         assert (code, body) == (405, b"method POST not allowed")
         assert "PUT" in headers.getRawHeaders("Allow")[0]
         code, headers, _ = self.request("OPTIONS", "/v1/kv/x")
         assert code == 200
-        assert headers.getRawHeaders("Allow") == ["DELETE, GET, OPTIONS, PUT"]
+        assert headers.getRawHeaders("Allow") == ["OPTIONS,GET,PUT,DELETE"]
         code, _, body = self.request("GET", "/elsewhere")
         assert code == 404 and b"<html" not in body
 
@@ -490,7 +490,7 @@ class SlashIDTests(APITestCase):
         the service "register"; so is ``maintenance/``."""
         code, headers, body = self.request("GET", "/v1/agent/service/register")
         assert (code, body) == (405, b"method GET not allowed")
-        assert headers.getRawHeaders("Allow") == ["OPTIONS, PUT"]
+        assert headers.getRawHeaders("Allow") == ["OPTIONS,PUT"]
         assert self.status("GET", "/v1/agent/service/maintenance/web")[0] == 405
         self.put("/v1/agent/service/register", {"ID": "a/b", "Name": "ab"})
         assert self.get("/v1/agent/service/a/b")["Service"] == "ab"

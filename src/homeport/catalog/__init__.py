@@ -49,6 +49,8 @@ class CatalogPart(Part):
     api: ApiResource
     #: The dashboard's header facts; call on the reactor thread.
     facts: Callable[[], dict[str, Any]] = field(default=dict)
+    #: Give ``PUT /v1/agent/reload`` what SIGHUP runs (the wiring calls it once).
+    set_reload: Callable[[Callable[[], None]], None] = field(default=lambda reload: None)
 
 
 def build(
@@ -101,15 +103,15 @@ def build(
     def facts() -> dict[str, Any]:
         return dashboard_facts(catalog, agent, reactor.seconds())
 
-    hangup = (config.reload,) if settings.config_dirs else ()
     return CatalogPart(
         service=service,
         v1=v1,
-        on_hangup=hangup,
+        on_hangup=(config.reload,) if settings.config_dirs else (),
         catalog=catalog,
         agent=agent,
         api=api,
         facts=facts,
+        set_reload=_agent_and_operator(api, catalog, agent, reactor, metrics, service, v1),
     )
 
 
@@ -130,6 +132,30 @@ def _events_and_snapshots(
     queries_api.routes(api, catalog, node)
     attach(service, events.service)
     return {b"event": events.resource}
+
+
+def _agent_and_operator(
+    api: ApiResource,
+    catalog: Catalog,
+    agent: Agent,
+    reactor: IHomeportReactor,
+    metrics: Metrics,
+    service: MultiService,
+    v1: dict[bytes, IResource],
+) -> Callable[[Callable[[], None]], None]:
+    """The rest of a server agent's routes (reload, leave, metrics, monitor, coordinates,
+    operator); the monitor's stream joins *v1*; returns the reload's setter."""
+    from ..services import OnStop
+    from . import agent_api, operator_api
+
+    face, streams = agent_api.routes(api, metrics, reactor)
+    server = operator_api.Server(
+        agent.node, agent.node_id, agent.address, agent.datacenter, agent.started
+    )
+    operator_api.routes(api, catalog, server)
+    attach(service, OnStop(streams.close))
+    v1[b"agent"] = streams
+    return face.set_reload
 
 
 def _gauges(metrics: Metrics, catalog: Catalog) -> None:

@@ -360,11 +360,13 @@ class ApiResource(Resource):
                 return route, params
             allowed.extend(route.methods)
         if allowed:
-            allow = ", ".join(sorted({m.decode() for m in allowed} | {"OPTIONS"}))
+            # Consul's wrapper: OPTIONS, then the endpoint's methods, joined by ",".
+            allow = ",".join(dict.fromkeys(["OPTIONS", *(m.decode() for m in allowed)]))
             if method == b"OPTIONS":
                 raise HTTPError(200, "", {"Allow": allow})
             raise HTTPError(405, f"method {method.decode('latin-1')} not allowed", {"Allow": allow})
-        raise HTTPError(404, "Invalid URL path: not a recognized HTTP API endpoint")
+        # Consul's Index handler: fmt.Fprintln, so the text ends in a newline.
+        raise HTTPError(404, "Invalid URL path: not a recognized HTTP API endpoint\n")
 
     def _text(self, request: Request, status: int, text: str) -> bytes:
         request.setResponseCode(status)
