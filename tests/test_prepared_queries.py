@@ -259,5 +259,11 @@ def test_decoding_is_go_s() -> None:
         queries.decode(b'{"DNS": {"TTL": 10}}')
     with pytest.raises(ServerRefusal, match="Bad NearestN '-1'"):
         make(Catalog(), Name="n", Service={"Service": "w", "Failover": {"NearestN": -1}})
+    template = {"Type": "name_prefix_match", "Regexp": "-(v[0-9]+)"}
+    catalog = catalog_with(("a", ("v2",), "passing"), ("b", ("v1",), "passing"))
+    make(
+        catalog, Name="web-", Template=template, Service={"Service": "web", "Tags": ["${match(1)}"]}
+    )
+    assert run(catalog, "web-v2") == ["a"]  # the Regexp matches anywhere, as Go's
     with pytest.raises(ServerRefusal, match=r"Bad Template\.Type 'other'"):
         make(Catalog(), Name="n", Template={"Type": "other"}, Service={"Service": "w"})

@@ -223,7 +223,7 @@ def render(query: PreparedQuery, name: str) -> PreparedQuery:
     matches: Sequence[str] = ()
     if template["Regexp"]:
         try:
-            found = re.match(template["Regexp"], name)
+            found = re.search(template["Regexp"], name)  # Go's FindStringSubmatch
         except re.error as e:
             raise ServerRefusal(f"Bad Regexp: {e}") from None
         if found is not None:
