@@ -141,14 +141,21 @@ def test_metrics_in_consuls_json_shape(agent: Daemon) -> None:
     assert samples[0]["Count"] >= 1 and samples[0]["Sum"] > 0
 
 
-def test_metrics_as_prometheus_text_are_slash_metrics(agent: Daemon) -> None:
+def _prometheus(agent: Daemon) -> str:
     text = client(agent).agent.metrics(format_prometheus=True)
-    text = text.decode() if isinstance(text, bytes) else text
+    return text.decode() if isinstance(text, bytes) else str(text)
+
+
+def test_metrics_as_prometheus_text_are_slash_metrics(agent: Daemon) -> None:
+    text = _prometheus(agent)
     assert "# TYPE homeport_catalog_nodes gauge" in text
     status, headers, body = agent.request("GET", "/v1/agent/metrics?format=prometheus")
     assert status == 200
     assert headers["Content-Type"].startswith("text/plain; version=0.0.4")
     assert b"homeport_http_requests_total" in body
+    # Each agent request counted once, under its own route.
+    assert b'route="/v1/agent"' not in body
+    assert b'route="/v1/agent/metrics"' in body
 
 
 def test_summary_of_a_fresh_registry() -> None:
@@ -200,8 +207,11 @@ def test_monitor_streams_the_agents_own_log(agent: Daemon) -> None:
     line = seen.decode().splitlines()[0]
     assert " INFO  homeport  SIGHUP: reloading" in line, seen
     conn.close()
-    # The stream's observer is gone with the client: the agent goes on.
-    wait_for(lambda: client(agent).agent.self() is not None, what="the agent")
+    # The stream's observer is gone with the client, and the stream counted once.
+    wait_for(
+        lambda: 'route="/v1/agent/monitor"' in _prometheus(agent),
+        what="the monitor's metric",
+    )
 
 
 def test_monitor_at_error_leaves_out_info(agent: Daemon) -> None:

@@ -172,6 +172,8 @@ class AgentStreams(Resource):
     (and a monitor the API must refuse) goes to the API resource."""
 
     isLeaf = True
+    #: The site leaves its requests' metrics to the API (and to :meth:`render`).
+    measured = True
 
     def __init__(self, api: ApiResource, reactor: IHomeportReactor) -> None:
         Resource.__init__(self)
@@ -185,6 +187,7 @@ class AgentStreams(Resource):
         level = self._monitor_level(request)
         if level is None:
             return self.api.render(request)
+        started = time.perf_counter()
         request.setHeader(b"content-type", TEXT)
         request.write(b"")
         observer = _observer(request, level)
@@ -193,6 +196,8 @@ class AgentStreams(Resource):
 
         def gone(_: object) -> None:
             globalLogPublisher.removeObserver(observer)
+            seconds = time.perf_counter() - started
+            self.api.metrics.observe("/v1/agent/monitor", request.code, seconds)
             if request in self.watching:
                 self.watching.remove(request)
 

@@ -122,9 +122,10 @@ class HomeportSite(Site):
         children: dict[bytes, Any] = getattr(self.resource, "children", {})
         if first == b"v1":
             second = segments[2] if len(segments) > 2 else b""
-            if second in getattr(children.get(b"v1"), "children", {}):
+            child = getattr(children.get(b"v1"), "children", {}).get(second)
+            if child is not None and not getattr(child, "measured", False):
                 return "/v1/" + second.decode("ascii", "replace")
-            return None
+            return None  # the API's own routes, or a child that measures its requests
         if first in children:
             return "/" + first.decode("ascii", "replace")
         return "/other"
