@@ -66,6 +66,8 @@
       "aria-current": key === selected() ? "true" : null }, name || "(empty)"));
   }
 
+  let shownKey = null; // the key whose value the box shows
+
   function showValue() {
     const key = selected();
     for (const a of treeBox.querySelectorAll("a[data-key]")) {
@@ -79,6 +81,13 @@
     // open the folders on the way to the key
     let path = "";
     for (const part of key.split("/").slice(0, -1)) { path += `${part}/`; expanded.add(path); }
+    // A reload (a kv event) redraws the key; what was just said about it stays said.
+    const previous = document.getElementById("kv-status");
+    const status = el("p", { class: "status", id: "kv-status", role: "status" });
+    if (previous && shownKey === key) {
+      status.className = previous.className;
+      status.textContent = previous.textContent;
+    }
     const value = decode(entry.Value);
     let shown = value.text;
     if (shown !== null) { try { shown = JSON.stringify(JSON.parse(shown), null, 2); } catch (_) { /* text */ } }
@@ -97,7 +106,8 @@
           : el("button", { type: "button", id: "kv-edit", onclick: () => edit(entry, value.text || "") }, "Edit"),
         el("button", { type: "button", id: "kv-delete", onclick: () => remove(entry) }, "Delete"),
         el("a", { href: `${keyPath(key)}?raw` }, "raw value")),
-      el("p", { class: "status", id: "kv-status", role: "status" }));
+      status);
+    shownKey = key;
   }
 
   function fail(status, text) { status.className = "status error"; status.textContent = text; }
