@@ -235,3 +235,22 @@ def test_monitor_with_dc_elsewhere_is_no_path(agent: Daemon) -> None:
     status, _, body = agent.request("GET", "/v1/agent/monitor?dc=dc9")
     assert (status, body) == (500, b"No path to datacenter")
     assert json.loads(agent.request("GET", "/v1/agent/self")[2])["Config"]
+
+
+def test_monitors_end_when_the_daemon_stops_and_leave_no_trace(daemon: Daemon) -> None:
+    gone = http.client.HTTPConnection("127.0.0.1", daemon.http_port, timeout=10)
+    gone.request("GET", "/v1/agent/monitor?loglevel=debug")
+    assert gone.getresponse().status == 200
+    gone.close()  # a client that hangs up: its observer goes with it
+    conn = http.client.HTTPConnection("127.0.0.1", daemon.http_port, timeout=10)
+    conn.request("GET", "/v1/agent/monitor?loglevel=debug&loglevel=loud")  # Go: the first
+    response = conn.getresponse()
+    assert response.status == 200
+    for _ in range(3):
+        client(daemon).agent.reload()
+    daemon.stop()  # SIGTERM: twist ends with the signal's status, as ever
+    assert "Main loop terminated" in daemon.output()
+    rest = response.read()  # the stream ends with the daemon
+    assert b"SIGHUP: reloading" in rest
+    output = daemon.output()
+    assert "Traceback" not in output and "disabling observer" not in output, output

@@ -94,7 +94,7 @@ class AgentRoutes:
 
     def monitor_check(self, call: Call) -> Reply:
         """Reached only for what :class:`AgentStreams` leaves to the API (a bad level)."""
-        log_level(call.arg("loglevel"))
+        log_level(call.args.get("loglevel", [""])[0])
         return Reply(b"", content_type=TEXT)
 
 
@@ -213,23 +213,37 @@ class AgentStreams(Resource):
         if args.get("dc") and args["dc"][-1] != self.api.datacenter:
             return None
         try:
-            return log_level(args["loglevel"][-1] if "loglevel" in args else None)
+            # Go's URL.Query().Get: the first value
+            return log_level(args["loglevel"][0] if "loglevel" in args else None)
         except HTTPError:
             return None
 
     def close(self) -> None:
         """End every stream (at shutdown)."""
         for request in list(self.watching):
-            request.finish()
+            if not request.finished:
+                request.finish()
 
 
 def _observer(request: Request, level: LogLevel) -> ILogObserver:
+    """Each event at *level* or above, as one text line on *request*; never raises into
+    the log publisher, and a line logged while writing one is not written again."""
+    writing = False
+
     def observe(event: dict[str, Any]) -> None:
-        if event.get("log_level", LogLevel.info) < level:
+        nonlocal writing
+        if writing or request.finished or event.get("log_level", LogLevel.info) < level:
             return
         line = format_text(event)
-        if line is not None:
+        if line is None:
+            return
+        writing = True
+        try:
             request.write(line.encode("utf-8", "replace"))
+        except RuntimeError:  # the client went away; notifyFinish removes this observer
+            pass
+        finally:
+            writing = False
 
     observer: ILogObserver = provider(ILogObserver)(observe)
     return observer
