@@ -124,6 +124,16 @@ def test_autopilot(agent: Daemon) -> None:
     assert state["Leader"] == node_id and state["Voters"] == [node_id]
     assert state["Servers"][node_id]["Status"] == "leader"
     assert state["Servers"][node_id]["NodeType"] == "voter"
+    assert "ReadReplica" not in state["Servers"][node_id]  # false: omitempty
+    assert state["Servers"][node_id]["Meta"] == c.catalog.node("testnode")[1]["Node"]["Meta"]
+    assert state["Servers"][node_id]["StableSince"].startswith(server["StableSince"][:19])
+
+
+def test_go_times() -> None:
+    from homeport.catalog.operator_api import _rfc3339_nano
+
+    assert _rfc3339_nano(0) == "1970-01-01T00:00:00Z"
+    assert _rfc3339_nano(1.5) == "1970-01-01T00:00:01.5Z"
 
 
 def test_usage_counts_this_datacenter(agent: Daemon) -> None:

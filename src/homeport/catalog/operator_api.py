@@ -138,6 +138,14 @@ def valid_coordinate(coord: Any) -> dict[str, Any]:
     }
 
 
+def _rfc3339_nano(when: float) -> str:
+    """Go's ``time.Time`` in JSON (RFC 3339, nanoseconds without trailing zeros)."""
+    whole = int(when)
+    fraction = f"{when - whole:.9f}"[2:].rstrip("0")
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+    return f"{stamp}.{fraction}Z" if fraction else f"{stamp}Z"
+
+
 def _number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
@@ -245,7 +253,10 @@ class OperatorRoutes:
         return json_reply(value, pretty=call.pretty)
 
     def autopilot_state(self, call: Call) -> Reply:
+        """``autopilot.State`` as Consul answers it (``ReadReplica`` false is left out,
+        ``StableSince`` unrounded, ``Meta`` the server node's)."""
         health = self._health()
+        node = self.catalog.nodes.get(self.server.node)
         server = {
             "ID": health["ID"],
             "Name": health["Name"],
@@ -256,10 +267,9 @@ class OperatorRoutes:
             "LastTerm": 1,
             "LastIndex": health["LastIndex"],
             "Healthy": True,
-            "StableSince": health["StableSince"],
-            "ReadReplica": False,
+            "StableSince": _rfc3339_nano(self.server.started),
             "Status": "leader",
-            "Meta": {"consul-network-segment": ""},
+            "Meta": dict(node.meta) if node is not None else {},
             "NodeType": "voter",
         }
         value = {
