@@ -164,11 +164,11 @@ def test_summary_of_a_fresh_registry() -> None:
     metrics.counter("homeport_seen_total", "Seen", lambda: 5)
     metrics.observe("/v1/x", 200, 0.002)
     metrics.observe("/v1/x", 200, 0.004)
-    out = summary(metrics.registry.collect(), now=0)
+    out = summary(metrics.registry.collect(), now=0, elapsed=2.0)
     assert out["Timestamp"] == "1970-01-01 00:00:00 +0000 UTC"
     assert out["Gauges"] == [{"Name": "homeport.things", "Value": 3, "Labels": {}}]
     seen = next(x for x in out["Counters"] if x["Name"] == "homeport.seen")
-    assert (seen["Count"], seen["Sum"]) == (5, 5)
+    assert (seen["Count"], seen["Sum"], seen["Rate"]) == (5, 5, 2.5)
     (sample,) = out["Samples"]
     assert sample["Count"] == 2
     assert sample["Sum"] == pytest.approx(6.0)  # milliseconds

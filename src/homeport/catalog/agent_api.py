@@ -67,6 +67,8 @@ class AgentRoutes:
     def __init__(self, metrics: Metrics, reactor: IHomeportReactor) -> None:
         self.metrics = metrics
         self.reactor = reactor
+        #: The start of the one interval the values cover (go-metrics' are 10 s long).
+        self.started = reactor.seconds()
         self._reload: Callable[[], None] | None = None
 
     def set_reload(self, reload: Callable[[], None]) -> None:
@@ -90,7 +92,9 @@ class AgentRoutes:
     def agent_metrics(self, call: Call) -> Reply:
         if call.arg("format") == "prometheus":
             return Reply(self.metrics.render(), content_type=CONTENT_TYPE)
-        return json_reply(summary(self.metrics.registry.collect()), pretty=call.pretty)
+        elapsed = self.reactor.seconds() - self.started
+        found = summary(self.metrics.registry.collect(), elapsed=elapsed)
+        return json_reply(found, pretty=call.pretty)
 
     def monitor_check(self, call: Call) -> Reply:
         """Reached only for what :class:`AgentStreams` leaves to the API (a bad level)."""
@@ -108,10 +112,14 @@ def _labels(labels: dict[str, str]) -> dict[str, str]:
     return dict(labels)
 
 
-def summary(families: Iterable[Metric], now: float | None = None) -> dict[str, Any]:
+def summary(
+    families: Iterable[Metric], now: float | None = None, elapsed: float = 1.0
+) -> dict[str, Any]:
     """go-metrics' ``MetricsSummary`` (what Consul's ``/v1/agent/metrics`` answers) of
     the daemon's metrics: gauges as ``Gauges``, counters as ``Counters`` (their count so
-    far), request durations as ``Samples`` (in milliseconds, as go-metrics times)."""
+    far), request durations as ``Samples`` (in milliseconds, as go-metrics times); the
+    interval is the *elapsed* seconds since start (``Rate`` is ``Sum`` over it)."""
+    per_second = 1.0 / max(elapsed, 1e-9)
     gauges: list[dict[str, Any]] = []
     counters: list[dict[str, Any]] = []
     samples: list[dict[str, Any]] = []
@@ -123,12 +131,12 @@ def summary(families: Iterable[Metric], now: float | None = None) -> dict[str, A
             )
         elif family.type == "counter":
             counters.extend(
-                _aggregate(_name(family.name), s.labels, s.value, s.value)
+                _aggregate(_name(family.name), s.labels, s.value, s.value, per_second)
                 for s in family.samples
                 if s.name.endswith("_total")
             )
         elif family.type == "histogram":
-            samples.extend(_histograms(family))
+            samples.extend(_histograms(family, per_second))
     stamp = time.strftime("%Y-%m-%d %H:%M:%S +0000 UTC", time.gmtime(now))
     return {
         "Timestamp": stamp,
@@ -139,19 +147,21 @@ def summary(families: Iterable[Metric], now: float | None = None) -> dict[str, A
     }
 
 
-def _aggregate(name: str, labels: dict[str, str], count: float, total: float) -> dict[str, Any]:
+def _aggregate(
+    name: str, labels: dict[str, str], count: float, total: float, per_second: float
+) -> dict[str, Any]:
     mean = total / count if count else 0.0
     return {
         "Name": name,
         "Count": int(count),
-        "Rate": total,
+        "Rate": total * per_second,
         "Sum": total,
         "Mean": mean,
         "Labels": _labels(labels),
     }
 
 
-def _histograms(family: Metric) -> Iterable[dict[str, Any]]:
+def _histograms(family: Metric, per_second: float) -> Iterable[dict[str, Any]]:
     """One sample per label set: its count and its sum in milliseconds."""
     counts: dict[tuple[tuple[str, str], ...], float] = {}
     sums: dict[tuple[tuple[str, str], ...], float] = {}
@@ -164,7 +174,7 @@ def _histograms(family: Metric) -> Iterable[dict[str, Any]]:
     for key, count in counts.items():
         total = sums.get(key, 0.0)
         if math.isfinite(total):
-            yield _aggregate(_name(family.name), dict(key), count, total)
+            yield _aggregate(_name(family.name), dict(key), count, total, per_second)
 
 
 class AgentStreams(Resource):
