@@ -254,3 +254,25 @@ def test_monitors_end_when_the_daemon_stops_and_leave_no_trace(daemon: Daemon) -
     assert b"SIGHUP: reloading" in rest
     output = daemon.output()
     assert "Traceback" not in output and "disabling observer" not in output, output
+
+
+def test_monitor_with_logjson_streams_json_lines(agent: Daemon) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", agent.http_port, timeout=10)
+    conn.request("GET", "/v1/agent/monitor?logjson")
+    response = conn.getresponse()
+    assert response.status == 200
+    time.sleep(0.2)
+    client(agent).agent.reload()
+    seen = b""
+    deadline = time.monotonic() + 10
+    while b"SIGHUP: reloading" not in seen and time.monotonic() < deadline:
+        seen += response.read1(4096)
+    line = json.loads(seen.decode().splitlines()[0])
+    assert (line["level"], line["part"]) == ("info", "homeport")
+    assert line["message"].startswith("SIGHUP: reloading")
+    conn.close()
+
+
+def test_py_consul_monitor_with_a_bad_level_raises(agent: Daemon) -> None:
+    with pytest.raises(consul.ConsulException):
+        client(agent).agent.monitor(loglevel="loud")

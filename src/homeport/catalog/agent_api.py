@@ -26,7 +26,7 @@ from ..http.api import TEXT, ApiResource, Call, Reply, json_reply
 from ..http.args import parse_args
 from ..http.errors import HTTPError
 from ..http.metrics import CONTENT_TYPE, Metrics
-from ..logformat import format_text
+from ..logformat import format_json, format_text
 from ..part import IHomeportReactor
 
 #: Consul's ``logging.ValidateLogLevel`` names (any case) and the level each keeps.
@@ -200,7 +200,8 @@ class AgentStreams(Resource):
         started = time.perf_counter()
         request.setHeader(b"content-type", TEXT)
         request.write(b"")
-        observer = _observer(request, level)
+        as_json = "logjson" in parse_args(request.uri)  # Consul: one JSON object a line
+        observer = _observer(request, level, format_json if as_json else format_text)
         globalLogPublisher.addObserver(observer)
         self.watching.append(request)
 
@@ -235,7 +236,9 @@ class AgentStreams(Resource):
                 request.finish()
 
 
-def _observer(request: Request, level: LogLevel) -> ILogObserver:
+def _observer(
+    request: Request, level: LogLevel, render: Callable[[dict[str, Any]], str | None]
+) -> ILogObserver:
     """Each event at *level* or above, as one text line on *request*; never raises into
     the log publisher, and a line logged while writing one is not written again."""
     writing = False
@@ -244,7 +247,7 @@ def _observer(request: Request, level: LogLevel) -> ILogObserver:
         nonlocal writing
         if writing or request.finished or event.get("log_level", LogLevel.info) < level:
             return
-        line = format_text(event)
+        line = render(event)
         if line is None:
             return
         writing = True
