@@ -30,6 +30,7 @@ class HomeportRequest(Request):
     LINGER = 30.0
     too_large = False
     started = 0.0
+    measured = False
     _received = 0
     _linger: IDelayedCall | None = None
 
@@ -91,6 +92,12 @@ class HomeportRequest(Request):
 
     def connectionLost(self, reason: Failure) -> None:
         self._stop_lingering()
+        # A client that has read its whole answer may hang up before the end of it is
+        # handed back (a WSGI thread's finish comes a reactor turn later): it was
+        # answered all the same, so it counts.
+        site = getattr(self.channel, "site", None)
+        if not self.finished and self.startedWriting and isinstance(site, HomeportSite):
+            site.measure(self)
         Request.connectionLost(self, reason)
 
 
@@ -130,12 +137,18 @@ class HomeportSite(Site):
             return "/" + first.decode("ascii", "replace")
         return "/other"
 
+    def measure(self, request: HomeportRequest) -> None:
+        """Count *request* once on its route (see :meth:`route_of`)."""
+        if self.metrics is None or request.measured:
+            return
+        request.measured = True
+        route = self.route_of(request.path)
+        if route is not None:
+            self.metrics.observe(route, request.code, time.perf_counter() - request.started)
+
     def log(self, request: Request) -> None:  # type: ignore[override]
-        if self.metrics is not None and isinstance(request, HomeportRequest):
-            route = self.route_of(request.path)
-            if route is not None:
-                seconds = time.perf_counter() - request.started
-                self.metrics.observe(route, request.code, seconds)
+        if isinstance(request, HomeportRequest):
+            self.measure(request)
         if not self.access_log:
             return
         self.access.info(
