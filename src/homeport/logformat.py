@@ -118,14 +118,23 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-def format_text(event: dict[str, Any]) -> str | None:
-    """One line (plus an indented traceback) for *event*; None for an empty event."""
+def _said(event: dict[str, Any]) -> tuple[str, str | None] | None:
+    """The event's message and traceback; None when there is nothing worth a line."""
     if event.get("log_format") in _NOISE:
         return None
     message = _message(event)
     traceback = _traceback(event)
     if not message and traceback is None:
         return None
+    return message, traceback
+
+
+def format_text(event: dict[str, Any]) -> str | None:
+    """One line (plus an indented traceback) for *event*; None for an empty event."""
+    said = _said(event)
+    if said is None:
+        return None
+    message, traceback = said
     extra = " ".join(f"{k}={_value_text(v)}" for k, v in fields(event))
     part = part_of(str(event.get("log_namespace", "-")))
     line = f"{_timestamp(event)} {_level(event).upper():<5} {part}  {message}"
@@ -138,12 +147,10 @@ def format_text(event: dict[str, Any]) -> str | None:
 
 def format_json(event: dict[str, Any]) -> str | None:
     """One JSON object per line: the same facts as :func:`format_text`, as values."""
-    if event.get("log_format") in _NOISE:
+    said = _said(event)
+    if said is None:
         return None
-    message = _message(event)
-    traceback = _traceback(event)
-    if not message and traceback is None:
-        return None
+    message, traceback = said
     namespace = str(event.get("log_namespace", "-"))
     record: dict[str, Any] = {
         "time": _timestamp(event),
