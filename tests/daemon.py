@@ -143,3 +143,10 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, what: str = "c
             return value
         time.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def curl(*args: str) -> str:
+    """What ``curl -sS`` prints for *args* (10 s at most; a failure to connect raises)."""
+    return subprocess.run(
+        ["curl", "-sS", "--max-time", "10", *args], check=True, capture_output=True, text=True
+    ).stdout

@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 from collections.abc import Callable
 from typing import Any
 
 import consul
 import pytest
 
-from .daemon import Daemon
+from .daemon import Daemon, curl
 
 NO_PATH = "500 No path to datacenter"
 
@@ -133,21 +132,8 @@ def test_our_own_datacenter_by_name_is_fine(agent: Daemon, session: str) -> None
 def test_curl_deregister_in_another_datacenter(agent: Daemon, session: str) -> None:
     before = state(agent)
     body = json.dumps({"node": "testnode", "datacenter": "dc2"})
-    out = subprocess.run(
-        [
-            "curl",
-            "-s",
-            "-w",
-            " %{http_code}",
-            "-X",
-            "PUT",
-            "--data",
-            body,
-            f"{agent.url}/v1/catalog/deregister",
-        ],
-        capture_output=True,
-        check=True,
-        timeout=30,
-    ).stdout
-    assert out == b"No path to datacenter 500"
+    out = curl(
+        "-w", " %{http_code}", "-X", "PUT", "--data", body, f"{agent.url}/v1/catalog/deregister"
+    )
+    assert out == "No path to datacenter 500"
     assert state(agent) == before

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 from typing import Any
 
 import consul
 import pytest
 
-from .daemon import Daemon
+from .daemon import Daemon, curl
 
 
 @pytest.fixture
@@ -102,22 +101,9 @@ def test_spellings_consul_does_not_know_are_its_400(
 @pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl")
 def test_curl_with_snake_case_and_upper_case(agent: Daemon) -> None:
     body = json.dumps({"NAME": "cache", "PORT": 6379, "enable_tag_override": True})
-    out = subprocess.run(
-        [
-            "curl",
-            "-s",
-            "-w",
-            "%{http_code}",
-            "-X",
-            "PUT",
-            "--data",
-            body,
-            f"{agent.url}/v1/agent/service/register",
-        ],
-        capture_output=True,
-        check=True,
-        timeout=30,
-    ).stdout
-    assert out == b"200"
+    out = curl(
+        "-w", "%{http_code}", "-X", "PUT", "--data", body, f"{agent.url}/v1/agent/service/register"
+    )
+    assert out == "200"
     cache = agent.get_json("/v1/agent/service/cache")
     assert (cache["Port"], cache["EnableTagOverride"]) == (6379, True)

@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 
 import consul
 import pytest
 
-from .daemon import Daemon
+from .daemon import Daemon, curl
 
 LAN = {"Address": "10.0.0.1", "Port": 8080}
 WAN = {"Address": "203.0.113.1", "Port": 80}
@@ -87,22 +86,9 @@ def test_curl_upper_case_fields(agent: Daemon, client: consul.Consul) -> None:
             "TAGGEDADDRESSES": {"lan": {"ADDRESS": "10.0.0.1", "PORT": 8080}},
         }
     )
-    out = subprocess.run(
-        [
-            "curl",
-            "-s",
-            "-w",
-            "%{http_code}",
-            "-X",
-            "PUT",
-            "--data",
-            body,
-            f"{agent.url}/v1/agent/service/register",
-        ],
-        capture_output=True,
-        check=True,
-        timeout=30,
-    ).stdout
-    assert out == b"200"
+    out = curl(
+        "-w", "%{http_code}", "-X", "PUT", "--data", body, f"{agent.url}/v1/agent/service/register"
+    )
+    assert out == "200"
     shaped = {"lan": LAN, "lan_ipv4": OWN, "wan_ipv4": OWN}
     assert everywhere(client, "cache-1") == [shaped] * 4

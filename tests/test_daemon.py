@@ -19,17 +19,11 @@ import consul
 import consul.exceptions
 import pytest
 
-from .daemon import Daemon, wait_for
+from .daemon import Daemon, curl, wait_for
 
 
 def client(daemon: Daemon, token: str | None = None) -> consul.Consul:
     return consul.Consul(host="127.0.0.1", port=daemon.http_port, token=token)
-
-
-def curl(*args: str) -> str:
-    return subprocess.run(
-        ["curl", "-sS", "--max-time", "10", *args], check=True, capture_output=True, text=True
-    ).stdout
 
 
 # -- the README's curl examples ---------------------------------------------------------
