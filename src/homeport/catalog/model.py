@@ -221,7 +221,7 @@ class PreparedQuery:
 
 Kind = Literal["node", "service", "check", "kv", "session"]
 Entity = Node | Service | Check | KVEntry | Session
-#: What the store keeps: the entities, and prepared queries (not in snapshots).
+#: What the store keeps (and a snapshot holds): the entities, and prepared queries.
 StoredKind = Kind | Literal["query"]
 Stored = Entity | PreparedQuery
 
@@ -305,6 +305,12 @@ def _entity_key(entity: Entity) -> tuple[Kind, tuple[str, ...]]:
     if isinstance(entity, Session):
         return "session", (entity.id,)
     return "kv", (entity.key,)
+
+
+def _stored_key(value: Stored) -> tuple[StoredKind, tuple[str, ...]]:
+    if isinstance(value, PreparedQuery):
+        return "query", (value.id,)
+    return _entity_key(value)
 
 
 # ---------------------------------------------------------------------------
@@ -441,36 +447,39 @@ class Catalog:
         # (once) rather than left waiting through a change it did not see.
         self.kv_table_index = self._kv_floor = self.index
 
-    def restore(self, entities: Iterable[Entity], index: int = 0) -> None:
-        """Make the catalog hold exactly *entities*, in one change (a snapshot restore).
+    def restore(self, entities: Iterable[Stored], index: int = 0) -> None:
+        """Make the catalog hold exactly *entities* (prepared queries among them), in one
+        change (a snapshot restore).
 
         Unlike every other operation, the entities keep their own indexes and nothing
         follows from them (no session is invalidated, no lock delay starts): they are
         a state the catalog was in.  The catalog's index moves past its own, past
         *index* and past every entity's, so what is written next is newer still.
         """
-        wanted: dict[Kind, dict[Any, Entity]] = {kind: {} for kind in get_args(Kind)}
+        tables: dict[StoredKind, dict[Any, Any]] = {k: self._table(k) for k in get_args(Kind)}
+        tables["query"] = self.queries
+        wanted: dict[StoredKind, dict[Any, Stored]] = {kind: {} for kind in tables}
         for entity in entities:
-            kind, key = _entity_key(entity)
-            wanted[kind][_slot(kind, key)] = entity
-        if all(self._table(kind) == table for kind, table in wanted.items()):
+            kind, key = _stored_key(entity)
+            wanted[kind][key[0] if kind == "query" else _slot(kind, key)] = entity
+        if all(tables[kind] == table for kind, table in wanted.items()):
             return
         newest = (e.modify_index for table in wanted.values() for e in table.values())
         self.index = max(self.index, index, *newest)
         with self._transaction() as next_index:
             assert self._pending is not None
             for kind, table in wanted.items():
-                current = self._table(kind)
+                current = tables[kind]
                 for slot, old in list(current.items()):
                     if slot not in table:
                         del current[slot]
-                        key = _entity_key(old)[1]
+                        key = _stored_key(old)[1]
                         self._pending.append(Change(next_index, kind, "delete", key, None, old))
                 for slot, new in table.items():
                     old = current.get(slot)
                     if old != new:
                         current[slot] = new
-                        key = _entity_key(new)[1]
+                        key = _stored_key(new)[1]
                         self._pending.append(Change(next_index, kind, "set", key, new, old))
 
     # -- nodes ------------------------------------------------------------
