@@ -27,6 +27,10 @@ class Daemon:
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
     env: dict[str, str] = field(default_factory=dict)
+    #: ``--node`` (None: none given, the daemon picks its own name).
+    node: str | None = "testnode"
+    #: A command the daemon runs under (e.g. ``unshare`` for a hostname of its own).
+    prefix: list[str] = field(default_factory=list)
 
     @property
     def data_dir(self) -> Path:
@@ -42,6 +46,7 @@ class Daemon:
         self.args = args
         http = f"tcp:{self.http_port}:interface=127.0.0.1"
         command = [
+            *self.prefix,
             sys.executable,
             "-m",
             "twisted",
@@ -51,11 +56,11 @@ class Daemon:
             http,
             "--data-dir",
             str(self.data_dir),
-            "--node",
-            "testnode",
             "--advertise",
             "127.0.0.1",
         ]
+        if self.node is not None:
+            command += ["--node", self.node]
         if not any(a.startswith("--dns") for a in args):
             command += ["--dns", "none"]
         command += args
