@@ -68,7 +68,13 @@ OPTION_PARAMETERS: list[list[Any]] = [
     ],
     ["data-dir", None, "./homeport-data", "Where the SQLite files live (created if missing)."],
     ["datacenter", None, "dc1", "This agent's datacenter name."],
-    ["node", None, None, "This agent's node name. [default: the hostname]"],
+    [
+        "node",
+        None,
+        None,
+        "This agent's node name, kept in the data dir with its node ID (another name "
+        "renames the node). [default: the name kept, else the hostname]",
+    ],
     [
         "advertise",
         None,

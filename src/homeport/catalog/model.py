@@ -514,6 +514,30 @@ class Catalog:
             if name in self.nodes:
                 self._delete(self.nodes[name])
 
+    def merge_nodes(self, into: str, old: Iterable[str]) -> None:
+        """Move the registered services and checks of the nodes *old* (an agent's
+        earlier names) to the registered node *into*, then deregister those nodes, in
+        one change.  A service ID *into* already has stays as it is; among the old
+        nodes the most recently changed one's wins.  Builtin services and checks (an
+        agent's ``consul`` and ``serfHealth``) are not moved: *into* has its own."""
+        if into not in self.nodes:
+            raise NodeNotRegistered(into)
+        names = sorted(
+            (n for n in set(old) if n in self.nodes and n != into),
+            key=lambda n: -self.nodes[n].modify_index,
+        )
+        with self._transaction():
+            for name in names:
+                for service in [s for s in self.services.values() if s.node == name]:
+                    if service.source != "builtin" and (into, service.id) not in self.services:
+                        self._set(replace(service, node=into))
+                        for check in self.service_checks(name, service.id):
+                            self._set(replace(check, node=into))
+                for check in self.node_checks(name):
+                    if check.source != "builtin" and (into, check.check_id) not in self.checks:
+                        self._set(replace(check, node=into))
+                self.deregister_node(name)
+
     # -- services ---------------------------------------------------------
 
     def _set_service(self, service: Service) -> None:
