@@ -22,8 +22,10 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
 
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
@@ -159,12 +161,14 @@ class _Entry:
     waiters: list[_Waiter] = field(default_factory=list)
     #: The response headers, encoded once (see ApiResource._send_cached).
     headers: dict[bytes, list[bytes]] = field(default_factory=dict)
+    #: Whether the store had a leader when this was computed (``X-Consul-KnownLeader``).
+    leader: bool = True
 
     def prepare(self) -> None:
         headers = Headers()
         headers.setRawHeaders(b"content-type", [self.reply.content_type])
         headers.setRawHeaders(b"x-consul-index", [str(self.index).encode()])
-        headers.setRawHeaders(b"x-consul-knownleader", [b"true"])
+        headers.setRawHeaders(b"x-consul-knownleader", [b"true" if self.leader else b"false"])
         headers.setRawHeaders(b"x-consul-lastcontact", [b"0"])
         for name, value in self.reply.headers:
             headers.setRawHeaders(name, [value])
@@ -207,6 +211,13 @@ class ApiResource(Resource):
         self.cache: OrderedDict[tuple[Any, ...], _Entry] = OrderedDict()
         self.generation = 0
         self._parked: dict[tuple[Any, ...], tuple[Route, Call]] = {}
+        #: How writes run: None, right here; else a runner that commits them elsewhere
+        #: (a shared store) and answers later.
+        self.writer: Callable[[Callable[[], Reply]], Deferred[Reply]] | None = None
+        #: What ``?consistent`` waits for first (a shared store's linearizable read).
+        self.barrier: Callable[[], Deferred[None]] | None = None
+        #: Whether the store has a leader (``X-Consul-KnownLeader``).
+        self.known_leader: Callable[[], bool] = lambda: True
         #: request URI -> (route name, cache key), so a repeated read skips routing.
         self._prepared: dict[bytes, tuple[str, tuple[Any, ...]]] = {}
 
@@ -281,6 +292,7 @@ class ApiResource(Resource):
             entry.reply = reply
             entry.generation = self.generation
             self.cache.move_to_end(key)
+        entry.leader = self.known_leader()
         entry.prepare()
         return entry
 
@@ -318,16 +330,12 @@ class ApiResource(Resource):
                 raise HTTPError(500, "No path to datacenter")
             if route.write:
                 result = self._write(route, call)
+            elif self.barrier is not None and "consistent" in call.args:
+                result = self._consistent(self.barrier, route, call)
             else:
                 result = self._read(route, call)
         except Exception as e:  # noqa: BLE001 - unknown errors become a logged 500
-            answer = self.errors.answer(e)
-            if answer is None:
-                self.log.failure("Unexpected error serving {path}", path=request.path)
-                answer = HTTPError(500, str(e) or type(e).__name__)
-            for name, value in answer.headers.items():
-                request.setHeader(name, value)
-            result = self._text(request, answer.status, answer.text)
+            result = self._failed(request, e)
         if result is not NOT_DONE_YET:
             self.metrics.observe(route_name, request.code, time.perf_counter() - started)
         else:
@@ -368,6 +376,31 @@ class ApiResource(Resource):
         # Consul's Index handler: fmt.Fprintln, so the text ends in a newline.
         raise HTTPError(404, "Invalid URL path: not a recognized HTTP API endpoint\n")
 
+    def _failed(self, request: Request, e: Exception) -> bytes:
+        answer = self.errors.answer(e)
+        if answer is None:
+            self.log.failure("Unexpected error serving {path}", Failure(e), path=request.path)
+            answer = HTTPError(500, str(e) or type(e).__name__)
+        for name, value in answer.headers.items():
+            request.setHeader(name, value)
+        return self._text(request, answer.status, answer.text)
+
+    def _later(self, request: Request, answer: Deferred[Any]) -> int:
+        """Finish *request* when *answer* (its body) comes, unless the client went first
+        or the answer is itself to come later (a parked blocking query)."""
+        gone: list[bool] = []
+        request.notifyFinish().addErrback(lambda _: gone.append(True))
+
+        def send(body: bytes | int) -> None:
+            if not gone and isinstance(body, bytes):
+                request.write(body)
+                request.finish()
+
+        answer.addCallback(send).addErrback(
+            lambda f: self.log.failure("Answering {path}", f, path=request.path)
+        )
+        return NOT_DONE_YET
+
     def _text(self, request: Request, status: int, text: str) -> bytes:
         request.setResponseCode(status)
         request.setHeader(b"content-type", TEXT)
@@ -377,7 +410,7 @@ class ApiResource(Resource):
         if not self.token.allows(call.request, call.arg("token")):
             raise HTTPError(403, "Permission denied: a valid token is required for writes")
 
-    def _write(self, route: Route, call: Call) -> bytes:
+    def _write(self, route: Route, call: Call) -> bytes | int:
         self.check_token(call)
         request = call.request
         if getattr(request, "too_large", False):
@@ -385,8 +418,28 @@ class ApiResource(Resource):
         if request.content is not None:
             request.content.seek(0)
             call.body = request.content.read()
-        reply = route.handler(call)
-        return self._send(request, reply, None)
+        if self.writer is None:
+            return self._send(request, route.handler(call), None)
+        done = self.writer(lambda: route.handler(call))
+        return self._later(
+            request,
+            done.addCallbacks(
+                lambda reply: self._send(request, reply, None),
+                lambda f: self._failed(request, f.value),
+            ),
+        )
+
+    def _consistent(self, barrier: Callable[[], Deferred[None]], route: Route, call: Call) -> int:
+        """A consistent read: answered once this agent has seen every committed write."""
+        request = call.request
+
+        def read(_: None) -> bytes | int:
+            return self._read(route, call)
+
+        def failed(failure: Failure) -> bytes:
+            return self._failed(request, failure.value)  # type: ignore[arg-type]
+
+        return self._later(request, barrier().addCallback(read).addErrback(failed))
 
     def _read(self, route: Route, call: Call) -> bytes | int:
         args = call.args
@@ -482,7 +535,8 @@ class ApiResource(Resource):
         headers.setRawHeaders(b"content-type", [reply.content_type])
         if index is not None:
             headers.setRawHeaders(b"x-consul-index", [str(index).encode()])
-            headers.setRawHeaders(b"x-consul-knownleader", [b"true"])
+            leader = b"true" if self.known_leader() else b"false"
+            headers.setRawHeaders(b"x-consul-knownleader", [leader])
             headers.setRawHeaders(b"x-consul-lastcontact", [b"0"])
         for name, value in reply.headers:
             headers.setRawHeaders(name, [value])
