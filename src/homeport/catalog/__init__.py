@@ -113,9 +113,7 @@ def build(
         agent=agent,
         api=api,
         facts=facts,
-        set_reload=_agent_and_operator(
-            api, catalog, agent, reactor, metrics, service, v1, data_dir
-        ),
+        set_reload=_agent_and_operator(api, catalog, agent, reactor, metrics, service, v1),
     )
 
 
@@ -174,11 +172,9 @@ def _agent_and_operator(
     metrics: Metrics,
     service: MultiService,
     v1: dict[bytes, IResource],
-    data_dir: Path,
 ) -> Callable[[Callable[[], None]], None]:
     """The rest of a server agent's routes (reload, leave, metrics, monitor, coordinates,
-    operator: its autopilot configuration kept in the data dir); the monitor's stream
-    joins *v1*; returns the reload's setter."""
+    operator); the monitor's stream joins *v1*; returns the reload's setter."""
     from ..services import OnStop
     from . import agent_api, operator_api
 
@@ -186,7 +182,7 @@ def _agent_and_operator(
     server = operator_api.Server(
         agent.node, agent.node_id, agent.address, agent.datacenter, agent.started
     )
-    operator_api.routes(api, catalog, server, data_dir / "autopilot.json")
+    operator_api.routes(api, catalog, server)
     attach(service, OnStop(streams.close))
     v1[b"agent"] = streams
     return face.set_reload
