@@ -100,7 +100,7 @@ def test_an_archive_is_consuls_shape_with_homeports_state() -> None:
     meta = json.loads(files["meta.json"])
     assert meta == {
         "Format": "homeport-snapshot",
-        "Version": 1,
+        "Version": 2,
         "ID": f"{catalog.index}-{int(NOW * 1000)}",
         "Index": catalog.index,
         "Datacenter": "dc1",
@@ -121,6 +121,7 @@ def test_an_archive_is_consuls_shape_with_homeports_state() -> None:
         "app/leader": b"me".hex(),
     }
     assert [s["id"] for s in state["Sessions"]] == ["s1"]
+    assert state["Queries"] == []
 
 
 def test_a_restore_puts_back_the_state_and_keeps_the_agents_own() -> None:

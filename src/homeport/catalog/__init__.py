@@ -17,7 +17,6 @@ from twisted.application.service import MultiService
 
 from ..http.metrics import Metrics
 from ..part import IHomeportReactor, Part, attach
-from . import story
 
 if TYPE_CHECKING:
     from twisted.web.resource import IResource
@@ -30,8 +29,7 @@ if TYPE_CHECKING:
 @dataclass(frozen=True, kw_only=True)
 class Settings:
     datacenter: str = "dc1"
-    #: This agent's node name and address.  No name: the one the data dir keeps (the
-    #: hostname on the first start); no address: the first routable IPv4.
+    #: This agent's node name and address; None: the hostname, the first routable IPv4.
     node: str | None = None
     advertise: str | None = None
     config_dirs: tuple[Path, ...] = ()
@@ -70,7 +68,7 @@ def build(
     from ..http.api import ApiResource
     from ..http.auth import Token
     from ..http.cors import CORS
-    from .api import ERRORS, ConsulAPI
+    from .api import ERRORS, ConsulAPI, bootstrap, local_identity
     from .checks import HealthChecker, ScriptPolicy
     from .config import ConfigService
     from .model import Catalog
@@ -81,8 +79,8 @@ def build(
     service = MultiService()
     catalog = Catalog(datacenter=settings.datacenter, clock=reactor.seconds)
     store = CatalogStore(catalog, data_dir / "catalog.sqlite3")
-    catalog.subscribe(story.teller())
-    agent = _identity(settings, catalog, data_dir, reactor.seconds())
+    agent = local_identity(settings.node, settings.advertise, catalog.datacenter, reactor.seconds())
+    bootstrap(catalog, agent)
     scripts = ScriptPolicy.from_settings(settings)
     config = ConfigService(catalog, agent.node, settings.config_dirs, scripts)
     timers = SessionTimers(catalog, reactor)
@@ -113,36 +111,10 @@ def build(
         agent=agent,
         api=api,
         facts=facts,
-        set_reload=_agent_and_operator(api, catalog, agent, reactor, metrics, service, v1),
+        set_reload=_agent_and_operator(
+            api, catalog, agent, reactor, metrics, service, v1, data_dir
+        ),
     )
-
-
-def _identity(settings: Settings, catalog: Catalog, data_dir: Path, now: float) -> Agent:
-    """This agent, named as the data dir remembers (or ``--node`` says), with its own
-    node, ``consul`` service and ``serfHealth`` check registered; the services of its
-    earlier names move to it, and their nodes go (no agent answers for them)."""
-    import socket
-
-    from .api import Agent, bootstrap, default_advertise
-    from .identity import legacy_node_id, load_identity
-
-    known = {node.name: node.id for node in catalog.nodes.values()}
-    me = load_identity(data_dir, settings.node, socket.gethostname, known)
-    agent = Agent(
-        node=me.name,
-        node_id=me.id,
-        datacenter=catalog.datacenter,
-        address=settings.advertise or default_advertise(),
-        started=now,
-    )
-    earlier = [
-        node.name
-        for node in catalog.nodes.values()
-        if node.name != me.name and node.id in (me.id, legacy_node_id(node.name, node.datacenter))
-    ]
-    bootstrap(catalog, agent)
-    catalog.merge_nodes(agent.node, earlier)
-    return agent
 
 
 def _events_and_snapshots(
@@ -172,9 +144,11 @@ def _agent_and_operator(
     metrics: Metrics,
     service: MultiService,
     v1: dict[bytes, IResource],
+    data_dir: Path,
 ) -> Callable[[Callable[[], None]], None]:
     """The rest of a server agent's routes (reload, leave, metrics, monitor, coordinates,
-    operator); the monitor's stream joins *v1*; returns the reload's setter."""
+    operator: its autopilot configuration kept in the data dir); the monitor's stream
+    joins *v1*; returns the reload's setter."""
     from ..services import OnStop
     from . import agent_api, operator_api
 
@@ -182,7 +156,7 @@ def _agent_and_operator(
     server = operator_api.Server(
         agent.node, agent.node_id, agent.address, agent.datacenter, agent.started
     )
-    operator_api.routes(api, catalog, server)
+    operator_api.routes(api, catalog, server, data_dir / "autopilot.json")
     attach(service, OnStop(streams.close))
     v1[b"agent"] = streams
     return face.set_reload

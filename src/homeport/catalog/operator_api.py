@@ -6,22 +6,32 @@ peer to measure, so its own is the origin Serf starts from (8 dimensions, error 
 height 1e-5); ``PUT /v1/coordinate/update`` keeps a node's coordinate in memory, as
 Consul keeps it in its state store, for nodes the catalog knows.  The operator routes
 answer what Raft and autopilot say of a single voter that is the leader.
+
+The autopilot configuration is the one thing an operator sets: ``PUT
+/v1/operator/autopilot/configuration`` replaces it whole, as Consul's (a field the body
+leaves out is its zero value, not the old one; ``?cas=`` writes only while the kept
+``ModifyIndex`` is that one), and it is kept in ``<data-dir>/autopilot.json``, replaced
+atomically, so a restart answers what was set.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from .. import __version__
 from ..errors import error
 from ..http.api import TEXT, ApiResource, Call, Reply, json_reply
 from ..http.errors import ErrorTable
+from ..units import format_duration
 from . import consul
-from .errors import CatalogError, NoPathToDatacenter
+from .errors import BadRequest, CatalogError, NoPathToDatacenter
 from .model import Catalog
 
 #: Serf's ``coordinate.DefaultConfig``: where a node with nothing measured sits.
@@ -44,6 +54,27 @@ AUTOPILOT: dict[str, Any] = {
     "DisableUpgradeMigration": False,
     "UpgradeVersionTag": "",
 }
+
+#: The body of ``PUT /v1/operator/autopilot/configuration``: Consul's
+#: ``api.AutopilotConfiguration`` (its indexes are read and ignored, as Consul's).
+AUTOPILOT_BODY = consul.Schema(
+    "api.AutopilotConfiguration",
+    {
+        "CleanupDeadServers": "bool",
+        "LastContactThreshold": "duration",
+        "MaxTrailingLogs": "int",
+        "MinQuorum": "int",
+        "ServerStabilizationTime": "duration",
+        "RedundancyZoneTag": "str",
+        "DisableUpgradeMigration": "bool",
+        "UpgradeVersionTag": "str",
+        "CreateIndex": "int",
+        "ModifyIndex": "int",
+    },
+)
+#: The unsigned fields and their Go types (a negative number is Go's decode error).
+UNSIGNED = {"MaxTrailingLogs": "uint64", "MinQuorum": "uint", "CreateIndex": "uint64"}
+UNSIGNED["ModifyIndex"] = "uint64"
 
 
 #: Consul's ``ConnectServiceInstances`` keys: the service kinds it counts apart.
@@ -99,8 +130,12 @@ class Server:
     started: float
 
 
-def routes(api: ApiResource, catalog: Catalog, server: Server) -> OperatorRoutes:
-    face = OperatorRoutes(catalog, server, api.invalidate)
+def routes(
+    api: ApiResource, catalog: Catalog, server: Server, autopilot: Path | None = None
+) -> OperatorRoutes:
+    """Add the routes to *api*; the autopilot configuration is kept in *autopilot* (in
+    memory only when None)."""
+    face = OperatorRoutes(catalog, server, api.invalidate, AutopilotConfig(autopilot))
     api.errors.rows.update(ERRORS.rows)
     r = api.route
     r("GET", "/v1/coordinate/datacenters", face.coordinate_datacenters)
@@ -109,6 +144,7 @@ def routes(api: ApiResource, catalog: Catalog, server: Server) -> OperatorRoutes
     r("PUT", "/v1/coordinate/update", face.coordinate_update)
     r("GET", "/v1/operator/raft/configuration", face.raft_configuration)
     r("GET", "/v1/operator/autopilot/configuration", face.autopilot_configuration)
+    r("PUT", "/v1/operator/autopilot/configuration", face.autopilot_set)
     r("GET", "/v1/operator/autopilot/health", face.autopilot_health, volatile=True)
     r("GET", "/v1/operator/autopilot/state", face.autopilot_state, volatile=True)
     r("GET", "/v1/operator/usage", face.usage)
@@ -150,11 +186,104 @@ def _number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+def autopilot_body(body: bytes) -> dict[str, Any]:
+    """A ``PUT`` body as Consul decodes it into ``api.AutopilotConfiguration``: every
+    field (the zero value when left out), durations as Go's ``ReadableDuration`` reads
+    them (``"10s"`` or a number of nanoseconds), in nanoseconds; a bad one is Consul's
+    400 ``Error parsing autopilot config: ...``."""
+    try:
+        fields = AUTOPILOT_BODY.decode_body(consul.parse_body(body))
+    except BadRequest as e:
+        # Go names a field by its struct's bare name, and these two are unsigned.
+        reason = e.text.removeprefix("Request decode failed: ").replace(
+            "field api.AutopilotConfiguration.", "field AutopilotConfiguration."
+        )
+        for name, go_type in UNSIGNED.items():
+            reason = reason.replace(f".{name} of type int", f".{name} of type {go_type}")
+        raise BadRequest(f"Error parsing autopilot config: {reason}") from None
+    for name, go_type in UNSIGNED.items():
+        value = fields.get(name)
+        if value is not None and value < 0:
+            raise BadRequest(
+                f"Error parsing autopilot config: json: cannot unmarshal number {value} into "
+                f"Go struct field AutopilotConfiguration.{name} of type {go_type}"
+            )
+    for name in ("LastContactThreshold", "ServerStabilizationTime"):
+        if fields.get(name) is not None:
+            fields[name] = round(fields[name] * 1e9)  # parse_duration's seconds
+    zero: dict[str, Any] = {"bool": False, "duration": 0, "int": 0, "str": ""}
+    return {
+        name: fields[name] if fields.get(name) is not None else zero[AUTOPILOT_BODY.fields[name]]
+        for name in AUTOPILOT
+    }
+
+
+class AutopilotConfig:
+    """The autopilot configuration, kept in a JSON file (Consul's defaults until one is
+    set); durations in nanoseconds, as Consul's state store keeps them."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.value: dict[str, Any] = {
+            **AUTOPILOT,
+            "LastContactThreshold": 200_000_000,
+            "ServerStabilizationTime": 10_000_000_000,
+            "CreateIndex": 1,
+            "ModifyIndex": 1,
+        }
+        if path is not None and path.exists():
+            kept = json.loads(path.read_text("utf-8"))
+            self.value = {name: kept[name] for name in self.value}
+
+    def as_json(self) -> dict[str, Any]:
+        """As Consul answers it: the durations as Go writes them."""
+        out = dict(self.value)
+        for name in ("LastContactThreshold", "ServerStabilizationTime"):
+            out[name] = format_duration(out[name] / 1e9)
+        return out
+
+    def set(self, config: dict[str, Any], index: int, cas: int | None) -> bool:
+        """Replace it with *config* at raft *index* (at least one past the kept one);
+        with *cas*, only while the kept ``ModifyIndex`` is *cas*."""
+        if cas is not None and cas != self.value["ModifyIndex"]:
+            return False
+        index = max(index, self.value["ModifyIndex"] + 1)
+        value = {**config, "CreateIndex": self.value["CreateIndex"], "ModifyIndex": index}
+        if self.path is not None:
+            temporary = self.path.with_name(self.path.name + ".new")
+            with temporary.open("w", encoding="utf-8") as out:
+                json.dump(value, out)
+                out.flush()
+                os.fsync(out.fileno())
+            temporary.replace(self.path)
+        self.value = value
+        return True
+
+
+def _cas(call: Call) -> int | None:
+    """``?cas=`` as Go's ``strconv.ParseUint`` reads its first value; None when absent."""
+    values = call.args.get("cas")
+    if values is None:
+        return None
+    text = values[0]
+    if not text.isascii() or not text.isdigit() or int(text) >= 2**64:
+        reason = "value out of range" if text.isascii() and text.isdigit() else "invalid syntax"
+        raise BadRequest(f'Error parsing cas value: strconv.ParseUint: parsing "{text}": {reason}')
+    return int(text)
+
+
 class OperatorRoutes:
-    def __init__(self, catalog: Catalog, server: Server, changed: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        catalog: Catalog,
+        server: Server,
+        changed: Callable[[], None],
+        autopilot: AutopilotConfig | None = None,
+    ) -> None:
         self.catalog = catalog
         self.server = server
         self.changed = changed
+        self.autopilot = autopilot if autopilot is not None else AutopilotConfig(None)
         #: (node, segment) -> coordinate, as ``PUT /v1/coordinate/update`` left it.
         self.coordinates: dict[tuple[str, str], dict[str, Any]] = {}
 
@@ -226,7 +355,17 @@ class OperatorRoutes:
         return json_reply({"Servers": [server], "Index": 1}, pretty=call.pretty)
 
     def autopilot_configuration(self, call: Call) -> Reply:
-        return json_reply({**AUTOPILOT, "CreateIndex": 1, "ModifyIndex": 1}, pretty=call.pretty)
+        return json_reply(self.autopilot.as_json(), pretty=call.pretty)
+
+    def autopilot_set(self, call: Call) -> Reply:
+        """Consul's ``OperatorAutopilotConfiguration`` PUT: the body, then ``?cas=``;
+        ``true`` (with ``?cas=``: whether it was written)."""
+        config = autopilot_body(call.body)
+        cas = _cas(call)
+        written = self.autopilot.set(config, self.catalog.index, cas)
+        if written:
+            self.changed()
+        return json_reply(written, pretty=call.pretty)
 
     def _since(self) -> str:
         return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.server.started))

@@ -22,7 +22,7 @@ from ..errors import error
 from ..units import DurationError, parse_duration
 from . import consul
 from .consul import Schema
-from .errors import CatalogError, ServerRefusal
+from .errors import BadRequest, CatalogError, ServerRefusal
 from .model import CRITICAL, PASSING, Catalog, Check, Node, PreparedQuery, Service
 
 TEMPLATE_TYPE = "name_prefix_match"
@@ -171,6 +171,21 @@ def _store(catalog: Catalog, query: PreparedQuery) -> None:
         except ServerRefusal as e:
             raise ServerRefusal(f"failed compiling template: {e}") from None
     catalog.query_set(query)
+
+
+def check_stored(query: PreparedQuery) -> None:
+    """A query as a snapshot brings it back: its definition exactly Consul's fields, of
+    their types, and what ``parseQuery`` accepts (raises :class:`~.errors.BadRequest` or
+    :class:`ServerRefusal`)."""
+    fields = {k: query.definition.get(k) for k in ("Template", "Service", "DNS")}
+    if set(query.definition) != set(fields) or _filled(QUERY, QUERY.decode_body(fields)) != {
+        **empty(),
+        **fields,
+    }:
+        raise BadRequest("the query's definition is not a prepared query's")
+    _parse(query)
+    if is_template(query):
+        render(query, query.name)
 
 
 def _parse(query: PreparedQuery) -> None:

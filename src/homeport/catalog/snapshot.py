@@ -6,18 +6,23 @@ snapshot metadata), ``state.bin`` (its state machine, msgpack) and ``SHA256SUMS`
 homeport has no Raft, so its archive keeps Consul's shape with its own state:
 
 ``meta.json``
-    ``{"Format": "homeport-snapshot", "Version": 1, "ID": "<index>-<unix ms>",
+    ``{"Format": "homeport-snapshot", "Version": 2, "ID": "<index>-<unix ms>",
     "Index": <catalog index>, "Datacenter": "dc1", "Node": "<agent>",
     "Created": "<RFC 3339 UTC>", "Size": <bytes of state.json>}``
 ``state.json``
     ``{"Nodes": [...], "Services": [...], "Checks": [...], "KV": [...], "Sessions":
-    [...]}``: each entity as the catalog's SQLite store keeps it (its fields in
-    snake_case, with its own ``create_index`` and ``modify_index``; a KV value in hex).
+    [...], "Queries": [...]}``: each entity (and prepared query) as the catalog's SQLite
+    store keeps it (its fields in snake_case, with its own ``create_index`` and
+    ``modify_index``; a KV value in hex).  Version 1 archives (before prepared queries
+    were in them) have no ``Queries`` and are still read: a restore of one leaves no
+    query, as Consul's restore of a state without any.
 ``SHA256SUMS``
     ``<sha256 hex>  meta.json`` and ``<sha256 hex>  state.json``, as ``sha256sum`` writes.
 
 Services and checks from ``--config-dir`` and the agent's built-in ones are not in it
 (the files and the agent make them); a restore keeps this agent's own, and its node.
+Network coordinates are not in it either: homeport keeps them in memory only (a restart
+forgets them too), where Consul's snapshot carries its state store's.
 
 Reading checks everything before anything changes: the gzip stream, the tar's members
 (exactly these three, as Consul checks its own), the sums, the format, and each entity
@@ -42,22 +47,35 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from ..errors import error
-from . import model
-from .errors import CatalogError
-from .model import Catalog, Check, Entity, Kind, KVEntry, Node, Service, Session
+from . import model, queries
+from .errors import BadRequest, CatalogError, ServerRefusal
+from .model import (
+    Catalog,
+    Check,
+    KVEntry,
+    Node,
+    PreparedQuery,
+    Service,
+    Session,
+    Stored,
+    StoredKind,
+)
 
 FORMAT = "homeport-snapshot"
-VERSION = 1
+VERSION = 2
+#: The versions this homeport reads (1: without prepared queries).
+READS = (1, 2)
 META, STATE, SUMS = "meta.json", "state.json", "SHA256SUMS"
 #: The most an archive may hold once decompressed (a guard against gzip bombs).
 MAX_SIZE = 256 * 1024 * 1024
 #: state.json's sections, in order, and the kind of entity each holds.
-SECTIONS: tuple[tuple[str, Kind], ...] = (
+SECTIONS: tuple[tuple[str, StoredKind], ...] = (
     ("Nodes", "node"),
     ("Services", "service"),
     ("Checks", "check"),
     ("KV", "kv"),
     ("Sessions", "session"),
+    ("Queries", "query"),
 )
 
 
@@ -88,7 +106,7 @@ class Snapshot:
     """A read archive: its metadata and its entities."""
 
     meta: Mapping[str, Any]
-    entities: tuple[Entity, ...]
+    entities: tuple[Stored, ...]
 
     @property
     def index(self) -> int:
@@ -99,7 +117,7 @@ class Snapshot:
 # Taking one
 
 
-def saved(catalog: Catalog) -> Iterable[tuple[Kind, Entity]]:
+def saved(catalog: Catalog) -> Iterable[tuple[StoredKind, Stored]]:
     """What a snapshot holds: everything but the services and checks that files and
     the agent itself make."""
     yield from (("node", n) for n in catalog.nodes.values())
@@ -107,6 +125,7 @@ def saved(catalog: Catalog) -> Iterable[tuple[Kind, Entity]]:
     yield from (("check", c) for c in catalog.checks.values() if c.source == "api")
     yield from (("kv", e) for e in catalog.kv.values())
     yield from (("session", s) for s in catalog.sessions.values())
+    yield from (("query", q) for q in catalog.queries.values())
 
 
 def take(catalog: Catalog, node: str, now: float) -> bytes:
@@ -150,7 +169,7 @@ def read(archive: bytes) -> Snapshot:
     files = _members(_decompress(archive))
     _verify(files)
     meta = _meta(files[META])
-    return Snapshot(meta=meta, entities=tuple(_entities(files[STATE])))
+    return Snapshot(meta=meta, entities=tuple(_entities(files[STATE], meta["Version"])))
 
 
 def _decompress(archive: bytes) -> bytes:
@@ -216,9 +235,10 @@ def _meta(data: bytes) -> dict[str, Any]:
         if "Term" in meta:  # Raft's SnapshotMeta, without its state.bin
             raise ConsulSnapshot()
         raise InvalidSnapshot(f"{META} does not say Format {FORMAT!r}")
-    if meta.get("Version") != VERSION:
+    if meta.get("Version") not in READS or isinstance(meta.get("Version"), bool):
         raise InvalidSnapshot(
-            f"format version {meta.get('Version')!r}; this homeport reads {VERSION}"
+            f"format version {meta.get('Version')!r}; this homeport reads "
+            f"{' and '.join(map(str, READS))}"
         )
     if (
         not isinstance(meta.get("Index"), int)
@@ -229,14 +249,15 @@ def _meta(data: bytes) -> dict[str, Any]:
     return meta
 
 
-def _entities(data: bytes) -> Iterable[Entity]:
+def _entities(data: bytes, version: int) -> Iterable[Stored]:
     try:
         state = json.loads(data)
     except (ValueError, UnicodeDecodeError) as e:
         raise InvalidSnapshot(f"failed to decode {STATE}: {e}") from None
-    if not isinstance(state, dict) or set(state) != {s for s, _ in SECTIONS}:
-        raise InvalidSnapshot(f"{STATE} must hold exactly {', '.join(s for s, _ in SECTIONS)}")
-    for section, kind in SECTIONS:
+    sections = SECTIONS if version >= 2 else SECTIONS[:-1]
+    if not isinstance(state, dict) or set(state) != {s for s, _ in sections}:
+        raise InvalidSnapshot(f"{STATE} must hold exactly {', '.join(s for s, _ in sections)}")
+    for section, kind in sections:
         items = state[section]
         if not isinstance(items, list):
             raise InvalidSnapshot(f"{STATE}: {section} is not a list")
@@ -244,11 +265,11 @@ def _entities(data: bytes) -> Iterable[Entity]:
             yield _entity(kind, item, f"{section}[{n}]")
 
 
-def _entity(kind: Kind, data: Any, where: str) -> Entity:
+def _entity(kind: StoredKind, data: Any, where: str) -> Stored:
     try:
         if not isinstance(data, dict):
             raise TypeError("not an object")
-        entity = model.entity_from_dict(kind, dict(data))
+        entity = model.stored_from_dict(kind, dict(data))
     except (TypeError, ValueError, KeyError, AttributeError) as e:
         raise InvalidSnapshot(f"{STATE}: {where}: {e}") from None
     wrong = _wrong_field(entity)
@@ -256,6 +277,11 @@ def _entity(kind: Kind, data: Any, where: str) -> Entity:
         raise InvalidSnapshot(f"{STATE}: {where}: {wrong} has the wrong type")
     if isinstance(entity, Service | Check) and entity.source != "api":
         raise InvalidSnapshot(f"{STATE}: {where}: source {entity.source!r} is not stored")
+    if isinstance(entity, PreparedQuery):
+        try:
+            queries.check_stored(entity)
+        except (BadRequest, ServerRefusal) as e:
+            raise InvalidSnapshot(f"{STATE}: {where}: {e}") from None
     return entity
 
 
@@ -295,7 +321,9 @@ def _conforms(value: Any, hint: Any) -> bool:  # noqa: PLR0911 - one answer per 
 # Restoring one
 
 
-def _key(entity: Entity) -> tuple[str, ...]:
+def _key(entity: Stored) -> tuple[str, ...]:
+    if isinstance(entity, PreparedQuery):
+        return ("query", entity.id)
     if isinstance(entity, Node):
         return ("node", entity.name)
     if isinstance(entity, Service):
@@ -307,12 +335,13 @@ def _key(entity: Entity) -> tuple[str, ...]:
     return ("kv", entity.key)
 
 
-def restored(catalog: Catalog, snapshot: Snapshot, node: str) -> list[Entity]:
-    """What the catalog holds once *snapshot* is restored: its entities (nodes in this
-    datacenter), this agent's node as it is, and the services and checks that files and
-    the agent make.  Raises :class:`InvalidSnapshot` if something names what is not
-    there (a service's node, a check's service, a session's node, a lock's session)."""
-    kept: list[Entity] = [n for n in catalog.nodes.values() if n.name == node]
+def restored(catalog: Catalog, snapshot: Snapshot, node: str) -> list[Stored]:
+    """What the catalog holds once *snapshot* is restored: its entities and prepared
+    queries (nodes in this datacenter), this agent's node as it is, and the services and
+    checks that files and the agent make.  Raises :class:`InvalidSnapshot` if something
+    names what is not there (a service's node, a check's service, a session's node, a
+    lock's or a query's session), or two queries share a name."""
+    kept: list[Stored] = [n for n in catalog.nodes.values() if n.name == node]
     kept += [s for s in catalog.services.values() if s.source != "api"]
     kept += [c for c in catalog.checks.values() if c.source != "api"]
     taken = {_key(e) for e in kept}
@@ -326,8 +355,9 @@ def restored(catalog: Catalog, snapshot: Snapshot, node: str) -> list[Entity]:
     return final
 
 
-def _check_references(entities: list[Entity]) -> None:
+def _check_references(entities: list[Stored]) -> None:
     keys = {_key(e) for e in entities}
+    _check_query_names(e for e in entities if isinstance(e, PreparedQuery))
     for entity in entities:
         missing: tuple[str, ...] | None = None
         if isinstance(entity, Service | Check | Session) and ("node", entity.node) not in keys:
@@ -335,7 +365,7 @@ def _check_references(entities: list[Entity]) -> None:
         elif isinstance(entity, Check) and entity.service_id:
             if ("service", entity.node, entity.service_id) not in keys:
                 missing = ("service", entity.node, entity.service_id)
-        elif isinstance(entity, KVEntry) and entity.session:
+        elif isinstance(entity, KVEntry | PreparedQuery) and entity.session:
             if ("session", entity.session) not in keys:
                 missing = ("session", entity.session)
         if missing is not None:
@@ -343,6 +373,15 @@ def _check_references(entities: list[Entity]) -> None:
             raise InvalidSnapshot(
                 f"{what} names {missing[0]} {' '.join(missing[1:])!r}, which is not in it"
             )
+
+
+def _check_query_names(found: Iterable[PreparedQuery]) -> None:
+    """As Consul's state store: no two queries share a name (whatever its case)."""
+    names: set[str] = set()
+    for query in found:
+        if query.name and query.name.lower() in names:
+            raise InvalidSnapshot(f"two prepared queries are named {query.name!r}")
+        names.add(query.name.lower())
 
 
 def restore(catalog: Catalog, archive: bytes, node: str) -> Snapshot:

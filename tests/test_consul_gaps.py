@@ -1,0 +1,236 @@
+"""Issue #14's last gaps, each as Consul's rule, against the real daemon (py-consul and
+curl) and the pure parts: prepared queries in snapshots, the autopilot configuration
+set with ``PUT`` (``?cas=``, kept across a restart)."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import tarfile
+from typing import Any
+
+import consul
+import pytest
+
+from homeport.catalog import queries, snapshot
+from homeport.catalog.model import Catalog, Node, PreparedQuery, Session
+
+from .daemon import Daemon, curl
+
+NOW = 1_790_000_000.0
+
+
+def client(daemon: Daemon) -> consul.Consul:
+    return consul.Consul(host="127.0.0.1", port=daemon.http_port)
+
+
+def members(archive: bytes) -> dict[str, bytes]:
+    with tarfile.open(fileobj=io.BytesIO(gzip.decompress(archive))) as tar:
+        return {m.name: tar.extractfile(m).read() for m in tar}  # type: ignore[union-attr]
+
+
+def query_body(name: str, service: str, **more: Any) -> dict[str, Any]:
+    return {"Name": name, "Service": {"Service": service}, **more}
+
+
+# -- 1. prepared queries are in snapshots --------------------------------------------------
+
+
+WEB_Q = "00000000-0000-0000-0000-000000000001"
+
+
+def a_catalog_with_queries() -> Catalog:
+    """A node, a session, a query named ``web`` and an unnamed one bound to the session."""
+    catalog = Catalog()
+    catalog.register(Node("agent", "10.0.0.1"))
+    catalog.session_create(Session("s1", "agent", name="q", node_checks=()))
+    ids = iter([WEB_Q, "00000000-0000-0000-0000-000000000002"])
+    for name, session in (("web", ""), ("", "s1")):
+        fields = queries.decode(json.dumps(query_body(name, "web", Session=session)).encode())
+        queries.create(catalog, fields, lambda: next(ids))
+    return catalog
+
+
+def test_an_archive_holds_the_prepared_queries_and_a_restore_puts_them_back() -> None:
+    catalog = a_catalog_with_queries()
+    archive = snapshot.take(catalog, "agent", NOW)
+    state = json.loads(members(archive)["state.json"])
+    assert sorted(q["name"] for q in state["Queries"]) == ["", "web"]
+    kept = dict(catalog.queries)
+    for query_id in list(catalog.queries):
+        catalog.query_delete(query_id)
+    catalog.query_set(PreparedQuery("later", name="later", definition=kept[WEB_Q].definition))
+    index = catalog.index
+    snapshot.restore(catalog, archive, "agent")
+    assert catalog.queries == kept  # with their own indexes, the later one gone
+    assert catalog.index == index + 1  # in one change with the rest
+
+
+def test_an_archive_whose_query_names_a_missing_session_is_refused() -> None:
+    catalog = a_catalog_with_queries()
+    files = members(snapshot.take(catalog, "agent", NOW))
+    state = json.loads(files["state.json"])
+    state["Sessions"] = []
+    state["KV"] = []
+    files["state.json"] = json.dumps(state).encode()
+    archive = repack(files)
+    before = snapshot.take(catalog, "agent", NOW)
+    with pytest.raises(snapshot.InvalidSnapshot, match="names session 's1'"):  # the query
+        snapshot.restore(catalog, archive, "agent")
+    assert snapshot.take(catalog, "agent", NOW) == before
+
+
+def test_an_archive_with_a_broken_query_definition_is_refused() -> None:
+    catalog = a_catalog_with_queries()
+    files = members(snapshot.take(catalog, "agent", NOW))
+    state = json.loads(files["state.json"])
+    state["Queries"][0]["definition"]["Service"]["Service"] = ""
+    files["state.json"] = json.dumps(state).encode()
+    with pytest.raises(snapshot.InvalidSnapshot, match="Must provide a Service name"):
+        snapshot.read(repack(files))
+    state["Queries"][0]["definition"] = {"Service": {}}
+    files["state.json"] = json.dumps(state).encode()
+    with pytest.raises(snapshot.InvalidSnapshot, match="not a prepared query's"):
+        snapshot.read(repack(files))
+
+
+def test_a_version_1_archive_without_queries_still_restores() -> None:
+    catalog = a_catalog_with_queries()
+    files = members(snapshot.take(catalog, "agent", NOW))
+    meta = json.loads(files["meta.json"])
+    state = json.loads(files["state.json"])
+    del state["Queries"]
+    files["meta.json"] = json.dumps({**meta, "Version": 1}).encode()
+    files["state.json"] = json.dumps(state).encode()
+    snapshot.restore(catalog, repack(files), "agent")
+    assert catalog.queries == {}  # the state it holds had none
+    files["meta.json"] = json.dumps({**meta, "Version": 3}).encode()
+    with pytest.raises(snapshot.InvalidSnapshot, match="reads 1 and 2"):
+        snapshot.read(repack(files))
+
+
+def repack(files: dict[str, bytes]) -> bytes:
+    """A gzipped tar of *files*, with their SHA256SUMS made anew."""
+    files = {k: v for k, v in files.items() if k != "SHA256SUMS"}
+    sums = "".join(f"{hashlib.sha256(d).hexdigest()}  {n}\n" for n, d in files.items())
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        for name, data in {**files, "SHA256SUMS": sums.encode()}.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return gzip.compress(out.getvalue())
+
+
+def test_a_snapshot_saves_and_restores_prepared_queries_on_the_daemon(daemon: Daemon) -> None:
+    c = client(daemon)
+    kept = c.query.create("web", name="web-q", tags=["v1"])["ID"]
+    archive = c.snapshot.save()
+    c.query.delete(kept)
+    later = c.query.create("db", name="db-q")["ID"]
+    assert c.snapshot.restore(archive) is True
+    assert [(q["ID"], q["Name"]) for q in c.query.list()] == [(kept, "web-q")]
+    status, _, _ = daemon.request("GET", f"/v1/query/{later}")
+    assert status == 404
+    # The restored query is on disk like the rest.
+    daemon.kill9()
+    daemon.start()
+    [query] = client(daemon).query.get(kept)
+    assert query["Service"]["Tags"] == ["v1"]
+
+
+# -- 2. PUT /v1/operator/autopilot/configuration -------------------------------------------
+
+
+def test_the_autopilot_configuration_is_set_whole_with_cas_and_kept(daemon: Daemon) -> None:
+    c = client(daemon)
+    before = c.operator.autopilot_configuration()
+    assert before["CleanupDeadServers"] is True and before["LastContactThreshold"] == "200ms"
+    # As Consul: the body replaces the whole configuration (what it leaves out is zero).
+    assert c.operator.update_autopilot_configuration(max_trailing_logs=500) is True
+    after = c.operator.autopilot_configuration()
+    assert after == {
+        "CleanupDeadServers": False,
+        "LastContactThreshold": "0s",
+        "MaxTrailingLogs": 500,
+        "MinQuorum": 0,
+        "ServerStabilizationTime": "0s",
+        "RedundancyZoneTag": "",
+        "DisableUpgradeMigration": False,
+        "UpgradeVersionTag": "",
+        "CreateIndex": before["CreateIndex"],
+        "ModifyIndex": after["ModifyIndex"],
+    }
+    assert after["ModifyIndex"] > before["ModifyIndex"]
+    # ?cas= writes only while the kept ModifyIndex is the one given.
+    stale = before["ModifyIndex"]
+    assert c.operator.update_autopilot_configuration(min_quorum=3, cas=stale) is False
+    assert c.operator.autopilot_configuration() == after
+    body = json.dumps(
+        {
+            "CleanupDeadServers": True,
+            "LastContactThreshold": "1m30s",
+            "ServerStabilizationTime": 5_000_000_000,
+            "MinQuorum": 3,
+        }
+    )
+    url = f"{daemon.url}/v1/operator/autopilot/configuration?cas={after['ModifyIndex']}"
+    assert curl("-fsS", "-X", "PUT", "--data-binary", body, url) == "true"
+    latest = c.operator.autopilot_configuration()
+    assert (latest["LastContactThreshold"], latest["ServerStabilizationTime"]) == ("1m30s", "5s")
+    assert latest["MinQuorum"] == 3 and latest["CleanupDeadServers"] is True
+    daemon.kill9()
+    daemon.start()
+    assert client(daemon).operator.autopilot_configuration() == latest
+
+
+@pytest.mark.parametrize(
+    ("query", "body", "text"),
+    [
+        (
+            "",
+            b"[]",
+            "Error parsing autopilot config: json: cannot unmarshal array into Go "
+            "value of type api.AutopilotConfiguration",
+        ),
+        (
+            "",
+            b'{"MaxTrailingLogs": "many"}',
+            "Error parsing autopilot config: json: cannot "
+            "unmarshal string into Go struct field AutopilotConfiguration.MaxTrailingLogs of "
+            "type uint64",
+        ),
+        (
+            "",
+            b'{"MinQuorum": -1}',
+            "Error parsing autopilot config: json: cannot unmarshal "
+            "number -1 into Go struct field AutopilotConfiguration.MinQuorum of type uint",
+        ),
+        (
+            "",
+            b'{"LastContactThreshold": "soon"}',
+            'Error parsing autopilot config: time: invalid duration "soon"',
+        ),
+        ("", b'{"Colour": 1}', 'Error parsing autopilot config: json: unknown field "Colour"'),
+        ("", b"", "Error parsing autopilot config: EOF"),
+        (
+            "?cas=x",
+            b"{}",
+            'Error parsing cas value: strconv.ParseUint: parsing "x": invalid syntax',
+        ),
+        (
+            "?cas=-1",
+            b"{}",
+            'Error parsing cas value: strconv.ParseUint: parsing "-1": invalid syntax',
+        ),
+    ],
+)
+def test_a_bad_autopilot_configuration_is_consuls_400(
+    agent: Daemon, query: str, body: bytes, text: str
+) -> None:
+    before = agent.get_json("/v1/operator/autopilot/configuration")
+    status, _, answer = agent.request("PUT", "/v1/operator/autopilot/configuration" + query, body)
+    assert (status, answer.decode()) == (400, text)
+    assert agent.get_json("/v1/operator/autopilot/configuration") == before
