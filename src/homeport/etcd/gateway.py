@@ -1,0 +1,182 @@
+"""HTTP to etcd's v3 JSON gateway with Twisted's Agent: a POST, its JSON reply, TLS, a stream.
+
+Each call here talks to one endpoint; failing over between members is the client's
+(:mod:`homeport.etcd.client`).  Nothing here blocks the reactor or starts a thread.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, cast
+
+from twisted.internet import error as neterror
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import (
+    IConsumer,
+    IOpenSSLClientConnectionCreator,
+    IPushProducer,
+    IReactorTime,
+)
+from twisted.internet.protocol import Protocol
+from twisted.internet.ssl import Certificate, PrivateCertificate, optionsForClientTLS
+from twisted.python.failure import Failure
+from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone
+from twisted.web.http import PotentialDataLoss
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import IAgent, IBodyProducer, IPolicyForHTTPS, IResponse
+from zope.interface import implementer
+
+from .values import EtcdError
+from .wire import Json, error_of
+
+#: What every request carries.  ``Grpc-Metadata-hasleader`` becomes gRPC metadata
+#: "hasleader: true": a member without a leader then refuses at once ("etcdserver: no
+#: leader"), so the client tries another member instead of waiting, and a watch on a
+#: member that loses its leader is ended (etcd's own clients ask the same).
+HEADERS = Headers(
+    {
+        b"Content-Type": [b"application/json"],
+        b"Grpc-Metadata-hasleader": [b"true"],
+    }
+)
+
+#: A failure in these means the request never left: it is safe to send it elsewhere.
+NOT_SENT = (
+    neterror.ConnectError,  # refused, no route, connect timeout, DNS lookup ...
+    neterror.ConnectingCancelledError,
+)
+
+
+class NotSent(Exception):
+    """The request could not be sent (its connection failed): nothing happened."""
+
+
+@implementer(IPolicyForHTTPS)
+class TLSPolicy:
+    """Verify every member against *ca* (or the system's roots) and, with *cert* and
+    *key*, present a client certificate."""
+
+    def __init__(self, ca: Path | None, cert: Path | None, key: Path | None) -> None:
+        self._trust = Certificate.loadPEM(ca.read_bytes()) if ca else None
+        self._client = None
+        if cert is not None:
+            pem = cert.read_bytes() + b"\n" + (key.read_bytes() if key else b"")
+            self._client = PrivateCertificate.loadPEM(pem)
+
+    def creatorForNetloc(self, hostname: bytes, port: int) -> IOpenSSLClientConnectionCreator:
+        extra: dict[str, Any] = {}
+        if self._trust is not None:
+            extra["trustRoot"] = self._trust
+        if self._client is not None:
+            extra["clientCertificate"] = self._client
+        creator: IOpenSSLClientConnectionCreator = optionsForClientTLS(
+            hostname.decode("ascii"), **extra
+        )
+        return creator
+
+
+def http_agent(
+    reactor: IReactorTime, ca: Path | None, cert: Path | None, key: Path | None
+) -> tuple[IAgent, HTTPConnectionPool]:
+    """An Agent over a persistent pool (connections kept between calls)."""
+    pool = HTTPConnectionPool(reactor, persistent=True)
+    pool.maxPersistentPerHost = 4
+    pool.retryAutomatically = False  # a write is never sent twice behind our back
+    agent = Agent(reactor, contextFactory=TLSPolicy(ca, cert, key), pool=pool)
+    return agent, pool
+
+
+@implementer(IBodyProducer)
+class _Bytes:
+    """A request body that is all there at once (no cooperator, no global reactor)."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+        self.length = len(data)
+
+    def startProducing(self, consumer: IConsumer) -> Deferred[None]:
+        consumer.write(self._data)
+        return succeed(None)
+
+    def pauseProducing(self) -> None:
+        pass
+
+    def resumeProducing(self) -> None:
+        pass
+
+    def stopProducing(self) -> None:
+        pass
+
+
+class _Body(Protocol):
+    """A response body, handed chunk by chunk to *on_data*; *done* fires at its end.
+    Cancelling *done* drops the connection."""
+
+    def __init__(self, on_data: Callable[[bytes], None]) -> None:
+        self.on_data = on_data
+        self.done: Deferred[None] = Deferred(self._cancel)
+
+    def _stop(self) -> None:
+        """Drop the connection (the response's transport is a producer)."""
+        cast(IPushProducer, self.transport).stopProducing()
+
+    def _cancel(self, _: Deferred[None]) -> None:
+        if self.transport is not None:
+            self._stop()
+
+    def dataReceived(self, data: bytes) -> None:
+        try:
+            self.on_data(data)
+        except Exception:  # noqa: BLE001 - the consumer's failure ends this body, reported
+            failure = Failure()
+            if self.transport is not None:
+                self._stop()
+            if not self.done.called:
+                self.done.errback(failure)
+
+    def connectionLost(self, reason: Failure = neterror.ConnectionDone) -> None:  # type: ignore[assignment]
+        if self.done.called:
+            return
+        if reason.check(ResponseDone, PotentialDataLoss):
+            self.done.callback(None)
+        else:
+            self.done.errback(reason)
+
+
+def deliver(response: IResponse, on_data: Callable[[bytes], None]) -> Deferred[None]:
+    """Stream *response*'s body to *on_data*; the Deferred fires when it ends."""
+    body = _Body(on_data)
+    response.deliverBody(body)
+    return body.done
+
+
+async def post(agent: IAgent, url: str, body: Json) -> IResponse:
+    """POST *body* as JSON; a connection that could not be made is :class:`NotSent`."""
+    data = _Bytes(json.dumps(body).encode())
+    try:
+        response: IResponse = await agent.request(b"POST", url.encode(), HEADERS, data)
+    except NOT_SENT as e:
+        raise NotSent(f"{url}: {e}") from e
+    return response
+
+
+async def call(agent: IAgent, url: str, body: Json) -> Json:
+    """POST *body* and return the JSON reply; an etcd error reply raises :class:`EtcdError`."""
+    response = await post(agent, url, body)
+    chunks: list[bytes] = []
+    await deliver(response, chunks.append)
+    data = b"".join(chunks)
+    try:
+        reply = json.loads(data)
+    except ValueError:
+        raise EtcdError(2, f"HTTP {response.code}: {data[:200]!r}") from None
+    if not isinstance(reply, dict):
+        raise EtcdError(2, f"HTTP {response.code}: not a JSON object")
+    problem = error_of(reply)
+    if problem is not None:
+        raise problem
+    if response.code != 200:
+        raise EtcdError(2, f"HTTP {response.code}")
+    return reply
