@@ -17,6 +17,7 @@ from twisted.application.service import MultiService
 
 from ..http.metrics import Metrics
 from ..part import IHomeportReactor, Part, attach
+from . import story
 
 if TYPE_CHECKING:
     from twisted.web.resource import IResource
@@ -29,7 +30,8 @@ if TYPE_CHECKING:
 @dataclass(frozen=True, kw_only=True)
 class Settings:
     datacenter: str = "dc1"
-    #: This agent's node name and address; None: the hostname, the first routable IPv4.
+    #: This agent's node name and address.  No name: the one the data dir keeps (the
+    #: hostname on the first start); no address: the first routable IPv4.
     node: str | None = None
     advertise: str | None = None
     config_dirs: tuple[Path, ...] = ()
@@ -68,7 +70,7 @@ def build(
     from ..http.api import ApiResource
     from ..http.auth import Token
     from ..http.cors import CORS
-    from .api import ERRORS, ConsulAPI, bootstrap, local_identity
+    from .api import ERRORS, ConsulAPI
     from .checks import HealthChecker, ScriptPolicy
     from .config import ConfigService
     from .model import Catalog
@@ -79,8 +81,8 @@ def build(
     service = MultiService()
     catalog = Catalog(datacenter=settings.datacenter, clock=reactor.seconds)
     store = CatalogStore(catalog, data_dir / "catalog.sqlite3")
-    agent = local_identity(settings.node, settings.advertise, catalog.datacenter, reactor.seconds())
-    bootstrap(catalog, agent)
+    catalog.subscribe(story.teller())
+    agent = _identity(settings, catalog, data_dir, reactor.seconds())
     scripts = ScriptPolicy.from_settings(settings)
     config = ConfigService(catalog, agent.node, settings.config_dirs, scripts)
     timers = SessionTimers(catalog, reactor)
@@ -115,6 +117,34 @@ def build(
             api, catalog, agent, reactor, metrics, service, v1, data_dir
         ),
     )
+
+
+def _identity(settings: Settings, catalog: Catalog, data_dir: Path, now: float) -> Agent:
+    """This agent, named as the data dir remembers (or ``--node`` says), with its own
+    node, ``consul`` service and ``serfHealth`` check registered; the services of its
+    earlier names move to it, and their nodes go (no agent answers for them)."""
+    import socket
+
+    from .api import Agent, bootstrap, default_advertise
+    from .identity import legacy_node_id, load_identity
+
+    known = {node.name: node.id for node in catalog.nodes.values()}
+    me = load_identity(data_dir, settings.node, socket.gethostname, known)
+    agent = Agent(
+        node=me.name,
+        node_id=me.id,
+        datacenter=catalog.datacenter,
+        address=settings.advertise or default_advertise(),
+        started=now,
+    )
+    earlier = [
+        node.name
+        for node in catalog.nodes.values()
+        if node.name != me.name and node.id in (me.id, legacy_node_id(node.name, node.datacenter))
+    ]
+    bootstrap(catalog, agent)
+    catalog.merge_nodes(agent.node, earlier)
+    return agent
 
 
 def _events_and_snapshots(
