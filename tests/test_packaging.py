@@ -187,6 +187,33 @@ def test_build_without_an_engine_says_so_clearly(tmp_path: Path) -> None:
     assert not (tmp_path / "build").exists()
 
 
+#: Built by every start-up but needed only later: Flask by the first /ui request, certbot's
+#: acme by an le:/lets: listener, autobahn by the first Socket.IO WebSocket.
+LATER = ("flask", "jinja2", "werkzeug", "acme", "josepy", "requests", "autobahn")
+BUILD_EVERY_PART = """
+import json, sys
+from homeport.tap import Options, makeService
+options = Options()
+options.parseOptions(sys.argv[2:])
+makeService(options)
+print(json.dumps(sorted(name for name in sys.argv[1].split(",") if name in sys.modules)))
+"""
+
+
+def test_start_up_leaves_the_dashboard_acme_and_websockets_unimported(tmp_path: Path) -> None:
+    """Building every part (all a start-up does before it listens) imports none of Flask,
+    certbot's acme or autobahn: a quarter of a container's start-up, paid only by those
+    who use them."""
+    args = ["--http", "tcp:0:interface=127.0.0.1", "--dns", "none"]
+    result = subprocess.run(
+        [sys.executable, "-c", BUILD_EVERY_PART, ",".join(LATER), *args,
+         "--data-dir", str(tmp_path / "data")],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == []
+
+
 # A podman that works but has no images and reaches no registry.
 FAKE_PODMAN = """#!/bin/sh
 for word in "$@"; do

@@ -14,8 +14,9 @@ from twisted.web.test.requesthelper import DummyChannel
 from zope.interface.verify import verifyClass, verifyObject
 
 from homeport.push.hub import Hub, HubService, IEventHistory, MemoryHistory, SQLiteHistory
-from homeport.push.socketio import EngineIO, EngineIOWebSocket
+from homeport.push.socketio import EngineIO
 from homeport.push.sse import EventsResource, SSEConnection, SSEService
+from homeport.push.websocket import EngineIOWebSocket
 from homeport.push.zmq import ZmqSubscriber
 
 

@@ -3,10 +3,11 @@
 python-socketio's server cannot run its WebSocket transport under a WSGI container, so
 this speaks the protocol itself (see PROTOCOLS.md): the Engine.IO handshake, the polling
 transport (packets joined by the record separator ``\\x1e``; a POST is answered ``ok``),
-the WebSocket transport (one packet per frame, via autobahn), the ``2probe``/``3probe``/
-``5`` upgrade, server pings with a pong deadline; and, inside Engine.IO messages, the
-Socket.IO packets of namespace ``/``: CONNECT, DISCONNECT, EVENT and ACK, and
-BINARY_EVENT (put back together with its attachments, then handled as an EVENT).
+the WebSocket transport (one packet per frame, via autobahn, in :mod:`.websocket`), the
+``2probe``/``3probe``/``5`` upgrade, server pings with a pong deadline; and, inside
+Engine.IO messages, the Socket.IO packets of namespace ``/``: CONNECT, DISCONNECT, EVENT
+and ACK, and BINARY_EVENT (put back together with its attachments, then handled as an
+EVENT).
 
 The application on top is the hub: a client emits ``subscribe`` with a topic or a list
 of topics (or ``{"topics": [...], "last_event_id": N}`` to resume), optionally with an
@@ -26,11 +27,8 @@ import binascii
 import json
 import secrets
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from autobahn.twisted.resource import WebSocketResource
-from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
-from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
 from twisted.application.service import Service
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
@@ -40,8 +38,10 @@ from twisted.web.server import NOT_DONE_YET, Request
 from .. import strictjson
 from ..http.args import parse_args
 from ..http.cors import CORS
-from .flow import FlowControl
 from .hub import BadTopic, Event, Hub, Subscription, check_topic
+
+if TYPE_CHECKING:
+    from .websocket import EngineIOWebSocket
 
 RS = "\x1e"
 TEXT = b"text/plain; charset=UTF-8"
@@ -133,7 +133,7 @@ def encode_socketio(kind: int, data: Any = None, ack: int | None = None, nsp: st
     return out
 
 
-def _event_packet(event: Event) -> str:
+def event_packet(event: Event) -> str:
     """An event as the Engine.IO message carrying ``emit(topic, {id, data})``."""
     return "4" + encode_socketio(2, [event.topic, {"id": event.id, "data": event.data}])
 
@@ -215,7 +215,7 @@ class Session:
         if self.transport == "websocket" and self.ws is not None:
             self.ws.send_prepared(event)
         else:
-            self.send(event.cached("eio", _event_packet))
+            self.send(event.cached("eio", event_packet))
 
     def flush_poll(self, packets: list[str] | None = None) -> None:
         request, self.poll = self.poll, None
@@ -413,135 +413,6 @@ class Session:
 
 
 # ---------------------------------------------------------------------------
-# WebSocket transport
-
-
-class EngineIOWebSocket(WebSocketServerProtocol):
-    """One WebSocket: a session's own transport, or a probe that may upgrade one."""
-
-    log = Logger()
-    factory: EngineIOWebSocketFactory
-
-    def __init__(self) -> None:
-        WebSocketServerProtocol.__init__(self)
-        # The transport's producer once open (as for SSE); stopping it does nothing.
-        self.flow = FlowControl()
-        self.session: Session | None = None
-        self.probing = False
-
-    def onConnect(self, request: ConnectionRequest) -> None:
-        engine = self.factory.engine
-        params = request.params
-        if params.get("EIO", [""])[0] != "4":
-            raise ConnectionDeny(400, "Unsupported protocol version")
-        sid = params.get("sid", [None])[0]
-        if sid is not None:
-            session = engine.sessions.get(sid)
-            if session is None or session.transport != "polling" or session.probe is not None:
-                raise ConnectionDeny(400, "Session ID unknown or already upgraded")
-            session.probe = self
-            self.session = session
-            self.probing = True
-
-    def onOpen(self) -> None:
-        # The HTTP channel this connection came in on was the transport's producer.
-        transport: Any = self.transport
-        try:
-            transport.unregisterProducer()
-            transport.registerProducer(self.flow, True)
-        except (AttributeError, RuntimeError):  # not a plain TCP/TLS transport
-            pass
-        if self.session is None:
-            session = self.factory.engine.new_session("websocket")
-            session.ws = self
-            self.session = session
-            self.send_text(self.factory.engine.open_packet(session, upgrades=[]))
-
-    def send_text(self, packet: str) -> None:
-        self._write(packet.encode("utf-8"), None)
-
-    def send_prepared(self, event: Event) -> None:
-        prepared = event.cached("eio-ws", self.factory.prepare)
-        self._write(None, prepared)
-
-    def _write(self, payload: bytes | None, prepared: Any) -> None:
-        size = len(payload) if payload is not None else len(prepared.payload)
-        flow = self.flow
-        if flow.paused and flow.over_limit(self.transport, size, self.factory.engine.queue_limit):
-            self.factory.engine.cut_off += 1
-            session = self.session
-            if session is not None:
-                session.close("too far behind")
-            return
-        if prepared is not None:
-            self.sendPreparedMessage(prepared)
-        else:
-            WebSocketServerProtocol.sendMessage(self, payload, isBinary=False)
-
-    def onMessage(self, payload: bytes, isBinary: bool) -> None:
-        session = self.session
-        if session is None:
-            return
-        try:
-            if isBinary:
-                if self.probing:
-                    raise ProtocolError("binary data on a probe")
-                session.on_binary(payload)
-                return
-            try:
-                text = payload.decode("utf-8")
-            except UnicodeDecodeError:
-                raise ProtocolError("a text frame that is not UTF-8") from None
-            if self.probing:
-                if text == "2probe":
-                    self.send_text("3probe")
-                    if session.poll is not None:
-                        session.flush_poll(["6"])
-                elif text == "5":
-                    self.probing = False
-                    session.upgraded(self)
-                else:
-                    raise ProtocolError("expected 2probe or 5 on a probe")
-                return
-            session.receive(text)
-        except ProtocolError as e:
-            self.log.info(
-                "Socket.IO session {sid} closed: {reason}", sid=session.sid, reason=e.reason
-            )
-            session.close(e.reason)
-            self.dropConnection(abort=True)
-
-    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
-        session, self.session = self.session, None
-        if session is None:
-            return
-        if session.ws is self:
-            session.ws = None
-            session.close("transport close")
-        elif session.probe is self:
-            session.probe = None
-
-
-class EngineIOWebSocketFactory(WebSocketServerFactory):
-    protocol = EngineIOWebSocket  # type: ignore[assignment]
-
-    def __init__(self, engine: EngineIO, reactor: Any) -> None:
-        WebSocketServerFactory.__init__(self, reactor=reactor)
-        self.engine = engine
-        WebSocketServerFactory.setProtocolOptions(
-            self,
-            maxFramePayloadSize=engine.max_payload,
-            maxMessagePayloadSize=engine.max_payload,
-            autoPingInterval=0,
-            openHandshakeTimeout=10,
-            closeHandshakeTimeout=5,
-        )
-
-    def prepare(self, event: Event) -> Any:
-        return self.prepareMessage(event.cached("eio", _event_packet).encode("utf-8"))
-
-
-# ---------------------------------------------------------------------------
 # The service and the HTTP resource
 
 
@@ -569,9 +440,19 @@ class EngineIO(Service):
         self.cors = cors or CORS()
         self.sessions: dict[str, Session] = {}
         self.cut_off = 0
-        self.ws_factory = EngineIOWebSocketFactory(self, reactor)
-        websocket: Any = WebSocketResource(self.ws_factory)
-        self.resource = EngineIOResource(self, websocket)
+        self._websocket: Any = None  # autobahn's WebSocketResource, made on first use
+        self.resource = EngineIOResource(self)
+
+    def websocket(self) -> Any:
+        """The WebSocket transport's resource, made on first use: it imports autobahn,
+        which a daemon whose clients only poll (or that has none) never needs."""
+        if self._websocket is None:
+            from autobahn.twisted.resource import WebSocketResource
+
+            from .websocket import EngineIOWebSocketFactory
+
+            self._websocket = WebSocketResource(EngineIOWebSocketFactory(self, self.reactor))
+        return self._websocket
 
     def stopService(self) -> None:
         Service.stopService(self)
@@ -603,10 +484,9 @@ class EngineIOResource(Resource):
     isLeaf = True
     log = Logger()
 
-    def __init__(self, engine: EngineIO, websocket: Resource) -> None:
+    def __init__(self, engine: EngineIO) -> None:
         Resource.__init__(self)
         self.engine = engine
-        self.websocket = websocket
 
     def _refuse(self, request: Request, code: int, status: int = 400) -> bytes:
         request.setResponseCode(status)
@@ -639,7 +519,7 @@ class EngineIOResource(Resource):
             session = self.engine.sessions.get(sid)
             if session is None or session.transport != "polling" or session.probe is not None:
                 return self._refuse(request, UNKNOWN_SID)
-        result: bytes | int = self.websocket.render(request)
+        result: bytes | int = self.engine.websocket().render(request)
         return result
 
     def _polling(self, request: Request, sid: str | None) -> bytes | int:

@@ -14,6 +14,7 @@ the meeting point: explicit, per daemon, and nothing left behind between tests.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ from ..part import IHomeportReactor, Part, attach
 
 if TYPE_CHECKING:
     from .challenges import Challenges
+    from .endpoint import AcmeEndpoint
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -117,10 +119,13 @@ def _issue(
 ) -> tuple[list[Callable[[], None]], Callable[[], int | None]]:
     """One issuing service per certificate directory of the le:/lets: endpoints: their
     checks (none: no ACME endpoint), and where HTTPS is served once it listens."""
-    from .endpoint import AcmeEndpoint, SNIMap
-    from .issuer import HTTP_01, TLS_ALPN_01, AcmeAuthority, AcmeIssuingService
+    acme = _acme_endpoints(endpoints)
+    if not acme:
+        return [], lambda: None
+    from .authority import AcmeAuthority
+    from .endpoint import SNIMap
+    from .issuer import HTTP_01, TLS_ALPN_01, AcmeIssuingService
 
-    acme = [endpoint for _, endpoint, _ in endpoints if isinstance(endpoint, AcmeEndpoint)]
     # http-01 needs a plain listener the CA can reach; otherwise lead with tls-alpn-01.
     if any(_plain_exposed(e, exposed) for _, e, exposed in endpoints):
         preference = (HTTP_01, TLS_ALPN_01)
@@ -151,6 +156,16 @@ def _issue(
         return None
 
     return checks, https_port
+
+
+def _acme_endpoints(endpoints: Endpoints) -> list[AcmeEndpoint]:
+    """The le:/lets: endpoints.  Only parsing one of those imports :mod:`.endpoint`
+    (the plugin's parser does), so with none parsed it is not imported here either."""
+    module = sys.modules.get(f"{__name__}.endpoint")
+    if module is None:
+        return []
+    kind: type[AcmeEndpoint] = module.AcmeEndpoint
+    return [endpoint for _, endpoint, _ in endpoints if isinstance(endpoint, kind)]
 
 
 def _create_empty_files(paths: Sequence[str]) -> None:

@@ -1,8 +1,10 @@
-"""The dashboard's WSGI thread pool, as a service."""
+"""The dashboard's WSGI thread pool, as a service, and the app made on first use."""
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
@@ -37,3 +39,28 @@ class ThreadPoolService(Service):
 
         threading.Thread(target=join, name="homeport-wsgi-stop", daemon=True).start()
         return joined
+
+
+#: A WSGI application (PEP 3333): environ and start_response in, the body out.
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+class LazyApp:
+    """A WSGI application made by *make* on its first request (on that request's pool
+    thread; concurrent first requests wait for the one app)."""
+
+    def __init__(self, make: Callable[[], WSGIApp]) -> None:
+        self._make = make
+        self._app: WSGIApp | None = None
+        self._lock = threading.Lock()
+
+    def __call__(
+        self, environ: dict[str, Any], start_response: Callable[..., Any]
+    ) -> Iterable[bytes]:
+        return self.app()(environ, start_response)
+
+    def app(self) -> WSGIApp:
+        with self._lock:
+            if self._app is None:
+                self._app = self._make()
+            return self._app
