@@ -8,7 +8,9 @@ import gzip
 import hashlib
 import io
 import json
+import re
 import tarfile
+import threading
 from typing import Any
 
 import consul
@@ -234,3 +236,35 @@ def test_a_bad_autopilot_configuration_is_consuls_400(
     status, _, answer = agent.request("PUT", "/v1/operator/autopilot/configuration" + query, body)
     assert (status, answer.decode()) == (400, text)
     assert agent.get_json("/v1/operator/autopilot/configuration") == before
+
+
+# -- 4. /v1/event/* is counted once in the metrics ---------------------------------------
+
+
+def requests_by_route(daemon: Daemon) -> dict[str, float]:
+    """``homeport_http_requests_total`` summed over the codes, by route."""
+    found: dict[str, float] = {}
+    for line in curl("-fsS", f"{daemon.url}/metrics").splitlines():
+        match = re.match(
+            r'^homeport_http_requests_total\{code="\d+",route="([^"]+)"\} (\S+)$', line
+        )
+        if match:
+            found[match[1]] = found.get(match[1], 0.0) + float(match[2])
+    return found
+
+
+def test_event_requests_are_counted_once_each_on_their_route(daemon: Daemon) -> None:
+    c = client(daemon)
+    c.event.fire("deploy", "v1")
+    index, _ = c.event.list()
+    c.event.list()
+    parked: dict[str, Any] = {}
+    waiter = threading.Thread(target=lambda: parked.update(got=c.event.list(index=index)))
+    waiter.start()  # parked or not yet sent: either way it sees both events
+    c.event.fire("deploy", "v2")
+    waiter.join(10)
+    assert [e["Name"] for e in parked["got"][1]] == ["deploy", "deploy"]
+    counted = requests_by_route(daemon)
+    assert "/v1/event" not in counted
+    assert counted["/v1/event/fire/*name"] == 2
+    assert counted["/v1/event/list"] == 3

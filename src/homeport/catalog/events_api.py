@@ -143,6 +143,9 @@ class BlockingEventList(Resource):
     jitter); everything else goes straight to the API resource."""
 
     isLeaf = True
+    #: The site leaves these requests' metrics to the API, which counts each once on its
+    #: route (a parked list when it is answered; one whose client left is not counted).
+    measured = True
     log = Logger()
 
     def __init__(self, api: ApiResource, buffer: EventBuffer, reactor: IReactorTime) -> None:
