@@ -268,3 +268,26 @@ def test_event_requests_are_counted_once_each_on_their_route(daemon: Daemon) -> 
     assert "/v1/event" not in counted
     assert counted["/v1/event/fire/*name"] == 2
     assert counted["/v1/event/list"] == 3
+
+
+# -- 5. ?keys with no keys ---------------------------------------------------------------
+
+
+def test_keys_with_none_is_404_under_a_prefix_and_an_empty_list_at_the_root(
+    daemon: Daemon,
+) -> None:
+    c = client(daemon)
+    status, headers, body = daemon.request("GET", "/v1/kv/?keys")
+    assert (status, json.loads(body)) == (200, [])
+    assert int(headers["X-Consul-Index"]) >= 1
+    assert c.kv.get("", keys=True)[1] == []
+    status, headers, body = daemon.request("GET", "/v1/kv/app/?keys")
+    assert (status, body) == (404, b"")
+    assert int(headers["X-Consul-Index"]) >= 1
+    assert c.kv.get("app/", keys=True)[1] is None
+    c.kv.put("app/db/url", "x")
+    c.kv.put("app/name", "y")
+    # The separator: the first ?separator=, or Consul's old spelling ?seperator=.
+    assert daemon.get_json("/v1/kv/app/?keys&seperator=/") == ["app/db/", "app/name"]
+    assert daemon.get_json("/v1/kv/app/?keys&separator=/&separator=x") == ["app/db/", "app/name"]
+    assert daemon.get_json("/v1/kv/app/?keys&separator=/&seperator=d") == ["app/db/", "app/name"]

@@ -764,7 +764,12 @@ class ConsulAPI:
         return reply
 
     def _kv_keys(self, call: Call, prefix: str) -> Reply:
-        separator = call.arg("separator") or ""
+        """Consul's ``KVSGetKeys``: the separator is the first ``?separator=`` (or the
+        old spelling ``?seperator=``); no keys is 404 under a prefix, ``[]`` at the root."""
+        separator = ""
+        for spelling in ("seperator", "separator"):  # the right spelling wins
+            if spelling in call.args:
+                separator = call.args[spelling][0]
         keys: list[str] = []
         for entry in self.catalog.kv_list(prefix):
             name = entry.key
@@ -775,7 +780,7 @@ class ConsulAPI:
             if not keys or keys[-1] != name:
                 keys.append(name)
         index = self.catalog.kv_prefix_index(prefix)
-        if not keys:
+        if not keys and prefix:
             return Reply(b"", status=404, content_type=TEXT, index=index)
         reply = self._json(call, keys)
         reply.index = index
