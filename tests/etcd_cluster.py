@@ -154,7 +154,8 @@ class Cluster:
         return self
 
     def restart(self, member: Member, timeout: float = 30.0) -> None:
-        """Start a killed member again on its ports and data dir; wait until it is healthy."""
+        """Start a killed member again on its ports and data dir; wait until it is healthy
+        (unless *timeout* is 0)."""
         member.start(self.initial_cluster, "existing")
         if timeout:
             self.wait_healthy([member], timeout)
@@ -173,6 +174,18 @@ class Cluster:
     def stop(self) -> None:
         for member in self.members:
             member.kill()
+
+    def heal(self, timeout: float = 30.0) -> None:
+        """Start every killed member again and wait until all are healthy."""
+        for member in self.members:
+            if not member.running:
+                self.restart(member, timeout=0)
+        self.wait_healthy(self.members, timeout)
+
+    def member_at(self, endpoint: str) -> Member:
+        """The member whose client URL is *endpoint*."""
+        (member,) = [m for m in self.members if m.client_url == endpoint]
+        return member
 
 
 @pytest.fixture(scope="module")

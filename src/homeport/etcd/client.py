@@ -59,6 +59,11 @@ def _safe_to_resend(problem: EtcdError) -> bool:
     return problem.code in RETRYABLE_CODES and "no leader" in problem.message
 
 
+def _distinct(reasons: list[str]) -> tuple[str, ...]:
+    """Each reason once, in order, without the "may have been acted on" mark."""
+    return tuple(dict.fromkeys(r.removeprefix("!") for r in reasons))
+
+
 class EtcdClient:
     """etcd's KV, lease, cluster and watch calls from Twisted, without threads.
 
@@ -92,8 +97,12 @@ class EtcdClient:
 
     # -- the one way to call -------------------------------------------------------------
 
-    async def request(self, path: str, body: wire.Json, *, resend: bool = True) -> wire.Json:
-        """POST *body* to *path* on the first member that answers (see the module)."""
+    async def request(
+        self, path: str, body: wire.Json, *, resend: bool = True, leader: bool = True
+    ) -> wire.Json:
+        """POST *body* to *path* on the first member that answers (see the module).
+        *resend*: the call may be sent again after no answer came; *leader*: only a
+        member that has a leader may answer."""
         deadline = self._reactor.seconds() + self.timeout
         share = self.timeout / len(self.endpoints)
         reasons: list[str] = []
@@ -103,26 +112,33 @@ class EtcdClient:
                 index = (self.preferred + offset) % len(self.endpoints)
                 remaining = deadline - self._reactor.seconds()
                 if remaining <= 0:
-                    raise EtcdUnavailable(tuple(reasons))
-                reply = await self._attempt(index, path, body, min(share, remaining), reasons)
+                    raise EtcdUnavailable(_distinct(reasons))
+                timeout = min(share, remaining)
+                reply = await self._attempt(index, path, body, timeout, reasons, leader)
                 if reply is not None:
                     self.preferred = index
                     return reply
                 if not resend and reasons[-1].startswith("!"):
-                    raise EtcdUnavailable(tuple(reasons), maybe_applied=True)
+                    raise EtcdUnavailable(_distinct(reasons), maybe_applied=True)
             remaining = deadline - self._reactor.seconds()
             if remaining <= 0:
-                raise EtcdUnavailable(tuple(reasons))
+                raise EtcdUnavailable(_distinct(reasons))
             await deferLater(self._reactor, min(pause, remaining), lambda: None)
             pause = min(pause * 2, ROUND_BACKOFF[1])
 
     async def _attempt(
-        self, index: int, path: str, body: wire.Json, timeout: float, reasons: list[str]
+        self,
+        index: int,
+        path: str,
+        body: wire.Json,
+        timeout: float,
+        reasons: list[str],
+        leader: bool,
     ) -> wire.Json | None:
         """One try at one member: its reply, or None with why in *reasons* (marked "!"
         when the request may have been acted on)."""
         url = self.endpoints[index] + path
-        attempt = Deferred.fromCoroutine(call(self._http, url, body))
+        attempt = Deferred.fromCoroutine(call(self._http, url, body, leader))
         attempt.addTimeout(timeout, self._reactor)
         try:
             return await attempt
@@ -150,7 +166,8 @@ class EtcdClient:
         """The keys in [key, range_end) (just *key* without one), at *revision* (0: now).
         *serializable* reads the answering member's copy without asking the leader."""
         body = wire.range_request(key, range_end, revision, serializable, limit)
-        return wire.range_result(await self.request("/v3/kv/range", body))
+        reply = await self.request("/v3/kv/range", body, leader=not serializable)
+        return wire.range_result(reply)
 
     async def put(self, key: bytes, value: bytes, lease: int = 0) -> int:
         """Set *key* to *value* (attached to *lease*); the revision it made."""

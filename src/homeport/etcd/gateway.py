@@ -41,6 +41,8 @@ HEADERS = Headers(
         b"Grpc-Metadata-hasleader": [b"true"],
     }
 )
+#: For a serializable read, which any member answers from its own copy, leader or not.
+LOCAL_HEADERS = Headers({b"Content-Type": [b"application/json"]})
 
 #: A failure in these means the request never left: it is safe to send it elsewhere.
 NOT_SENT = (
@@ -152,19 +154,21 @@ def deliver(response: IResponse, on_data: Callable[[bytes], None]) -> Deferred[N
     return body.done
 
 
-async def post(agent: IAgent, url: str, body: Json) -> IResponse:
-    """POST *body* as JSON; a connection that could not be made is :class:`NotSent`."""
+async def post(agent: IAgent, url: str, body: Json, leader: bool = True) -> IResponse:
+    """POST *body* as JSON (asking for a member with a leader unless *leader* is false);
+    a connection that could not be made is :class:`NotSent`."""
     data = _Bytes(json.dumps(body).encode())
+    headers = HEADERS if leader else LOCAL_HEADERS
     try:
-        response: IResponse = await agent.request(b"POST", url.encode(), HEADERS, data)
+        response: IResponse = await agent.request(b"POST", url.encode(), headers, data)
     except NOT_SENT as e:
         raise NotSent(f"{url}: {e}") from e
     return response
 
 
-async def call(agent: IAgent, url: str, body: Json) -> Json:
+async def call(agent: IAgent, url: str, body: Json, leader: bool = True) -> Json:
     """POST *body* and return the JSON reply; an etcd error reply raises :class:`EtcdError`."""
-    response = await post(agent, url, body)
+    response = await post(agent, url, body, leader)
     chunks: list[bytes] = []
     await deliver(response, chunks.append)
     data = b"".join(chunks)
