@@ -232,6 +232,10 @@ def test_http_01_gets_certificates_for_two_names_served_by_sni_and_verified_by_c
         assert stat.S_IMODE((certs / f"{name}.pem").stat().st_mode) == 0o600
     output = daemon.output()
     assert output.count("(http-01)") == 2, output
+    for name in (A, B):  # one readable line each, in the daemon's own log
+        said = f"Issued a certificate for {name} by {pebble.directory} (http-01), valid until "
+        found = [line for line in output.splitlines() if said in line]
+        assert len(found) == 1 and " INFO " in found[0] and " tls " in found[0], output
     assert "Could not get" not in output
     # Plain HTTP from outside is sent to HTTPS; the daemon's own loopback listener is not.
     result = subprocess.run(

@@ -429,9 +429,10 @@ def test_an_empty_file_gets_a_certificate_at_start(tmp_path: Path, clock: Clock)
 
 
 def test_a_certificate_is_renewed_when_30_days_are_left_by_the_daily_check(
-    tmp_path: Path, clock: Clock
+    tmp_path: Path, clock: Clock, logs: Sequence[LogEvent]
 ) -> None:
-    """Valid for 60 days: untouched for 29 days, renewed by the check on day 30."""
+    """Valid for 60 days: untouched for 29 days, renewed by the check on day 30, and one
+    line says so."""
     ca = LocalCA()
     (tmp_path / "a.test.pem").write_bytes(ca.pem_file(["a.test"], days=60, now=clock.seconds()))
     authority = LocalAuthority(ca, clock)
@@ -447,6 +448,12 @@ def test_a_certificate_is_renewed_when_30_days_are_left_by_the_daily_check(
         renewed = handshake(sni, b"a.test")[0]
         assert renewed.serial_number != original.serial_number
         assert renewed.not_valid_after_utc > original.not_valid_after_utc
+        until = renewed.not_valid_after_utc.isoformat()
+        assert lines(logs, "Renewed the certificate for a.test") == [
+            f"Renewed the certificate for a.test by {authority.server} (tls-alpn-01), "
+            f"valid until {until}"
+        ]
+        assert not lines(logs, "Issued a certificate")
         for _ in range(40):  # the renewed one (90 days) is not due again yet
             clock.advance(DAY)
         assert len(authority.requests) == 1
@@ -483,7 +490,7 @@ def test_failures_are_retried_with_backoff_and_one_log_line_each(
         authority.down = False
         clock.advance(80)
         assert names_of(handshake(sni, b"b.test")[0]) == ["b.test"]
-        assert lines(logs, "Got a certificate for b.test")
+        assert lines(logs, "Issued a certificate for b.test by ")
     finally:
         service.stopService()
     assert clock.getDelayedCalls() == []

@@ -46,6 +46,11 @@ RENEW_BEFORE = 30 * DAY
 FIRST_RETRY = 10.0
 LAST_RETRY = DAY
 RATE_LIMIT_DEFAULT = 3600.0
+#: The one line for a new certificate: a first one (an empty file), or a renewal.
+ISSUED_RENEWED = {
+    False: "Issued a certificate for {name} by {server} ({how}), valid until {until}",
+    True: "Renewed the certificate for {name} by {server} ({how}), valid until {until}",
+}
 
 log = Logger(namespace="homeport.tls")
 T = TypeVar("T")
@@ -159,6 +164,7 @@ class AcmeIssuingService(Service):
         self.failures: dict[str, int] = {}
         self._queue: list[str] = []
         self._busy: set[str] = set()  # queued, being issued, or waiting to retry
+        self._why: dict[str, str] = {}  # why each busy name is wanted: requested, renewal
         self._running: str | None = None
         self._retries: dict[str, IDelayedCall] = {}
         self._loop: LoopingCall | None = None
@@ -212,6 +218,7 @@ class AcmeIssuingService(Service):
         if name in self._busy or not self.running:
             return
         self._busy.add(name)
+        self._why[name] = why
         self._queue.append(name)
         log.info(
             "Asking {server} for a certificate for {name} ({why})",
@@ -255,8 +262,9 @@ class AcmeIssuingService(Service):
         certificate, issued = result
         self.failures.pop(name, None)
         self._busy.discard(name)
+        renewed = self._why.pop(name, "requested") == "renewal"
         log.info(
-            "Got a certificate for {name} from {server} ({how}), valid until {until}",
+            ISSUED_RENEWED[renewed],
             name=name,
             server=self.authority.server,
             how=", ".join(issued.challenges) or "already authorized",
