@@ -81,6 +81,19 @@ OPTION_PARAMETERS: list[list[Any]] = [
         None,
         "The address this node is known by. [default: first non-loopback IPv4, else 127.0.0.1]",
     ],
+    [
+        "catalog",
+        None,
+        "sqlite",
+        "Where the catalog, KV and sessions live: 'sqlite' (in --data-dir, one machine) "
+        "or etcd://HOST:PORT[,HOST:PORT...] (shared by every agent of a cluster).",
+    ],
+    ["etcd-prefix", None, "/homeport/", "The etcd key prefix of this cluster."],
+    ["etcd-ca", None, None, "CA certificate (PEM) etcd's TLS is checked against (https)."],
+    ["etcd-cert", None, None, "Client certificate (PEM) for etcd (with --etcd-key)."],
+    ["etcd-key", None, None, "Client certificate's private key (PEM) for etcd."],
+    ["agent-ttl", None, "10s", "With etcd: how soon other agents see this one gone."],
+    ["reap-after", None, "72h", "With etcd: a dead agent's node is deregistered after this."],
     ["token", None, None, "A secret required for every write (or use --token-file)."],
     ["token-file", None, None, "Read the write token from this file."],
     ["max-body-size", None, "1MiB", "Largest request body accepted (413 beyond)."],
@@ -350,7 +363,49 @@ def _catalog(
         cors_origins=cors,
         enable_script_checks=bool(options["enable-script-checks"]),
         enable_local_script_checks=bool(options["enable-local-script-checks"]),
+        **_etcd(options),
     )
+
+
+def _etcd(options: Mapping[str, Any]) -> dict[str, Any]:
+    """``--catalog`` and the etcd options, as catalog.Settings fields."""
+    where = options["catalog"]
+    if where == "sqlite":
+        return {}
+    scheme, _, hosts = where.partition("://")
+    if scheme not in ("etcd", "etcds") or not hosts:
+        raise usage.UsageError(
+            f"--catalog {where!r}: use 'sqlite' or etcd://HOST:PORT[,HOST:PORT...]"
+        )
+    files: dict[str, Path | None] = {}
+    for name in ("etcd-ca", "etcd-cert", "etcd-key"):
+        value = options[name]
+        if value is not None and not Path(value).is_file():
+            raise usage.UsageError(f"--{name} {value!r}: no such file")
+        files[name] = Path(value) if value is not None else None
+    if (files["etcd-cert"] is None) != (files["etcd-key"] is None):
+        raise usage.UsageError("--etcd-cert and --etcd-key go together")
+    secure = scheme == "etcds" or any(files.values())
+    endpoints = []
+    for host in hosts.split(","):
+        if not re.fullmatch(r"[A-Za-z0-9.\-]+:\d{1,5}|\[[0-9A-Fa-f:.]+\]:\d{1,5}", host):
+            raise usage.UsageError(f"--catalog {where!r}: {host!r} is not HOST:PORT")
+        endpoints.append(("https://" if secure else "http://") + host)
+    prefix = options["etcd-prefix"]
+    if not prefix.startswith("/") or not prefix.endswith("/") or len(prefix) < 2:
+        raise usage.UsageError(f"--etcd-prefix {prefix!r}: a path like /homeport/")
+    ttl = convert(options, "agent-ttl", _duration, "a duration like 10s")
+    if not 2 <= ttl <= 3600:
+        raise usage.UsageError(f"--agent-ttl {options['agent-ttl']!r}: from 2s to 1h")
+    return {
+        "etcd_endpoints": tuple(endpoints),
+        "etcd_prefix": prefix,
+        "etcd_ca": files["etcd-ca"],
+        "etcd_cert": files["etcd-cert"],
+        "etcd_key": files["etcd-key"],
+        "agent_ttl": ttl,
+        "reap_after": convert(options, "reap-after", _positive_seconds, "a duration like 72h"),
+    }
 
 
 def _seconds_count(text: str) -> int:
@@ -449,6 +504,13 @@ def _syslog_tls(description: str, http: Sequence[str]) -> str:
         f"--syslog-tls {description!r}: no certificate to serve: add --http le:<certdir>:..., "
         "or give le:<certdir>:tcp:PORT or ssl:PORT:privateKey=KEY.pem:certKey=CERT.pem"
     )
+
+
+def _positive_seconds(text: str) -> float:
+    seconds = parse_seconds(text)
+    if seconds <= 0:
+        raise ValueError(text)
+    return seconds
 
 
 def _duration(text: str) -> float:

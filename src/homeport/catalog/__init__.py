@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 
     from ..http.api import ApiResource
     from .api import Agent
+    from .checks import ScriptPolicy
+    from .config import ConfigService
+    from .etcdstore import EtcdCatalogStore
     from .model import Catalog, Change
 
 
@@ -41,6 +44,17 @@ class Settings:
     #: from ``--config-dir`` only (Consul's enable_script_checks / _local_script_checks).
     enable_script_checks: bool = False
     enable_local_script_checks: bool = False
+    #: The etcd cluster shared with the other agents (``--catalog etcd://…``) as
+    #: http(s) URLs; empty: the embedded SQLite store in the data dir.
+    etcd_endpoints: tuple[str, ...] = ()
+    etcd_prefix: str = "/homeport/"
+    etcd_ca: Path | None = None
+    etcd_cert: Path | None = None
+    etcd_key: Path | None = None
+    #: With etcd: the TTL of this agent's liveness lease, and how long a dead agent's
+    #: node stays before it is deregistered (Consul's reconnect_timeout, 72 h).
+    agent_ttl: float = 10.0
+    reap_after: float = 72 * 3600.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -71,22 +85,13 @@ def build(
     from ..http.auth import Token
     from ..http.cors import CORS
     from .api import ERRORS, ConsulAPI
-    from .checks import HealthChecker, ScriptPolicy
-    from .config import ConfigService
-    from .model import Catalog
-    from .sessions import SessionTimers
-    from .store import CatalogStore
+    from .checks import ScriptPolicy
     from .summary import dashboard_facts
 
     service = MultiService()
-    catalog = Catalog(datacenter=settings.datacenter, clock=reactor.seconds)
-    store = CatalogStore(catalog, data_dir / "catalog.sqlite3")
-    catalog.subscribe(story.teller())
-    agent = _identity(settings, catalog, data_dir, reactor.seconds())
     scripts = ScriptPolicy.from_settings(settings)
-    config = ConfigService(catalog, agent.node, settings.config_dirs, scripts)
-    timers = SessionTimers(catalog, reactor)
-    attach(service, store, HealthChecker(catalog, agent.node, reactor, scripts), timers, config)
+    on = _on_etcd if settings.etcd_endpoints else _on_sqlite
+    catalog, agent, config, shared = on(settings, reactor, data_dir, scripts, service)
     _gauges(metrics, catalog)
     api = ApiResource(
         reactor,
@@ -97,6 +102,8 @@ def build(
         cors=CORS(settings.cors_origins),
         errors=ERRORS,
     )
+    if shared is not None:
+        _serve_shared(api, shared)
     ConsulAPI(api, catalog, agent, reactor, scripts=scripts)
     v1 = _events_and_snapshots(api, catalog, agent.node, reactor, publish, service)
     if publish is not None:
@@ -120,13 +127,11 @@ def build(
 
 
 def _identity(settings: Settings, catalog: Catalog, data_dir: Path, now: float) -> Agent:
-    """This agent, named as the data dir remembers (or ``--node`` says), with its own
-    node, ``consul`` service and ``serfHealth`` check registered; the services of its
-    earlier names move to it, and their nodes go (no agent answers for them)."""
+    """This agent, named as the data dir remembers (or ``--node`` says)."""
     import socket
 
-    from .api import Agent, bootstrap, default_advertise
-    from .identity import legacy_node_id, load_identity
+    from .api import Agent, default_advertise
+    from .identity import load_identity
 
     known = {node.name: node.id for node in catalog.nodes.values()}
     me = load_identity(data_dir, settings.node, socket.gethostname, known)
@@ -137,14 +142,107 @@ def _identity(settings: Settings, catalog: Catalog, data_dir: Path, now: float) 
         address=settings.advertise or default_advertise(),
         started=now,
     )
+    return agent
+
+
+#: Where the catalog is kept, as build needs it: the catalog, this agent, the
+#: ``--config-dir`` loader, and the etcd store when there is one.
+Kept = tuple["Catalog", "Agent", "ConfigService", "EtcdCatalogStore | None"]
+
+
+def _on_sqlite(
+    settings: Settings,
+    reactor: IHomeportReactor,
+    data_dir: Path,
+    scripts: ScriptPolicy,
+    service: MultiService,
+) -> Kept:
+    """The catalog kept in ``<data_dir>/catalog.sqlite3``, and its timers on *service*."""
+    from .checks import HealthChecker
+    from .config import ConfigService
+    from .model import Catalog
+    from .sessions import SessionTimers
+    from .store import CatalogStore
+
+    catalog = Catalog(datacenter=settings.datacenter, clock=reactor.seconds)
+    store = CatalogStore(catalog, data_dir / "catalog.sqlite3")
+    catalog.subscribe(story.teller())
+    agent = _identity(settings, catalog, data_dir, reactor.seconds())
+    _join(catalog, agent)
+    config = ConfigService(catalog, agent.node, settings.config_dirs, scripts)
+    timers = SessionTimers(catalog, reactor)
+    checker = HealthChecker(catalog, agent.node, reactor, scripts)
+    attach(service, store, checker, timers, config)
+    return catalog, agent, config, None
+
+
+def _on_etcd(
+    settings: Settings,
+    reactor: IHomeportReactor,
+    data_dir: Path,
+    scripts: ScriptPolicy,
+    service: MultiService,
+) -> Kept:
+    """The catalog as this agent's copy of the cluster's, in etcd (see .etcdstore);
+    sessions' TTLs ride on etcd leases, the checks start once etcd has been read."""
+    from ..etcd import EtcdClient
+    from .checks import HealthChecker
+    from .config import ConfigService
+    from .etcdstore import AgentInfo, EtcdCatalogStore
+    from .replica import ReplicatedCatalog
+
+    catalog = ReplicatedCatalog(datacenter=settings.datacenter, clock=reactor.seconds)
+    catalog.subscribe(story.teller())
+    agent = _identity(settings, catalog, data_dir, reactor.seconds())
+    client = EtcdClient(
+        reactor,
+        settings.etcd_endpoints,
+        ca=settings.etcd_ca,
+        cert=settings.etcd_cert,
+        key=settings.etcd_key,
+    )
+    me = AgentInfo(agent.node, agent.address, agent.node_id, agent.started)
+    store = EtcdCatalogStore(
+        catalog,
+        client,
+        settings.etcd_prefix.encode(),
+        me,
+        reactor,
+        ttl=max(2, round(settings.agent_ttl)),
+        reap_after=settings.reap_after,
+        on_loaded=lambda: _join(catalog, agent),
+    )
+    config = ConfigService(catalog, agent.node, settings.config_dirs, scripts)
+    attach(store, HealthChecker(catalog, agent.node, reactor, scripts), config)
+    attach(service, store)
+    return catalog, agent, config, store
+
+
+def _serve_shared(api: ApiResource, store: EtcdCatalogStore) -> None:
+    """Writes through etcd, ``?consistent`` after a barrier, the leader as etcd knows it."""
+    from twisted.internet.defer import Deferred
+
+    api.writer = store.run
+    api.barrier = lambda: Deferred.fromCoroutine(store.barrier())
+    api.known_leader = lambda: store.health.reachable
+    store.health.on_change.append(api.invalidate)
+
+
+def _join(catalog: Catalog, agent: Agent) -> None:
+    """Register this agent's own node, ``consul`` service and ``serfHealth`` check; the
+    services of its earlier names move to it, and their nodes go (no agent answers for
+    them)."""
+    from .api import bootstrap
+    from .identity import legacy_node_id
+
     earlier = [
         node.name
         for node in catalog.nodes.values()
-        if node.name != me.name and node.id in (me.id, legacy_node_id(node.name, node.datacenter))
+        if node.name != agent.node
+        and node.id in (agent.node_id, legacy_node_id(node.name, node.datacenter))
     ]
     bootstrap(catalog, agent)
     catalog.merge_nodes(agent.node, earlier)
-    return agent
 
 
 def _events_and_snapshots(
