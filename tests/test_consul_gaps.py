@@ -291,3 +291,47 @@ def test_keys_with_none_is_404_under_a_prefix_and_an_empty_list_at_the_root(
     assert daemon.get_json("/v1/kv/app/?keys&seperator=/") == ["app/db/", "app/name"]
     assert daemon.get_json("/v1/kv/app/?keys&separator=/&separator=x") == ["app/db/", "app/name"]
     assert daemon.get_json("/v1/kv/app/?keys&separator=/&seperator=d") == ["app/db/", "app/name"]
+
+
+# -- 7. names with / in the routes that take the rest of the path -------------------------
+
+
+def test_node_service_and_session_names_may_hold_a_slash(daemon: Daemon) -> None:
+    c = client(daemon)
+    check = {"CheckID": "up", "Name": "up", "Status": "passing", "ServiceID": "web-1"}
+    service = {"ID": "web-1", "Service": "team/web", "Port": 80}
+    assert c.catalog.register("rack/1", "10.0.0.7", service=service, check=check)
+    session = c.session.create(node="rack/1", checks=[])
+    _, node = c.catalog.node("rack/1")
+    assert node["Node"]["Node"] == "rack/1" and list(node["Services"]) == ["web-1"]
+    services = daemon.get_json("/v1/catalog/node-services/rack/1")
+    assert [s["ID"] for s in services["Services"]] == ["web-1"]
+    assert [h["CheckID"] for h in c.health.node("rack/1")[1]] == ["up"]
+    assert [s["ServiceID"] for s in c.catalog.service("team/web")[1]] == ["web-1"]
+    assert [h["Node"]["Node"] for h in c.health.service("team/web")[1]] == ["rack/1"]
+    assert [h["CheckID"] for h in c.health.checks("team/web")[1]] == ["up"]
+    assert [s["ID"] for s in c.session.node("rack/1")[1]] == [session]
+    # Written as %2F too, as Go's URL.Path decodes it.
+    assert [s["ID"] for s in daemon.get_json("/v1/session/node/rack%2F1")] == [session]
+    assert daemon.get_json(f"/v1/session/info/{session}/x") == []
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "text"),
+    [
+        ("GET", "/v1/catalog/node/", "Missing node name"),
+        ("GET", "/v1/catalog/node-services/", "Missing node name"),
+        ("GET", "/v1/catalog/service/", "Missing service name"),
+        ("GET", "/v1/health/node/", "Missing node name"),
+        ("GET", "/v1/health/service/", "Missing service name"),
+        ("GET", "/v1/health/checks/", "Missing service name"),
+        ("GET", "/v1/health/state/", "Missing check state"),
+        ("GET", "/v1/session/node/", "Missing node name"),
+        ("GET", "/v1/session/info/", "Missing session"),
+        ("PUT", "/v1/session/renew/", "Missing session"),
+        ("PUT", "/v1/session/destroy/", "Missing session"),
+    ],
+)
+def test_an_empty_name_is_consuls_400(agent: Daemon, method: str, path: str, text: str) -> None:
+    status, _, body = agent.request(method, path, b"" if method == "PUT" else None)
+    assert (status, body.decode()) == (400, text)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import __version__
-from ..http.api import TEXT, ApiResource, Call, Reply, json_reply
+from ..http.api import TEXT, ApiResource, Call, Handler, Reply, json_reply
 from ..http.errors import ErrorTable
 from . import consul
 from .checks import ScriptChecksDisabled, ScriptPolicy
@@ -185,6 +185,27 @@ def bootstrap(catalog: Catalog, agent: Agent) -> None:
     )
 
 
+#: Consul's 400 for a route whose name (the rest of the path) is empty.
+NODE, SERVICE, STATE, SESSION = (
+    "Missing node name",
+    "Missing service name",
+    "Missing check state",
+    "Missing session",
+)
+
+
+def _named(param: str, missing: str, handler: Handler) -> Handler:
+    """*handler* for a route that, as Consul's, takes the rest of the path as its name
+    (``strings.TrimPrefix``: a name may hold ``/``); an empty one is Consul's 400."""
+
+    def named(call: Call) -> Reply:
+        if not call.params[param]:
+            raise BadRequest(missing)
+        return handler(call)
+
+    return named
+
+
 class ConsulAPI:
     """Registers Consul's routes on an :class:`ApiResource`."""
 
@@ -204,9 +225,13 @@ class ConsulAPI:
         r("GET", "/v1/catalog/datacenters", self.datacenters)
         r("GET", "/v1/catalog/nodes", self.catalog_nodes)
         r("GET", "/v1/catalog/services", self.catalog_services)
-        r("GET", "/v1/catalog/service/:name", self.catalog_service)
-        r("GET", "/v1/catalog/node/:node", self.catalog_node)
-        r("GET", "/v1/catalog/node-services/:node", self.catalog_node_services)
+        r("GET", "/v1/catalog/service/*name", _named("name", SERVICE, self.catalog_service))
+        r("GET", "/v1/catalog/node/*node", _named("node", NODE, self.catalog_node))
+        r(
+            "GET",
+            "/v1/catalog/node-services/*node",
+            _named("node", NODE, self.catalog_node_services),
+        )
         # agent
         r("PUT", "/v1/agent/service/register", self.agent_service_register)
         r("PUT", "/v1/agent/service/deregister/*id", self.agent_service_deregister)
@@ -225,11 +250,14 @@ class ConsulAPI:
         r("PUT", "/v1/agent/check/warn/*id", self._ttl(WARNING))
         r("PUT", "/v1/agent/check/fail/*id", self._ttl(CRITICAL))
         r("PUT", "/v1/agent/check/update/*id", self.check_update)
+        self._health_kv_and_sessions(r)
+
+    def _health_kv_and_sessions(self, r: Callable[..., None]) -> None:
         # health
-        r("GET", "/v1/health/service/:name", self.health_service)
-        r("GET", "/v1/health/checks/:name", self.health_checks)
-        r("GET", "/v1/health/state/:state", self.health_state)
-        r("GET", "/v1/health/node/:node", self.health_node)
+        r("GET", "/v1/health/service/*name", _named("name", SERVICE, self.health_service))
+        r("GET", "/v1/health/checks/*name", _named("name", SERVICE, self.health_checks))
+        r("GET", "/v1/health/state/*state", _named("state", STATE, self.health_state))
+        r("GET", "/v1/health/node/*node", _named("node", NODE, self.health_node))
         # status
         r("GET", "/v1/internal/ui/nodes", self.ui_nodes)
         r("GET", "/v1/status/leader", self.status_leader)
@@ -241,10 +269,10 @@ class ConsulAPI:
         r("PUT", "/v1/txn", self.txn)
         # sessions
         r("PUT", "/v1/session/create", self.session_create)
-        r("PUT", "/v1/session/destroy/:id", self.session_destroy)
-        r("PUT", "/v1/session/renew/:id", self.session_renew)
-        r("GET", "/v1/session/info/:id", self.session_info)
-        r("GET", "/v1/session/node/:node", self.session_node)
+        r("PUT", "/v1/session/destroy/*id", _named("id", SESSION, self.session_destroy))
+        r("PUT", "/v1/session/renew/*id", _named("id", SESSION, self.session_renew))
+        r("GET", "/v1/session/info/*id", _named("id", SESSION, self.session_info))
+        r("GET", "/v1/session/node/*node", _named("node", NODE, self.session_node))
         r("GET", "/v1/session/list", self.session_list)
 
     # -- helpers --------------------------------------------------------------------
