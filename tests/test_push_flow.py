@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from twisted.internet.abstract import FileDescriptor
 from twisted.internet.interfaces import IPushProducer
-from twisted.internet.testing import MemoryReactor
 from zope.interface.verify import verifyObject
 
 from homeport.push.flow import FlowControl
@@ -21,7 +19,7 @@ def test_it_is_a_push_producer_whose_stop_is_the_writers() -> None:
 
 
 def test_writes_while_paused_count_until_the_transport_drains() -> None:
-    """Without a readable buffer, the bytes written since the pause are what waits."""
+    """The bytes given to the writer since the pause are what waits."""
     flow = FlowControl()
     assert not flow.paused
     flow.pauseProducing()
@@ -33,15 +31,24 @@ def test_writes_while_paused_count_until_the_transport_drains() -> None:
     assert not flow.paused and flow.queued == 0
 
 
-def test_a_plain_socket_is_measured_by_what_its_buffers_hold() -> None:
-    """A FileDescriptor's own buffers (less what it already sent) plus this write."""
-    transport = FileDescriptor(MemoryReactor())
-    transport.dataBuffer = b"x" * 1000
-    transport.offset = 400
-    transport._tempDataLen = 300
-    flow = FlowControl()
+def test_resuming_hands_the_writer_back_its_turn() -> None:
+    """The transport's resume (its buffer drained) tells the writer to write what it held."""
+    resumed: list[bool] = []
+    flow = FlowControl(on_resume=lambda: resumed.append(flow.paused))
     flow.pauseProducing()
-    assert flow.queued_bytes(transport, 24) == 924
-    assert not flow.over_limit(transport, 124, 1024)
-    assert flow.over_limit(transport, 125, 1024)
-    assert flow.queued == 0  # measured, not counted
+    flow.over_limit(None, 2000, 1024)
+    flow.resumeProducing()
+    assert resumed == [False] and flow.queued == 0
+
+
+def test_no_transport_private_attribute_is_read() -> None:
+    """The measure is the writer's own count: the flow and SSE modules use Twisted's
+    public interfaces only (issue #22, item 7)."""
+    import inspect
+
+    from homeport.push import flow, sse
+
+    for module in (flow, sse):
+        source = inspect.getsource(module)
+        for private in ("_tempDataLen", "writeSomeData", "dataBuffer", "_writeDisconnected"):
+            assert private not in source, (module.__name__, private)

@@ -1,10 +1,9 @@
-"""How SSE frames reach the socket: sent at once when nothing is queued, else queued.
+"""How SSE frames reach the socket: written to the transport while it takes them, held
+by the connection while it is full, and written again when it drains.
 
-``SSEConnection.write`` sends a frame on the socket straight away when the transport has
-nothing waiting, and queues what the socket does not take.  These tests make the socket
-refuse part of the frames (a reader with a tiny receive buffer that stops reading) and
-check that nothing is lost, split wrongly or reordered, over HTTP/1.1 (chunked) and
-HTTP/1.0 (raw).
+These tests make the socket refuse part of the frames (a reader with a tiny receive
+buffer that stops reading) and check that nothing is lost, split wrongly or reordered,
+over HTTP/1.1 (chunked) and HTTP/1.0 (raw).
 """
 
 from __future__ import annotations

@@ -1,19 +1,24 @@
-"""Back pressure for one client that reads too slowly: cut it off past a byte limit.
+"""Back pressure for one client that reads too slowly: hold what it cannot take yet, and
+cut it off past a byte limit.
 
-An event stream (:mod:`.sse`) and an Engine.IO WebSocket (:mod:`.socketio`) each register
-a :class:`FlowControl` with their transport as its push producer: the transport tells it
-when its send buffer is full (``pauseProducing``) and when that has drained
-(``resumeProducing``).  While it is full, the writer asks :meth:`FlowControl.over_limit`
-before each write; past the limit it cuts its client off (and counts it), the
-connection's buffers are freed at once, and the client resumes from the history when it
-reconnects.  One slow reader thus costs at most the limit.
+An event stream (:mod:`.sse`) and an Engine.IO WebSocket each register a
+:class:`FlowControl` with their request or transport as its push producer (Twisted's
+public ``IConsumer.registerProducer``): the transport tells it when its send buffer is
+full (``pauseProducing``) and when that has drained (``resumeProducing``).  While it is
+full, the writer stops writing to the transport, asks :meth:`FlowControl.over_limit`
+for each frame, and holds the frame itself; on resume it writes what it held.  Past the
+limit it cuts its client off (and counts it): the connection's buffers are freed at once
+and the client resumes from the history when it reconnects.  One slow reader thus costs
+at most the limit (plus the transport's own buffer, 64 KiB for TCP).
+
+Nothing here reads a transport's private buffers: what waits is counted as it is held,
+so a Twisted upgrade cannot change the measure.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from twisted.internet.abstract import FileDescriptor
 from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
 
@@ -24,15 +29,18 @@ def _nothing() -> None:
 
 @implementer(IPushProducer)
 class FlowControl:
-    """Whether one client's transport is full, and how much then waits in it."""
+    """Whether one client's transport is full, and how much has waited since."""
 
-    __slots__ = ("_on_stop", "paused", "queued")
+    __slots__ = ("_on_resume", "_on_stop", "paused", "queued")
 
-    def __init__(self, on_stop: Callable[[], None] = _nothing) -> None:
+    def __init__(
+        self, on_stop: Callable[[], None] = _nothing, on_resume: Callable[[], None] = _nothing
+    ) -> None:
         self.paused = False
-        #: Bytes written since the pause, for transports that do not show their buffer.
+        #: Bytes the writer was given since the pause (what it holds, or what waits).
         self.queued = 0
         self._on_stop = on_stop
+        self._on_resume = on_resume
 
     # -- IPushProducer (called by the transport) ---------------------------------
 
@@ -40,30 +48,22 @@ class FlowControl:
         self.paused = True
 
     def resumeProducing(self) -> None:
+        """The transport has sent all it held: the writer writes what it kept."""
         self.paused = False
         self.queued = 0
+        self._on_resume()
 
     def stopProducing(self) -> None:
         self._on_stop()
 
     # -- asked by the writer while paused -----------------------------------------
 
-    def queued_bytes(self, transport: object, size: int) -> int:
-        """What would wait in *transport* with *size* more bytes.
-
-        For a plain TCP transport this reads its buffer sizes (Twisted's
-        ``FileDescriptor`` has kept them under these names for twenty years); otherwise
-        it counts the bytes written since the pause.
-        """
-        if isinstance(transport, FileDescriptor):
-            return len(transport.dataBuffer) - transport.offset + transport._tempDataLen + size
-        self.queued += size
-        return self.queued
-
     def over_limit(self, transport: object, size: int, limit: int) -> bool:
-        """Would *size* more bytes leave more than *limit* bytes waiting in *transport*?
+        """Count *size* more bytes waiting; would that be more than *limit* since the
+        pause?  (*transport* is not read: it is there for the writers that pass it.)
 
         Only meaningful while :attr:`paused`: writers test that first, so a client that
         keeps up costs one attribute read per write.
         """
-        return self.queued_bytes(transport, size) > limit
+        self.queued += size
+        return self.queued > limit

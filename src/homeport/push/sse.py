@@ -2,19 +2,18 @@
 
 The hot path is fan-out: an event going to thousands of connections is framed once —
 ``id:``/``event:``/``data:`` lines, and the HTTP/1.1 chunk header around them — cached on
-the event, and written straight to each connection's transport (``Request.write`` per
-client costs three times as much: see DESIGN.md's speed facts).  When a plain TCP
-transport has nothing queued, the frame is sent on its socket at once
-(``writeSomeData``), as nginx does, instead of queued for the next reactor turn: that
-saves two ``epoll_ctl`` calls and an ``epoll_wait`` entry per client and event (the
-``send`` itself is the same); what the socket does not take is queued as usual.
+the event, and written straight to each connection's transport with the public
+``ITransport.write`` (``Request.write`` per client costs three times as much;
+``bench/fanout.py`` measures the fan-out against nginx + nchan).
 
 Each connection registers a push producer (:class:`~.flow.FlowControl`) with its
 request, so the transport tells it when its send buffer is full (``pauseProducing``) and
-when it has drained (``resumeProducing``).  While it is full, what waits in it is
-measured at each write; past ``queue_limit`` the connection is aborted — its buffers
-freed at once — and the browser reconnects with ``Last-Event-ID`` and resumes from the
-history.  One slow reader thus costs at most the limit, never more.
+when it has drained (``resumeProducing``).  While it is full the connection holds its
+frames itself (references to the shared frames, not copies) and counts their bytes;
+on resume it hands them to the transport in one ``writeSequence``.  Past
+``queue_limit`` held bytes the connection is aborted — its buffers freed at once — and
+the browser reconnects with ``Last-Event-ID`` and resumes from the history.  One slow
+reader thus costs at most the limit, never more.
 
 One timer for all connections writes the heartbeat comment every 15 s.
 """
@@ -29,7 +28,6 @@ from urllib.parse import unquote
 
 from twisted.application.service import Service
 from twisted.internet.task import LoopingCall
-from twisted.internet.tcp import Connection
 from twisted.logger import Logger
 from twisted.web.http import HTTPChannel
 from twisted.web.resource import Resource
@@ -99,9 +97,9 @@ class SSEConnection:
         "closed",
         "direct",
         "flow",
+        "held",
         "log_query",
         "request",
-        "send_now",
         "service",
         "subscription",
         "transport",
@@ -114,13 +112,13 @@ class SSEConnection:
         channel = request.channel
         self.direct = isinstance(channel, HTTPChannel) and channel.transport is not None
         self.transport: Any = channel.transport if self.direct else None
-        # A plain TCP socket (not TLS: ssl:/le: listeners wrap it in a TLS protocol).
-        self.send_now = isinstance(self.transport, Connection)
         self.log_query = log_query
         self.closed = False
+        #: Frames kept while the transport is full, written when it has drained.
+        self.held: list[bytes] = []
         # The request's producer: the transport pauses and resumes it, and stopping it
         # closes the stream.
-        self.flow = FlowControl(self.close)
+        self.flow = FlowControl(self.close, self.flush)
         self.subscription: Any = None
 
     # -- writing ----------------------------------------------------------------
@@ -144,29 +142,31 @@ class SSEConnection:
         if self.closed:
             return
         flow = self.flow
-        if flow.paused and flow.over_limit(self.transport, len(data), self.service.queue_limit):
-            self.service.cut_off += 1
-            self.abort()
+        if flow.paused:
+            if flow.over_limit(None, len(data), self.service.queue_limit):
+                self.service.cut_off += 1
+                self.abort()
+            else:
+                self.held.append(data)
+        elif self.direct:
+            self.transport.write(data)
+        else:  # HTTP/2 and other channels: through the request
+            self.request.write(self.unchunked(data))
+
+    def flush(self) -> None:
+        """The transport drained: write what was held (it may pause us again)."""
+        held, self.held = self.held, []
+        if not held or self.closed:
             return
         if self.direct:
-            transport = self.transport
-            if (
-                self.send_now
-                and not transport.dataBuffer
-                and not transport._tempDataLen
-                and transport.connected
-                and not transport.disconnecting
-                and not transport._writeDisconnected
-                and not transport.TLS
-            ):
-                sent = transport.writeSomeData(data)
-                if isinstance(sent, int) and sent > 0:
-                    if sent == len(data):
-                        return
-                    data = data[sent:]
-            transport.write(data)  # queued: sent when the socket can take it
-        else:  # HTTP/2 and other channels: through the request
-            self.request.write(data[data.index(b"\r\n") + 2 : -2] if self.chunked else data)
+            self.transport.writeSequence(held)
+        else:
+            for data in held:
+                self.request.write(self.unchunked(data))
+
+    def unchunked(self, data: bytes) -> bytes:
+        """*data* without its HTTP/1.1 chunk framing (the request frames it itself)."""
+        return data[data.index(b"\r\n") + 2 : -2] if self.chunked else data
 
     def write_text(self, text: str) -> None:
         data = text.encode("utf-8")
@@ -182,6 +182,7 @@ class SSEConnection:
         if self.closed:
             return
         self.closed = True
+        self.held = []
         if self.subscription is not None:
             self.subscription.cancel()
             self.subscription = None
