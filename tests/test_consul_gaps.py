@@ -17,6 +17,7 @@ import consul
 import pytest
 
 from homeport.catalog import queries, snapshot
+from homeport.catalog.filter import GoRegexpError, go_regexp
 from homeport.catalog.model import Catalog, Node, PreparedQuery, Session
 
 from .daemon import Daemon, curl
@@ -335,3 +336,56 @@ def test_node_service_and_session_names_may_hold_a_slash(daemon: Daemon) -> None
 def test_an_empty_name_is_consuls_400(agent: Daemon, method: str, path: str, text: str) -> None:
     status, _, body = agent.request(method, path, b"" if method == "PUT" else None)
     assert (status, body.decode()) == (400, text)
+
+
+# -- 8. event filters and template regexps are Go's RE2 -----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("pattern", "text"),
+    [
+        ("(?=x)", "invalid or unsupported Perl syntax: `(?=`"),
+        ("(abc", "missing closing ): `(abc`"),
+        ("a**", "invalid nested repetition operator: `**`"),
+        ("x{1001}", "invalid repeat count: `{1001}`"),
+        (r"a\Z", r"invalid escape sequence: `\Z`"),
+    ],
+)
+def test_go_regexp_refuses_what_go_refuses_with_gos_text(pattern: str, text: str) -> None:
+    with pytest.raises(GoRegexpError) as refused:
+        go_regexp(pattern)
+    assert str(refused.value) == text
+
+
+def test_event_filters_are_go_regexps(agent: Daemon) -> None:
+    c = client(agent)
+    # RE2's syntax that Python's re lacks: Unicode classes, POSIX classes.
+    for node_filter in (r"^\pL+$", "^[[:alpha:]]+$"):
+        fired = c.event.fire("re2", node=node_filter)
+        assert fired["NodeFilter"] == node_filter
+        _, events = c.event.list(name="re2")
+        assert fired["ID"] in [e["ID"] for e in events]  # kept: the filter matches testnode
+    # What Go refuses, with Go's text (Python's re would take the lookahead).
+    status, _, body = agent.request("PUT", "/v1/event/fire/re2?node=(%3F%3Dtest)")
+    assert (status, body.decode()) == (
+        500,
+        "Invalid node filter: error parsing regexp: invalid or unsupported Perl syntax: `(?=`",
+    )
+
+
+def test_a_template_regexp_is_go_regexp(agent: Daemon) -> None:
+    template = {"Type": "name_prefix_match", "Regexp": "^re2-(?P<x>.+)$|(?=never)"}
+    body = {"Name": "re2-", "Template": template, "Service": {"Service": "${match(1)}"}}
+    status, _, answer = agent.request("POST", "/v1/query", body)
+    assert status == 500
+    assert answer.decode() == (
+        "failed compiling template: Bad Regexp: error parsing regexp: invalid or unsupported "
+        "Perl syntax: `(?=`"
+    )
+    template["Regexp"] = r"^re2-(\pL+)$"
+    status, _, answer = agent.request("POST", "/v1/query", body)
+    assert status == 200, answer
+    query_id = json.loads(answer)["ID"]
+    explained = agent.get_json("/v1/query/re2-web/explain")
+    assert explained["Query"]["Service"]["Service"] == "web"
+    agent.request("DELETE", f"/v1/query/{query_id}")

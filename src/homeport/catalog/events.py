@@ -24,7 +24,6 @@ Pure: no Twisted, no I/O.
 from __future__ import annotations
 
 import base64
-import re
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -33,6 +32,7 @@ from typing import Any
 
 from ..errors import error
 from .errors import CatalogError
+from .filter import GoRegexpError, go_regexp
 
 #: Events an agent keeps (Consul's ``eventBuf``).
 BUFFER_SIZE = 256
@@ -68,10 +68,10 @@ class InvalidEventFilter(CatalogError):
 
     which: str  # "node", "service" or "tag"
     pattern: str
-    reason: str
+    reason: str  # Go's: the code and the part of the pattern it is about
 
     def __str__(self) -> str:
-        return f"Invalid {self.which} filter: error parsing regexp: {self.reason}: `{self.pattern}`"
+        return f"Invalid {self.which} filter: error parsing regexp: {self.reason}"
 
 
 @error
@@ -131,13 +131,14 @@ def event_json(event: UserEvent) -> dict[str, Any]:
 # Validation and size
 
 
-def _compile(which: str, pattern: str) -> re.Pattern[str] | None:
+def _compile(which: str, pattern: str) -> Any:
+    """Go's ``regexp.Compile``, as Consul compiles the filters (RE2, via google-re2)."""
     if not pattern:
         return None
     try:
-        return re.compile(pattern)
-    except re.error as e:
-        raise InvalidEventFilter(which, pattern, e.msg) from None
+        return go_regexp(pattern)
+    except GoRegexpError as e:
+        raise InvalidEventFilter(which, pattern, str(e)) from None
 
 
 def validate(event: UserEvent) -> None:

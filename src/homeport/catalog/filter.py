@@ -200,6 +200,42 @@ class _Parser:
         raise self.fail(f"expected an operator after {'.'.join(path)}")
 
 
+#: RE2's (C++) error texts -> Go's ``regexp/syntax`` error codes.
+_GO_CODES = {
+    "missing )": "missing closing )",
+    "missing ]": "missing closing ]",
+    "unexpected )": "unexpected )",
+    "bad repetition operator": "invalid nested repetition operator",
+    "invalid repetition size": "invalid repeat count",
+    "missing argument to repetition operator": "missing argument to repetition operator",
+    "invalid perl operator": "invalid or unsupported Perl syntax",
+    "invalid named capture group": "invalid named capture",
+    "invalid UTF-8": "invalid UTF-8",
+    "bad UTF-8": "invalid UTF-8",
+    "invalid escape sequence": "invalid escape sequence",
+    "trailing \\": "trailing backslash at end of expression",
+    "invalid character class": "invalid character class",
+    "invalid character class range": "invalid character class range",
+}
+
+
+class GoRegexpError(ValueError):
+    """A pattern Go's ``regexp.Compile`` refuses; ``str()`` is Go's text after
+    ``error parsing regexp: `` (``missing closing ): `(abc```)."""
+
+
+def go_regexp(pattern: str) -> Any:
+    """*pattern* compiled as Go's ``regexp.Compile`` reads it (RE2 syntax, matched in
+    linear time: no pattern makes the reactor backtrack), or :class:`GoRegexpError`."""
+    try:
+        return re2.compile(pattern, options=_RE2_OPTIONS)
+    except re2.error as e:
+        raw = e.args[0] if e.args else b""
+        text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+        code, _, expr = text.partition(": ")
+        raise GoRegexpError(f"{_GO_CODES.get(code, code)}: `{expr or pattern}`") from None
+
+
 def _negated(matcher: Matcher, negate: bool) -> Matcher:
     return (lambda item: not matcher(item)) if negate else matcher
 

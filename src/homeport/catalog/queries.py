@@ -23,6 +23,7 @@ from ..units import DurationError, parse_duration
 from . import consul
 from .consul import Schema
 from .errors import BadRequest, CatalogError, ServerRefusal
+from .filter import GoRegexpError, go_regexp
 from .model import CRITICAL, PASSING, Catalog, Check, Node, PreparedQuery, Service
 
 TEMPLATE_TYPE = "name_prefix_match"
@@ -238,9 +239,10 @@ def render(query: PreparedQuery, name: str) -> PreparedQuery:
     matches: Sequence[str] = ()
     if template["Regexp"]:
         try:
-            found = re.search(template["Regexp"], name)  # Go's FindStringSubmatch
-        except re.error as e:
-            raise ServerRefusal(f"Bad Regexp: {e}") from None
+            pattern = go_regexp(template["Regexp"])
+        except GoRegexpError as e:
+            raise ServerRefusal(f"Bad Regexp: error parsing regexp: {e}") from None
+        found = pattern.search(name)  # Go's FindStringSubmatch
         if found is not None:
             matches = [found.group(0), *(g or "" for g in found.groups())]
     values = {
