@@ -70,6 +70,9 @@ T = TypeVar("T")
 
 #: How many times a write is run again after losing a race to another agent.
 ATTEMPTS = 16
+#: How long a write waits for etcd to have a leader (an election takes about a second
+#: with etcd's default timings) before it fails with "No cluster leader".
+HOLD = 3.0
 KINDS: tuple[StoredKind, ...] = ("node", "service", "check", "session", "query", "kv")
 PAIRED = ("service", "check")
 
@@ -178,22 +181,24 @@ class AgentInfo:
 
 @dataclass
 class Health:
-    """What this agent knows of etcd: the leader and members, whether it is reachable."""
+    """What this agent knows of etcd: whether a member it reached knows a leader (polled
+    every second), whether the watch is connected, and the members' addresses."""
 
-    reachable: bool = False
+    leader_known: bool = False
+    watching: bool = False
     leader: str = ""
     peers: tuple[str, ...] = ()
     on_change: list[Callable[[], None]] = field(default_factory=list)
 
-    def set(
-        self, reachable: bool, leader: str | None = None, peers: tuple[str, ...] | None = None
-    ) -> None:
+    @property
+    def reachable(self) -> bool:
+        """Writes can commit and reads are current (``X-Consul-KnownLeader``)."""
+        return self.leader_known and self.watching
+
+    def update(self, **facts: Any) -> None:
         before = (self.reachable, self.leader)
-        self.reachable = reachable
-        if leader is not None:
-            self.leader = leader
-        if peers is not None:
-            self.peers = peers
+        for name, value in facts.items():
+            setattr(self, name, value)
         if before != (self.reachable, self.leader):
             for listener in list(self.on_change):
                 listener()
@@ -289,7 +294,7 @@ class EtcdCatalogStore(MultiService):
             self._compacted,
             self._connected,
         )
-        self.health.set(True)
+        self.health.update(watching=True)
         self.loaded = True
 
     def _reset(self, revision: int, kvs: Iterable[KeyValue]) -> None:
@@ -397,7 +402,7 @@ class EtcdCatalogStore(MultiService):
         )
 
     def _connected(self, up: bool) -> None:
-        self.health.set(up)
+        self.health.update(watching=up)
 
     # -- revisions -------------------------------------------------------------------
 
@@ -421,8 +426,7 @@ class EtcdCatalogStore(MultiService):
     async def barrier(self) -> None:
         """Wait until this agent has seen every write etcd had committed when asked
         (a linearizable read): what ``?consistent`` and every write start with."""
-        if not self.loaded or not self.health.reachable:
-            raise no_leader()
+        await self._hold()
         try:
             found = await self.client.range(self.prefix + b"revision")
         except (EtcdUnavailable, EtcdError):
@@ -449,10 +453,20 @@ class EtcdCatalogStore(MultiService):
                 await self.caught_up(lost.revision)
         raise ServerRefusal("Too much contention: the write lost every race; try again")
 
+    async def _hold(self) -> None:
+        """Wait (up to HOLD seconds, as Consul holds an RPC through a leader election)
+        until etcd has a leader and the watch is up; else Consul's "No cluster leader"."""
+        deadline = self.reactor.seconds() + HOLD
+        while not (self.loaded and self.health.reachable):
+            if self.reactor.seconds() >= deadline or not self.running:
+                raise no_leader()
+            await task.deferLater(self.reactor, 0.1, lambda: None)
+            if not self.health.leader_known:
+                await self._poll_health()
+
     async def commit(self, proposal: Proposal) -> int:
         """Commit *proposal* in one etcd transaction; its revision, once applied here."""
-        if not self.health.reachable:
-            raise no_leader()
+        await self._hold()
         compares: list[Compare] = []
         for slot in proposal.reads:
             compares.append(self._unchanged(slot, self.catalog.looked_up(slot)))
@@ -549,13 +563,13 @@ class EtcdCatalogStore(MultiService):
             status = await self.client.status()
             members = await self.client.members()
         except (EtcdUnavailable, EtcdError):
-            self.health.set(False)
+            self.health.update(leader_known=False)
             return
         peers = {m.id: _host_port(m.peer_urls) for m in members}
-        self.health.set(
-            bool(status.leader) and self._watch is not None,
-            peers.get(status.leader, ""),
-            tuple(sorted(peers.values())),
+        self.health.update(
+            leader_known=bool(status.leader),
+            leader=peers.get(status.leader, ""),
+            peers=tuple(sorted(peers.values())),
         )
 
     def _agent_nodes(self) -> list[str]:

@@ -1,0 +1,272 @@
+"""Several agents, one catalog: three real etcd members and three homeport agents on
+loopback (issue #16).  Register on one agent, read on another; kill agents and etcd
+members with -9 and watch what clients see."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import consul
+import pytest
+
+from .daemon import Daemon, wait_for
+from .etcd_cluster import Cluster
+
+TTL = 3  # --agent-ttl: short, so that a dead agent is noticed quickly
+
+
+@pytest.fixture(scope="module")
+def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    cluster = Cluster(tmp_path_factory.mktemp("etcd")).start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def start_agent(workdir: Path, name: str, etcd: Cluster, *extra: str) -> Daemon:
+    hosts = ",".join(e.split("://", 1)[1] for e in etcd.endpoints)
+    agent = Daemon(workdir=workdir, node=name)
+    agent.start(
+        ["--catalog", f"etcd://{hosts}", "--agent-ttl", f"{TTL}s", "--dns", "127.0.0.1:0", *extra]
+    )
+    wait_for(lambda: node_listed(agent, name), 20, f"{name} in its own catalog")
+    return agent
+
+
+def node_listed(agent: Daemon, name: str) -> bool:
+    status, _, body = agent.request("GET", "/v1/catalog/nodes")
+    return status == 200 and name in {n["Node"] for n in json.loads(body)}
+
+
+@pytest.fixture(scope="module")
+def agents(tmp_path_factory: pytest.TempPathFactory, etcd: Cluster) -> Iterator[list[Daemon]]:
+    started = [
+        start_agent(tmp_path_factory.mktemp(name), name, etcd) for name in ("ag-a", "ag-b", "ag-c")
+    ]
+    try:
+        yield started
+    finally:
+        for agent in started:
+            if agent.process is not None and agent.process.poll() is None:
+                agent.process.kill()
+                agent.process.wait()
+
+
+def dig(agent: Daemon, name: str) -> list[str]:
+    command = ["dig", "@127.0.0.1", "-p", str(agent.dns_port), "+short", "+time=3", "+tries=2"]
+    result = subprocess.run([*command, name], capture_output=True, text=True, check=True)
+    return sorted(result.stdout.split())
+
+
+def register(agent: Daemon, service: dict[str, Any]) -> None:
+    status, _, body = agent.request("PUT", "/v1/agent/service/register", service)
+    assert status == 200, body
+
+
+def serf(agent: Daemon, node: str) -> str:
+    checks = agent.get_json(f"/v1/health/node/{node}")
+    return str(next(c["Status"] for c in checks if c["CheckID"] == "serfHealth"))
+
+
+def entries(agent: Daemon, prefix: str) -> list[dict[str, Any]]:
+    """The KV entries under *prefix* on *agent* ([] when there are none)."""
+    status, _, body = agent.request("GET", f"/v1/kv/{prefix}?recurse")
+    return list(json.loads(body)) if status == 200 else []
+
+
+def test_register_on_one_agent_dig_and_curl_any_other(agents: list[Daemon]) -> None:
+    a, b, c = agents
+    assert all(node_listed(x, n) for x in agents for n in ("ag-a", "ag-b", "ag-c"))
+    register(a, {"Name": "shop", "ID": "shop-1", "Address": "10.1.0.1", "Port": 80})
+    # The answer came back once the commit reached agent A; B and C follow its watch.
+    wait_for(lambda: dig(c, "shop.service.consul") == ["10.1.0.1"], 5, "shop in C's DNS")
+    [instance] = b.get_json("/v1/catalog/service/shop")
+    assert instance["Node"] == "ag-a" and instance["ServicePort"] == 80
+    _, headers, _ = b.request("GET", "/v1/catalog/service/shop")
+    assert int(headers["X-Consul-Index"]) >= instance["ModifyIndex"]
+    assert headers["X-Consul-Knownleader"] == "true"
+    # The instance belongs to A: deregistering it through A removes it everywhere.
+    assert a.request("PUT", "/v1/agent/service/deregister/shop-1")[0] == 200
+    wait_for(lambda: b.get_json("/v1/catalog/service/shop") == [], 5, "shop gone on B")
+
+
+def test_a_blocking_query_on_one_agent_wakes_for_a_write_on_another(
+    agents: list[Daemon],
+) -> None:
+    a, b, _ = agents
+    assert a.request("PUT", "/v1/kv/watched", b"1")[0] == 200
+    _, headers, _ = b.request("GET", "/v1/kv/watched")
+    index = headers["X-Consul-Index"]
+    woke: list[float] = []
+
+    def watch() -> None:
+        started = time.monotonic()
+        status, _, _ = b.request("GET", f"/v1/kv/watched?index={index}&wait=20s", timeout=30)
+        assert status == 200
+        woke.append(time.monotonic() - started)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    time.sleep(0.5)
+    assert a.request("PUT", "/v1/kv/watched", b"2")[0] == 200
+    watcher.join(30)
+    assert woke and woke[0] < 15, woke
+    [entry] = b.get_json("/v1/kv/watched")
+    assert entry["Value"] == "Mg=="
+
+
+def race(*calls: Any) -> list[Any]:
+    """Run the calls at the same moment in threads; their results."""
+    results: list[Any] = [None] * len(calls)
+    barrier = threading.Barrier(len(calls))
+
+    def run(i: int) -> None:
+        barrier.wait()
+        results[i] = calls[i]()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return results
+
+
+def test_cas_contended_from_two_agents_has_exactly_one_winner(agents: list[Daemon]) -> None:
+    a, b, _ = agents
+    for n in range(15):
+        key = f"/v1/kv/race/{n}?cas=0"
+        results = race(
+            lambda key=key: a.request("PUT", key, b"a")[2],
+            lambda key=key: b.request("PUT", key, b"b")[2],
+        )
+        assert sorted(results) == [b"false", b"true"], (n, results)
+        [entry] = a.get_json(f"/v1/kv/race/{n}")
+        winner = b"a" if results[0] == b"true" else b"b"
+        assert entry["Value"] == {b"a": "YQ==", b"b": "Yg=="}[winner]
+
+
+def test_a_lock_contended_from_two_agents_has_exactly_one_holder(agents: list[Daemon]) -> None:
+    a, b, _ = agents
+    sa = a.request("PUT", "/v1/session/create", {"Name": "a"})
+    sb = b.request("PUT", "/v1/session/create", {"Name": "b"})
+    session_a, session_b = json.loads(sa[2])["ID"], json.loads(sb[2])["ID"]
+    for n in range(10):
+        key = f"/v1/kv/leader/{n}"
+        results = race(
+            lambda key=key: a.request("PUT", f"{key}?acquire={session_a}", b"a")[2],
+            lambda key=key: b.request("PUT", f"{key}?acquire={session_b}", b"b")[2],
+        )
+        assert sorted(results) == [b"false", b"true"], (n, results)
+        [entry] = b.get_json(key)
+        assert entry["Session"] == (session_a if results[0] == b"true" else session_b)
+    # Destroying A's session on agent B releases A's locks for everyone.
+    assert b.request("PUT", f"/v1/session/destroy/{session_a}")[0] == 200
+    for n in range(10):
+        [entry] = a.get_json(f"/v1/kv/leader/{n}")
+        assert entry.get("Session") in (None, session_b)
+
+
+def test_py_consul_works_against_any_agent(agents: list[Daemon]) -> None:
+    _, b, c = agents
+    on_b = consul.Consul(host="127.0.0.1", port=b.http_port)
+    on_c = consul.Consul(host="127.0.0.1", port=c.http_port)
+    assert on_b.kv.put("pyconsul/x", "1")
+    index, entry = wait_for(lambda: on_c.kv.get("pyconsul/x")[1] and on_c.kv.get("pyconsul/x"))
+    assert entry["Value"] == b"1" and int(index) >= entry["ModifyIndex"]
+    assert on_c.agent.service.register("api", service_id="api-c", port=9000)
+    wait_for(lambda: on_b.health.service("api")[1], 5, "api seen from B")
+    assert on_c.agent.service.deregister("api-c")
+    assert sorted(on_b.status.peers()) == sorted(on_c.status.peers())
+    assert on_b.status.leader() in on_b.status.peers()
+
+
+def test_a_killed_agent_leaves_answers_and_comes_back(agents: list[Daemon], etcd: Cluster) -> None:
+    a, b, c = agents
+    register(b, {"Name": "cache", "ID": "cache-b", "Address": "10.2.0.2", "Port": 6379})
+    wait_for(lambda: dig(c, "cache.service.consul") == ["10.2.0.2"], 5, "cache in C's DNS")
+    b.kill9()
+    killed = time.monotonic()
+    wait_for(lambda: serf(a, "ag-b") == "critical", TTL + 5, "B's serfHealth critical on A")
+    wait_for(lambda: dig(c, "cache.service.consul") == [], TTL + 5, "cache out of C's DNS")
+    assert time.monotonic() - killed < TTL + 2 + 1.5  # TTL + 2 s, plus polling slack
+    assert a.get_json("/v1/health/service/cache?passing") == []
+    # B restarts with the same node name and takes its registrations back.
+    b.start()
+    wait_for(lambda: serf(c, "ag-b") == "passing", 20, "B passing again")
+    wait_for(lambda: dig(c, "cache.service.consul") == ["10.2.0.2"], 10, "cache back")
+
+
+def test_one_etcd_member_down_changes_nothing(agents: list[Daemon], etcd: Cluster) -> None:
+    victim = etcd.members[0]
+    victim.kill()
+    try:
+        for n, agent in enumerate(agents):
+            status, _, body = agent.request("PUT", f"/v1/kv/one-down/{n}", b"x", timeout=20)
+            assert status == 200, body
+        for agent in agents:
+            wait_for(partial(lambda a: len(entries(a, "one-down/")) == 3, agent), 10, "all seen")
+            _, headers, _ = agent.request("GET", "/v1/kv/one-down/?recurse")
+            assert headers["X-Consul-Knownleader"] == "true"
+    finally:
+        etcd.heal()
+
+
+def test_without_a_quorum_reads_answer_and_writes_fail_cleanly(
+    agents: list[Daemon], etcd: Cluster
+) -> None:
+    a, b, c = agents
+    assert a.request("PUT", "/v1/kv/quorum/before", b"1")[0] == 200
+    wait_for(lambda: b.request("GET", "/v1/kv/quorum/before")[0] == 200, 5, "seen on B")
+    for member in etcd.members[:2]:
+        member.kill()
+    try:
+        wait_for(
+            lambda: b.request("GET", "/v1/kv/quorum/before")[1]["X-Consul-Knownleader"] == "false",
+            15,
+            "B to know there is no leader",
+        )
+        status, _, body = b.request("GET", "/v1/kv/quorum/before")
+        assert status == 200 and json.loads(body)[0]["Value"] == "MQ=="
+        started = time.monotonic()
+        status, _, body = b.request("PUT", "/v1/kv/quorum/during", b"2", timeout=30)
+        assert (status, body) == (500, b"No cluster leader")
+        assert time.monotonic() - started < 6  # held 3 s for an election, then failed
+        status, _, body = a.request(
+            "PUT", "/v1/txn", [{"KV": {"Verb": "set", "Key": "quorum/t1", "Value": "eA=="}}]
+        )
+        assert status == 500
+    finally:
+        etcd.heal()
+    wait_for(lambda: b.request("PUT", "/v1/kv/quorum/after", b"3")[0] == 200, 20, "writes back")
+    assert c.request("GET", "/v1/kv/quorum/during")[0] == 404
+    assert c.request("GET", "/v1/kv/quorum/t1")[0] == 404
+
+
+def test_restarting_everything_loses_nothing_acknowledged(
+    agents: list[Daemon], etcd: Cluster
+) -> None:
+    acknowledged = []
+    for n in range(30):
+        agent = agents[n % 3]
+        if agent.request("PUT", f"/v1/kv/durable/{n}", str(n).encode())[0] == 200:
+            acknowledged.append(n)
+    assert len(acknowledged) == 30
+    for agent in agents:
+        agent.kill9()
+    etcd.stop()
+    etcd.heal()
+    for agent, name in zip(agents, ("ag-a", "ag-b", "ag-c"), strict=True):
+        agent.start()
+        wait_for(partial(node_listed, agent, name), 20, f"{name} back")
+    for agent in agents:
+        found = wait_for(partial(entries, agent, "durable/"), 10, "keys back")
+        assert sorted(int(e["Key"].rsplit("/", 1)[1]) for e in found) == acknowledged
