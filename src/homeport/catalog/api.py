@@ -127,7 +127,7 @@ def local_identity(node: str | None, advertise: str | None, datacenter: str, now
 
 
 def default_advertise() -> str:
-    """The first non-loopback IPv4 address, else 127.0.0.1 (as DESIGN.md says)."""
+    """The first non-loopback IPv4 address, else 127.0.0.1 (as ``--advertise``'s help says)."""
     try:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             s.connect(("192.0.2.1", 9))  # no packet is sent: this only picks a route

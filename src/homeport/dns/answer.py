@@ -14,7 +14,7 @@ The steps below it, each its own module, none with Twisted: :mod:`.config` (the
 settings), :mod:`.snapshot` (the catalog read once), :mod:`.resolve` (a name to
 records) and :mod:`.wire` (packets read and written).
 
-Behaviour follows Consul's ``agent/dns.go`` (see shared/CONSUL.md): names are parsed
+Behaviour follows Consul's ``agent/dns.go`` (see docs/CONSUL-REFERENCE.md): names are parsed
 right to left for ``service``/``node``/``addr`` with an optional datacenter label;
 ``*.in-addr.arpa`` / ``*.ip6.arpa`` names of known node (else service) addresses get PTRs;
 NXDOMAIN and NOERROR-without-data carry the SOA; names outside the domain are REFUSED;

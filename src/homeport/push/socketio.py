@@ -1,7 +1,7 @@
 """Socket.IO v5 over Engine.IO v4 at ``/socket.io/``, native on twisted.web and autobahn.
 
 python-socketio's server cannot run its WebSocket transport under a WSGI container, so
-this speaks the protocol itself (see PROTOCOLS.md): the Engine.IO handshake, the polling
+this speaks the protocol itself (see docs/PROTOCOLS.md): the Engine.IO handshake, the polling
 transport (packets joined by the record separator ``\\x1e``; a POST is answered ``ok``),
 the WebSocket transport (one packet per frame, via autobahn, in :mod:`.websocket`), the
 ``2probe``/``3probe``/``5`` upgrade, server pings with a pong deadline; and, inside
