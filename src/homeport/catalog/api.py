@@ -42,7 +42,7 @@ from .errors import (
     UnknownNode,
     UnknownService,
 )
-from .filter import compile_filter
+from .filter import InvalidFilter, compile_filter
 from .model import (
     CRITICAL,
     PASSING,
@@ -70,6 +70,7 @@ ERRORS = ErrorTable(
     {
         # requests
         BadRequest: (400, str),
+        InvalidFilter: (500, str),  # go-bexpr's error, passed through by Consul
         ServerRefusal: (500, str),
         BodyTooLarge: (413, str),
         TooManyOps: (413, str),
@@ -401,11 +402,14 @@ class ConsulAPI:
         node = self.catalog.nodes.get(call.params["node"])
         if node is None:
             return self._json(call, None)
-        services = [
-            consul.node_service_json(s)
-            for s in sorted(self.catalog.services.values(), key=lambda s: s.id)
-            if s.node == node.name
-        ]
+        services = self._filtered(  # Consul's filter: on the node's services
+            call,
+            [
+                consul.node_service_json(s)
+                for s in sorted(self.catalog.services.values(), key=lambda s: s.id)
+                if s.node == node.name
+            ],
+        )
         return self._json(
             call,
             {
@@ -645,7 +649,7 @@ class ConsulAPI:
         }
 
     def agent_members(self, call: Call) -> Reply:
-        return self._json(call, [self._member()])
+        return self._json(call, self._filtered(call, [self._member()]))
 
     def check_register(self, call: Call) -> Reply:
         fields = self._decode(call, consul.CHECK)

@@ -28,9 +28,20 @@ from typing import Any
 
 import re2  # type: ignore[import-untyped]
 
+from ..errors import error
 from .errors import BadRequest
 
 Matcher = Callable[[Any], bool]
+#: go-bexpr's ``CreateFilter`` puts this before every reason it refuses an expression.
+REFUSED = "Failed to create boolean expression evaluator: "
+
+
+@error
+class InvalidFilter(BadRequest):
+    """An expression go-bexpr refuses.  Consul hands that error back as it is (not a
+    ``BadRequestError``), so its HTTP layer answers **500** with the text."""
+
+
 _RE2_OPTIONS = re2.Options()
 _RE2_OPTIONS.log_errors = False  # a bad pattern is the client's 400, not a line on stderr
 MAX_DEPTH = 64  # nested parentheses and "not"s: deeper is refused, not a RecursionError
@@ -304,4 +315,7 @@ def compile_filter(text: str, fields: set[str] | None = None) -> Matcher:
 
     *fields*, the results' top-level field names, lets a misspelt selector be refused.
     """
-    return _Parser(text, set(fields or ())).parse()
+    try:
+        return _Parser(text, set(fields or ())).parse()
+    except BadRequest as e:
+        raise InvalidFilter(REFUSED + e.text.removeprefix(REFUSED)) from None
