@@ -115,7 +115,7 @@ def _tls_healthy(member: Member) -> bool:
     args = [a for a in member.extra]
     ca = args[args.index("--trusted-ca-file") + 1]
     command = ["curl", "-sf", "--max-time", "1", "--cacert", ca]
-    if "--client-cert-auth" in args:
+    if "--trusted-ca-file" in args:  # etcd then asks every client for a certificate
         command += ["--cert", args[args.index("--cert-file") + 1]]
         command += ["--key", args[args.index("--key-file") + 1]]
     result = subprocess.run(

@@ -10,7 +10,7 @@ import datetime
 import ipaddress
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import pytest
 from cryptography import x509
@@ -37,6 +37,7 @@ from homeport.etcd import (
     RangeResult,
     prefix_end,
 )
+from homeport.part import IHomeportReactor
 
 from .etcd_cluster import Cluster, etcd_cluster, etcd_single
 
@@ -75,6 +76,11 @@ def run(scenario: Scenario[T], timeout: float = 60.0) -> T:
     assert leftovers == [], leftovers
     assert open_sockets == set(), open_sockets
     return result  # type: ignore[return-value]
+
+
+def hp(reactor: EPollReactor) -> IHomeportReactor:
+    """The reactor as the client's type (EPollReactor provides every interface of it)."""
+    return cast(IHomeportReactor, reactor)
 
 
 async def sleep(reactor: EPollReactor, seconds: float) -> None:
@@ -131,7 +137,7 @@ def test_prefix_end_is_the_first_key_after_every_key_with_the_prefix() -> None:
 
 def test_put_range_and_delete_round_trip_bytes_and_revisions(etcd_single: Cluster) -> None:
     async def scenario(reactor: EPollReactor) -> None:
-        client = EtcdClient(reactor, etcd_single.endpoints)
+        client = EtcdClient(hp(reactor), etcd_single.endpoints)
         first = await client.put(b"kv/a", b"\x00\xffone")
         second = await client.put(b"kv/b", b"two")
         await client.put(b"kv/a", b"uno")
@@ -161,7 +167,7 @@ def test_put_range_and_delete_round_trip_bytes_and_revisions(etcd_single: Cluste
 
 def test_an_etcd_error_reply_is_an_etcd_error_with_its_code(etcd_single: Cluster) -> None:
     async def scenario(reactor: EPollReactor) -> None:
-        client = EtcdClient(reactor, etcd_single.endpoints)
+        client = EtcdClient(hp(reactor), etcd_single.endpoints)
         revision = await client.put(b"err/a", b"1")
         with pytest.raises(EtcdError, match="future revision") as future:
             await client.range(b"err/a", revision=revision + 100)
@@ -183,7 +189,7 @@ def test_a_transaction_runs_success_when_every_compare_holds_else_failure(
     etcd_single: Cluster,
 ) -> None:
     async def scenario(reactor: EPollReactor) -> None:
-        client = EtcdClient(reactor, etcd_single.endpoints)
+        client = EtcdClient(hp(reactor), etcd_single.endpoints)
         absent = Compare(b"txn/lock", "CREATE", "EQUAL", 0)
         won = await client.txn([absent], [Put(b"txn/lock", b"me")], [Range(b"txn/lock")])
         assert won.succeeded
@@ -222,7 +228,7 @@ def test_a_transaction_runs_success_when_every_compare_holds_else_failure(
 
 def test_a_lease_keeps_its_keys_until_revoked_and_then_is_gone(etcd_single: Cluster) -> None:
     async def scenario(reactor: EPollReactor) -> None:
-        client = EtcdClient(reactor, etcd_single.endpoints)
+        client = EtcdClient(hp(reactor), etcd_single.endpoints)
         lease, ttl = await client.lease_grant(30)
         assert lease > 0 and ttl == 30
         chosen, _ = await client.lease_grant(20, lease_id=4242)
@@ -248,7 +254,7 @@ def test_a_lease_keeps_its_keys_until_revoked_and_then_is_gone(etcd_single: Clus
 
 def test_a_lease_that_is_not_kept_alive_expires_with_its_keys(etcd_single: Cluster) -> None:
     async def scenario(reactor: EPollReactor) -> None:
-        client = EtcdClient(reactor, etcd_single.endpoints)
+        client = EtcdClient(hp(reactor), etcd_single.endpoints)
         lease, _ = await client.lease_grant(1)
         await client.put(b"expire/a", b"1", lease=lease)
 
@@ -270,7 +276,7 @@ def test_a_lease_that_is_not_kept_alive_expires_with_its_keys(etcd_single: Clust
 
 def test_members_and_status_describe_the_cluster(etcd_cluster: Cluster) -> None:
     async def scenario(reactor: EPollReactor) -> None:
-        client = EtcdClient(reactor, etcd_cluster.endpoints)
+        client = EtcdClient(hp(reactor), etcd_cluster.endpoints)
         members = await client.members()
         assert sorted(m.name for m in members) == ["m1", "m2", "m3"]
         by_name = {m.name: m for m in members}
@@ -291,7 +297,7 @@ def test_a_call_moves_on_to_the_next_endpoint_and_stays_there(etcd_cluster: Clus
     dead = f"http://127.0.0.1:{etcd_cluster.members[0].peer_port + 10000}"
 
     async def scenario(reactor: EPollReactor) -> None:
-        client = EtcdClient(reactor, [dead, *etcd_cluster.endpoints[1:]])
+        client = EtcdClient(hp(reactor), [dead, *etcd_cluster.endpoints[1:]])
         await client.put(b"failover/a", b"1")
         assert client.endpoint == etcd_cluster.endpoints[1]
         assert (await client.status()).member_id == (await client.status()).member_id
@@ -306,7 +312,7 @@ def test_no_endpoint_answering_is_etcd_unavailable_naming_each(tmp_path: Path) -
     endpoints = [f"http://127.0.0.1:{free_port()}" for _ in range(2)]
 
     async def scenario(reactor: EPollReactor) -> None:
-        client = EtcdClient(reactor, endpoints, timeout=1.0)
+        client = EtcdClient(hp(reactor), endpoints, timeout=1.0)
         with pytest.raises(EtcdUnavailable) as unavailable:
             await client.put(b"a", b"1")
         assert not unavailable.value.maybe_applied
@@ -322,7 +328,7 @@ def test_no_endpoint_answering_is_etcd_unavailable_naming_each(tmp_path: Path) -
 
 def test_a_watch_sees_puts_and_deletes_with_previous_values(etcd_single: Cluster) -> None:
     async def scenario(reactor: EPollReactor) -> None:
-        client = EtcdClient(reactor, etcd_single.endpoints)
+        client = EtcdClient(hp(reactor), etcd_single.endpoints)
         start = await client.put(b"w/a", b"1")  # before the watch: seen from history
         live = Recorder()
         history = Recorder()
@@ -362,7 +368,7 @@ def test_a_watch_sees_puts_and_deletes_with_previous_values(etcd_single: Cluster
 
 def test_a_watch_from_a_compacted_revision_reports_it_and_stops(etcd_single: Cluster) -> None:
     async def scenario(reactor: EPollReactor) -> None:
-        client = EtcdClient(reactor, etcd_single.endpoints)
+        client = EtcdClient(hp(reactor), etcd_single.endpoints)
         first = await client.put(b"c/a", b"1")
         latest = await client.put(b"c/a", b"2")
         await client.compact(latest)
@@ -378,7 +384,7 @@ def test_a_watch_from_a_compacted_revision_reports_it_and_stops(etcd_single: Clu
 
 def test_close_stops_every_watch(etcd_single: Cluster) -> None:
     async def scenario(reactor: EPollReactor) -> None:
-        client = EtcdClient(reactor, etcd_single.endpoints)
+        client = EtcdClient(hp(reactor), etcd_single.endpoints)
         seen = Recorder()
         watcher = client.watch(b"x/", prefix_end(b"x/"), 0, seen.on_events, seen.on_compacted)
         await until(reactor, lambda: watcher.revision > 0)
@@ -398,8 +404,8 @@ def test_a_watch_resumes_without_missing_an_event_when_its_member_is_killed(
     member, says it was down and up again, and every revision arrives once, in order."""
 
     async def scenario(reactor: EPollReactor) -> None:
-        writer = EtcdClient(reactor, etcd_cluster.endpoints[::-1])
-        client = EtcdClient(reactor, etcd_cluster.endpoints)
+        writer = EtcdClient(hp(reactor), etcd_cluster.endpoints[::-1])
+        client = EtcdClient(hp(reactor), etcd_cluster.endpoints)
         seen = Recorder()
         start = await writer.put(b"resume/0", b"0")
         watcher = client.watch(
@@ -435,7 +441,7 @@ def test_a_watch_resumes_without_missing_an_event_when_its_member_is_killed(
 
 def test_one_member_down_changes_nothing_for_the_client(etcd_cluster: Cluster) -> None:
     async def scenario(reactor: EPollReactor) -> None:
-        client = EtcdClient(reactor, etcd_cluster.endpoints)
+        client = EtcdClient(hp(reactor), etcd_cluster.endpoints)
         await client.put(b"one-down/a", b"1")
         etcd_cluster.members[0].kill()
         revision = await client.put(b"one-down/a", b"2")
@@ -464,7 +470,7 @@ def test_without_a_quorum_writes_fail_within_the_timeout_and_local_reads_answer(
     survivor, and once the members are back the same client writes again."""
 
     async def scenario(reactor: EPollReactor) -> None:
-        client = EtcdClient(reactor, etcd_cluster.endpoints, timeout=3.0)
+        client = EtcdClient(hp(reactor), etcd_cluster.endpoints, timeout=3.0)
         revision = await client.put(b"quorum/a", b"1")
         for member in etcd_cluster.members[:2]:
             member.kill()
@@ -554,7 +560,7 @@ def test_tls_to_etcd_verifies_the_member_and_presents_a_client_certificate(
 
     async def scenario(reactor: EPollReactor) -> None:
         client = EtcdClient(
-            reactor, [endpoint], ca=pem["ca"], cert=pem["client"], key=pem["client-key"]
+            hp(reactor), [endpoint], ca=pem["ca"], cert=pem["client"], key=pem["client-key"]
         )
         await client.put(b"tls/a", b"1")
         seen = Recorder()
@@ -563,12 +569,12 @@ def test_tls_to_etcd_verifies_the_member_and_presents_a_client_certificate(
         await client.put(b"tls/a", b"2")
         await until(reactor, lambda: len(seen.events) == 1)
         await closing(client, reactor)
-        anonymous = EtcdClient(reactor, [endpoint], ca=pem["ca"], timeout=1.0)
+        anonymous = EtcdClient(hp(reactor), [endpoint], ca=pem["ca"], timeout=1.0)
         with pytest.raises(EtcdUnavailable):
             await anonymous.range(b"tls/a")
         await closing(anonymous, reactor)
         untrusting = EtcdClient(
-            reactor, [endpoint], cert=pem["client"], key=pem["client-key"], timeout=1.0
+            hp(reactor), [endpoint], cert=pem["client"], key=pem["client-key"], timeout=1.0
         )
         with pytest.raises(EtcdUnavailable):
             await untrusting.range(b"tls/a")

@@ -15,7 +15,6 @@ from pathlib import Path
 
 from twisted.internet import error as neterror
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 from twisted.web._newclient import (
     RequestTransmissionFailed,
@@ -23,6 +22,7 @@ from twisted.web._newclient import (
     ResponseNeverReceived,
 )
 
+from ..part import IHomeportReactor
 from . import wire
 from .gateway import NotSent, call, http_agent
 from .values import (
@@ -73,7 +73,7 @@ class EtcdClient:
 
     def __init__(
         self,
-        reactor: IReactorTime,
+        reactor: IHomeportReactor,
         endpoints: Sequence[str],
         *,
         ca: Path | None = None,

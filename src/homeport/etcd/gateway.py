@@ -13,21 +13,29 @@ from typing import Any, cast
 
 from twisted.internet import error as neterror
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.interfaces import (
     IConsumer,
     IOpenSSLClientConnectionCreator,
     IPushProducer,
-    IReactorTime,
+    IStreamClientEndpoint,
 )
 from twisted.internet.protocol import Protocol
 from twisted.internet.ssl import Certificate, PrivateCertificate, optionsForClientTLS
 from twisted.python.failure import Failure
-from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone
+from twisted.web.client import URI, Agent, HTTPConnectionPool, ResponseDone
 from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import IAgent, IBodyProducer, IPolicyForHTTPS, IResponse
+from twisted.web.iweb import (
+    IAgent,
+    IAgentEndpointFactory,
+    IBodyProducer,
+    IPolicyForHTTPS,
+    IResponse,
+)
 from zope.interface import implementer
 
+from ..part import IHomeportReactor
 from .values import EtcdError
 from .wire import Json, error_of
 
@@ -79,14 +87,34 @@ class TLSPolicy:
         return creator
 
 
+@implementer(IAgentEndpointFactory)
+class _Endpoints:
+    """TCP, or TLS over TCP, to a member, on the client's own reactor.  (Agent's own
+    factory would time TLS writes with the global reactor.)"""
+
+    def __init__(self, reactor: IHomeportReactor, tls: TLSPolicy) -> None:
+        self._reactor = reactor
+        self._tls = tls
+
+    def endpointForURI(self, uri: URI) -> IStreamClientEndpoint:
+        host = uri.host.decode("ascii")
+        tcp = HostnameEndpoint(self._reactor, host, uri.port)
+        if uri.scheme != b"https":
+            return tcp
+        creator = self._tls.creatorForNetloc(uri.host, uri.port)
+        endpoint: IStreamClientEndpoint = wrapClientTLS(creator, tcp, clock=self._reactor)
+        return endpoint
+
+
 def http_agent(
-    reactor: IReactorTime, ca: Path | None, cert: Path | None, key: Path | None
+    reactor: IHomeportReactor, ca: Path | None, cert: Path | None, key: Path | None
 ) -> tuple[IAgent, HTTPConnectionPool]:
     """An Agent over a persistent pool (connections kept between calls)."""
     pool = HTTPConnectionPool(reactor, persistent=True)
     pool.maxPersistentPerHost = 4
     pool.retryAutomatically = False  # a write is never sent twice behind our back
-    agent = Agent(reactor, contextFactory=TLSPolicy(ca, cert, key), pool=pool)
+    endpoints = _Endpoints(reactor, TLSPolicy(ca, cert, key))
+    agent = Agent.usingEndpointFactory(reactor, endpoints, pool=pool)
     return agent, pool
 
 
