@@ -32,6 +32,7 @@ def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 
 def start_agent(workdir: Path, name: str, etcd: Cluster, *extra: str) -> Daemon:
+    workdir.mkdir(parents=True, exist_ok=True)
     hosts = ",".join(e.split("://", 1)[1] for e in etcd.endpoints)
     agent = Daemon(workdir=workdir, node=name)
     agent.start(
@@ -270,3 +271,49 @@ def test_restarting_everything_loses_nothing_acknowledged(
     for agent in agents:
         found = wait_for(partial(entries, agent, "durable/"), 10, "keys back")
         assert sorted(int(e["Key"].rsplit("/", 1)[1]) for e in found) == acknowledged
+
+
+def test_a_session_lives_on_its_lease_renewed_on_any_agent(agents: list[Daemon]) -> None:
+    a, b, c = agents
+    _, _, body = a.request("PUT", "/v1/session/create", {"TTL": "10s", "LockDelay": "0s"})
+    session = json.loads(body)["ID"]
+    assert a.request("PUT", f"/v1/kv/ttl-lock?acquire={session}", b"held")[2] == b"true"
+    created = time.monotonic()
+    # Consul keeps a session up to twice its TTL: renewing it on another agent (B)
+    # keeps it alive past that.
+    while time.monotonic() - created < 25:
+        status, _, body = b.request("PUT", f"/v1/session/renew/{session}")
+        assert status == 200, body
+        time.sleep(4)
+    assert c.get_json(f"/v1/session/info/{session}") != []
+    renewed = time.monotonic()
+    wait_for(lambda: c.get_json(f"/v1/session/info/{session}") == [], 30, "the session gone")
+    assert time.monotonic() - renewed < 20 + 3
+    # Its lock is released on every agent, the value kept (behavior "release").
+    for agent in agents:
+        [entry] = wait_for(
+            partial(lambda x: [e for e in entries(x, "ttl-lock") if not e.get("Session")], agent),
+            5,
+            "the lock released",
+        )
+        assert entry["Value"] == "aGVsZA=="
+
+
+def test_a_dead_agent_s_node_is_reaped_after_reap_after(
+    tmp_path: Path, etcd: Cluster, agents: list[Daemon]
+) -> None:
+    reaper = start_agent(tmp_path / "d", "ag-reaper", etcd, "--reap-after", "3s")
+    victim = start_agent(tmp_path / "e", "ag-victim", etcd)
+    try:
+        register(victim, {"Name": "doomed", "Port": 1})
+        wait_for(lambda: agents[0].get_json("/v1/catalog/service/doomed"), 5, "doomed seen")
+        victim.kill9()
+        wait_for(lambda: serf(agents[0], "ag-victim") == "critical", TTL + 5, "victim critical")
+        # Only the reaper has a short --reap-after; the node and its services go for all.
+        for agent in agents:
+            wait_for(partial(lambda x: not node_listed(x, "ag-victim"), agent), 15, "reaped")
+            assert agent.get_json("/v1/catalog/service/doomed") == []
+    finally:
+        reaper.stop()
+        if victim.process is not None and victim.process.poll() is None:
+            victim.kill9()
