@@ -186,8 +186,11 @@ def test_py_consul_works_against_any_agent(agents: list[Daemon]) -> None:
     assert on_c.agent.service.register("api", service_id="api-c", port=9000)
     wait_for(lambda: on_b.health.service("api")[1], 5, "api seen from B")
     assert on_c.agent.service.deregister("api-c")
-    assert sorted(on_b.status.peers()) == sorted(on_c.status.peers())
-    assert on_b.status.leader() in on_b.status.peers()
+    peers = sorted(on_b.status.peers())
+    assert peers == sorted(on_c.status.peers()) and len(peers) == 3  # the etcd members
+    assert on_b.status.leader() in peers
+    members = {m["Name"] for m in on_b.agent.members()}
+    assert {"ag-a", "ag-b", "ag-c"} <= members
 
 
 def test_a_killed_agent_leaves_answers_and_comes_back(agents: list[Daemon], etcd: Cluster) -> None:

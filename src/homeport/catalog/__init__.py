@@ -104,7 +104,8 @@ def build(
     )
     if shared is not None:
         _serve_shared(api, shared)
-    ConsulAPI(api, catalog, agent, reactor, scripts=scripts)
+    face = ConsulAPI(api, catalog, agent, reactor, scripts=scripts)
+    face.cluster = shared
     v1 = _events_and_snapshots(api, catalog, agent.node, reactor, publish, service)
     if publish is not None:
         catalog.subscribe(_publisher(publish))

@@ -6,7 +6,7 @@ import socket
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from .. import __version__
 from ..http.api import TEXT, ApiResource, Call, Handler, Reply, json_reply
@@ -207,6 +207,22 @@ def _named(param: str, missing: str, handler: Handler) -> Handler:
     return named
 
 
+class ClusterView(Protocol):
+    """What a shared store (etcd) knows of the cluster, for ``/v1/status`` and members."""
+
+    def leader(self) -> str:
+        """The store's leader as ``host:port`` ("" when there is none)."""
+        ...
+
+    def peers(self) -> list[str]:
+        """Every member of the store as ``host:port``."""
+        ...
+
+    def members(self) -> list[tuple[str, str, str]]:
+        """The live agents: (node, address, node ID)."""
+        ...
+
+
 class ConsulAPI:
     """Registers Consul's routes on an :class:`ApiResource`."""
 
@@ -218,6 +234,8 @@ class ConsulAPI:
         self.agent = agent
         self.clock = clock
         self.scripts = scripts
+        #: The other agents and the store's leader, when the catalog is shared (etcd).
+        self.cluster: ClusterView | None = None
         catalog.subscribe(lambda changes: api.invalidate())
         r = api.route
         # catalog
@@ -630,15 +648,15 @@ class ConsulAPI:
         return {
             "consul": {
                 "server": "true",
-                "leader": "true",
+                "leader": "true" if self.cluster is None else "false",
                 "leader_addr": leader,
                 "bootstrap": "true",
                 "known_datacenters": "1",
                 "acl": "disabled",
             },
             "raft": {
-                "state": "Leader",
-                "num_peers": "0",
+                "state": "Leader" if self.cluster is None else "Follower",
+                "num_peers": "0" if self.cluster is None else str(len(self.cluster.peers()) - 1),
                 "applied_index": index,
                 "commit_index": index,
                 "last_log_index": index,
@@ -649,7 +667,15 @@ class ConsulAPI:
         }
 
     def agent_members(self, call: Call) -> Reply:
-        return self._json(call, self._filtered(call, [self._member()]))
+        if self.cluster is None:
+            return self._json(call, self._filtered(call, [self._member()]))
+        members = []
+        for node, address, node_id in self.cluster.members():
+            member = self._member()
+            member.update(Name=node, Addr=address)
+            member["Tags"] = {**member["Tags"], "id": node_id}
+            members.append(member)
+        return self._json(call, self._filtered(call, members))
 
     def check_register(self, call: Call) -> Reply:
         fields = self._decode(call, consul.CHECK)
@@ -762,13 +788,17 @@ class ConsulAPI:
     # -- status ---------------------------------------------------------------------------
 
     def _leader_address(self) -> str:
-        """This one server's raft address: the leader and only peer."""
+        """The raft leader's address: this one server's, or the shared store's leader."""
+        if self.cluster is not None:
+            return self.cluster.leader()
         return f"{self.agent.address}:8300"
 
     def status_leader(self, call: Call) -> Reply:
         return self._json(call, self._leader_address())
 
     def status_peers(self, call: Call) -> Reply:
+        if self.cluster is not None:
+            return self._json(call, self.cluster.peers())
         return self._json(call, [self._leader_address()])
 
     # -- KV ---------------------------------------------------------------------------------

@@ -389,6 +389,8 @@ class EtcdCatalogStore(MultiService):
                 self.reactor.callLater(0, self._rejoin)
             else:
                 self.reactor.callLater(0, self._mark_dead, node)
+        for listener in list(self.health.on_change):
+            listener()  # /v1/agent/members changed
 
     def _compacted(self, revision: int) -> None:
         self.log.warn(
@@ -524,6 +526,17 @@ class EtcdCatalogStore(MultiService):
             defer.Deferred.fromCoroutine(self.client.lease_keepalive(lease)).addErrback(
                 lambda f: self.log.warn("Renewing session {id}: {f.value}", id=session_id, f=f)
             )
+
+    # -- the cluster as the API reports it (api.ClusterView) ---------------------------
+
+    def leader(self) -> str:
+        return self.health.leader
+
+    def peers(self) -> list[str]:
+        return list(self.health.peers)
+
+    def members(self) -> list[tuple[str, str, str]]:
+        return [(a.node, a.address, a.node_id) for _, a in sorted(self.agents.items())]
 
     # -- liveness --------------------------------------------------------------------
 
