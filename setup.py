@@ -45,6 +45,11 @@ TEST_REQUIRES = [
     "requests==2.34.2",  # python-socketio's client polling transport
     # drives Debian's /usr/bin/chromium for the dashboard tests (never its own browser)
     "playwright==1.65.2",
+    # the peer bench/etcd_client.py measures homeport.etcd against (issue 16), with the
+    # two packages it pulls in
+    "etcd3gw==2.7.0",
+    "futurist==3.5.0",
+    "pbr==7.1.3",
 ]
 
 setup(

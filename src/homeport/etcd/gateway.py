@@ -95,8 +95,17 @@ class _Endpoints:
     def __init__(self, reactor: IHomeportReactor, tls: TLSPolicy) -> None:
         self._reactor = reactor
         self._tls = tls
+        self._made: dict[tuple[bytes, bytes, int], IStreamClientEndpoint] = {}
 
     def endpointForURI(self, uri: URI) -> IStreamClientEndpoint:
+        """The endpoint for *uri*'s member (made once: a request is not worth an IDNA
+        check of its host)."""
+        where = (uri.scheme, uri.host, uri.port)
+        if where not in self._made:
+            self._made[where] = self._make(uri)
+        return self._made[where]
+
+    def _make(self, uri: URI) -> IStreamClientEndpoint:
         host = uri.host.decode("ascii")
         tcp = HostnameEndpoint(self._reactor, host, uri.port)
         if uri.scheme != b"https":
@@ -111,7 +120,7 @@ def http_agent(
 ) -> tuple[IAgent, HTTPConnectionPool]:
     """An Agent over a persistent pool (connections kept between calls)."""
     pool = HTTPConnectionPool(reactor, persistent=True)
-    pool.maxPersistentPerHost = 4
+    pool.maxPersistentPerHost = 16  # idle connections kept per member, for bursts
     pool.retryAutomatically = False  # a write is never sent twice behind our back
     endpoints = _Endpoints(reactor, TLSPolicy(ca, cert, key))
     agent = Agent.usingEndpointFactory(reactor, endpoints, pool=pool)
