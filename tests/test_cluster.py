@@ -4,6 +4,7 @@ members with -9 and watch what clients see."""
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import threading
@@ -18,6 +19,7 @@ import pytest
 
 from .daemon import Daemon, wait_for
 from .etcd_cluster import Cluster
+from .test_push_sse import SSEClient
 
 TTL = 3  # --agent-ttl: short, so that a dead agent is noticed quickly
 
@@ -320,3 +322,78 @@ def test_a_dead_agent_s_node_is_reaped_after_reap_after(
         reaper.stop()
         if victim.process is not None and victim.process.poll() is None:
             victim.kill9()
+
+
+def test_the_catalog_topic_on_every_agent_carries_changes_made_on_any(
+    agents: list[Daemon],
+) -> None:
+    a, _, c = agents
+    stream = SSEClient(c, "topic=catalog")
+    try:
+        register(a, {"Name": "pushed", "ID": "pushed-1", "Port": 7})
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            event = stream.next(timeout=10).json()
+            if event.get("service") == "pushed":
+                assert event["node"] == "ag-a" and event["op"] == "set"
+                break
+        else:
+            raise AssertionError("no catalog event for the registration on A")
+    finally:
+        stream.close()
+
+
+def test_a_consistent_read_sees_a_write_just_made_on_another_agent(
+    agents: list[Daemon],
+) -> None:
+    a, _, c = agents
+    for n in range(10):
+        assert a.request("PUT", "/v1/kv/fresh", str(n).encode())[0] == 200
+        [entry] = c.get_json("/v1/kv/fresh?consistent")
+        assert entry["Value"] == base64.b64encode(str(n).encode()).decode()
+
+
+def etcd_revision(etcd: Cluster) -> int:
+    command = [
+        "etcdctl",
+        "--endpoints",
+        ",".join(etcd.endpoints),
+        "endpoint",
+        "status",
+        "-w",
+        "json",
+    ]
+    result = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"ETCDCTL_API": "3", "PATH": "/usr/bin:/bin"},
+    )
+    return max(int(s["Status"]["header"]["revision"]) for s in json.loads(result.stdout))
+
+
+def test_a_ttl_renewal_that_changes_nothing_writes_nothing(
+    agents: list[Daemon], etcd: Cluster
+) -> None:
+    a, b, _ = agents
+    register(a, {"Name": "beat", "ID": "beat-1", "Check": {"TTL": "60s"}})
+    assert a.request("PUT", "/v1/agent/check/pass/service:beat-1")[0] == 200
+    wait_for(lambda: b.get_json("/v1/health/checks/beat")[0]["Status"] == "passing", 5, "passing")
+    time.sleep(1.5)  # past a liveness keepalive or two (they are leases, not writes)
+    before = etcd_revision(etcd)
+    for _ in range(5):
+        assert a.request("PUT", "/v1/agent/check/pass/service:beat-1")[0] == 200
+    assert etcd_revision(etcd) == before
+    assert a.request("PUT", "/v1/agent/check/fail/service:beat-1")[0] == 200
+    assert etcd_revision(etcd) == before + 1  # a change of status is one write
+
+
+def test_the_dashboard_names_the_agent_and_the_live_agents(agents: list[Daemon]) -> None:
+    _, _, c = agents
+    status, _, body = c.request("GET", "/ui/")
+    page = body.decode()
+    assert status == 200
+    assert 'id="fact-node">ag-c<' in page
+    agents_fact = page.split('id="fact-agents"', 1)[1].split("</dd>", 1)[0]
+    assert all(name in agents_fact for name in ("ag-a", "ag-b", "ag-c"))

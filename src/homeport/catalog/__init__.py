@@ -111,7 +111,8 @@ def build(
         catalog.subscribe(_publisher(publish))
 
     def facts() -> dict[str, Any]:
-        return dashboard_facts(catalog, agent, reactor.seconds())
+        agents = [node for node, _, _ in shared.members()] if shared is not None else None
+        return dashboard_facts(catalog, agent, reactor.seconds(), agents)
 
     return CatalogPart(
         service=service,

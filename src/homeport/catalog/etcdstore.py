@@ -487,6 +487,9 @@ class EtcdCatalogStore(MultiService):
             done = await self.client.txn(compares, ops)
         except EtcdUnavailable:
             raise no_leader() from None
+        except EtcdError as refused:
+            # Say, more operations than etcd's --max-txn-ops (128 by default) allows.
+            raise ServerRefusal(f"etcd refused the write: {refused}") from None
         if not done.succeeded:
             raise Conflict(done.revision)
         await self.caught_up(done.revision)

@@ -30,9 +30,13 @@ def summary(catalog: Catalog) -> dict[str, Any]:
     }
 
 
-def dashboard_facts(catalog: Catalog, agent: Agent, now: float) -> dict[str, Any]:
-    """The dashboard header's facts: who this agent is, since when, and :func:`summary`."""
+def dashboard_facts(
+    catalog: Catalog, agent: Agent, now: float, agents: list[str] | None = None
+) -> dict[str, Any]:
+    """The dashboard header's facts: who this agent is, since when, the live agents
+    sharing the catalog (with etcd; None: this one alone), and :func:`summary`."""
     return {
+        "agents": agents or [],
         "node": agent.node,
         "datacenter": agent.datacenter,
         "version": __version__,
