@@ -142,3 +142,26 @@ def test_merging_moves_services_and_checks_and_ends_the_old_nodes_sessions() -> 
     assert catalog.services["new", "db"].port == 5432  # the node's own stays
     assert catalog.checks["new", "service:web"].status == PASSING
     assert session.id not in catalog.sessions
+
+
+def test_nodes_an_earlier_homeport_made_for_itself_are_merged_into_this_one(
+    daemon_factory: DaemonFactory,
+) -> None:
+    """A data dir from before the identity files holds the nodes of earlier runs, each
+    with the ID homeport then derived from its name: on the next start their services
+    move to this agent's node and the nodes go; they had no other owner."""
+    d = daemon_factory(node="today").start()
+    for run, port in (("c0ffee01", 81), ("c0ffee02", 82)):
+        old = {
+            "Node": run,
+            "ID": legacy_node_id(run, "dc1"),
+            "Address": "172.17.0.9",
+            "Service": {"Service": "web", "Port": port},
+        }
+        assert d.request("PUT", "/v1/catalog/register", old)[0] == 200
+    d.stop()
+    d.start()
+    assert nodes(d) == ["today"]
+    [web] = webs(d)
+    assert (web["Node"]["Node"], web["Service"]["Port"]) == ("today", 82)
+    assert "Deregistered node c0ffee01" in d.output()
