@@ -8,6 +8,7 @@ import gzip
 import hashlib
 import io
 import json
+import os
 import re
 import tarfile
 import threading
@@ -21,7 +22,7 @@ from homeport.catalog import queries, snapshot
 from homeport.catalog.filter import GoRegexpError, go_regexp
 from homeport.catalog.model import Catalog, Node, PreparedQuery, Session
 
-from .daemon import Daemon, curl
+from .daemon import Daemon, DaemonFactory, curl
 
 NOW = 1_790_000_000.0
 
@@ -430,3 +431,35 @@ def test_filter_on_a_nodes_services_and_on_the_members(daemon: Daemon) -> None:
             continue
         assert status == 500, (path, body)
         assert body.startswith(b'Failed to create boolean expression evaluator: Selector "Nope"')
+
+
+# -- 6. a snapshot larger than --max-body-size still restores ----------------------------
+
+
+def test_a_snapshot_bigger_than_the_body_limit_restores(daemon_factory: DaemonFactory) -> None:
+    daemon = daemon_factory(["--max-body-size", "64KiB"]).start()
+    c = client(daemon)
+    values = {f"big/{n}": os.urandom(40_000) for n in range(6)}  # random: gzip keeps it big
+    for key, value in values.items():
+        assert daemon.request("PUT", f"/v1/kv/{key}", value)[0] == 200
+    archive = c.snapshot.save()
+    assert len(archive) > 200_000  # over three times the limit
+    c.kv.delete("big", recurse=True)
+    # Other writes keep the limit.
+    status, _, _ = daemon.request("PUT", "/v1/kv/too-big", os.urandom(70_000))
+    assert status == 413
+    # curl sends it chunked (no Content-Length) and with one: both restore.
+    saved = daemon.workdir / "big.snap"
+    saved.write_bytes(archive)
+    url = f"{daemon.url}/v1/snapshot"
+    curl("-fsS", "-X", "PUT", "-H", "Transfer-Encoding: chunked", "-T", str(saved), url)
+    assert {k: c.kv.get(k)[1]["Value"] for k in values} == values
+    c.kv.delete("big", recurse=True)
+    curl("-fsS", "-X", "PUT", "--data-binary", f"@{saved}", url)
+    assert {k: c.kv.get(k)[1]["Value"] for k in values} == values
+    # A broken big one is still refused whole.
+    saved.write_bytes(archive[:-100])
+    c.kv.delete("big", recurse=True)
+    status, _, body = daemon.request("PUT", "/v1/snapshot", saved.read_bytes())
+    assert status == 400 and body.startswith(b"Invalid snapshot: "), body
+    assert c.kv.get("big/0")[1] is None

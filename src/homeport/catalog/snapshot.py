@@ -27,7 +27,8 @@ forgets them too), where Consul's snapshot carries its state store's.
 Reading checks everything before anything changes: the gzip stream, the tar's members
 (exactly these three, as Consul checks its own), the sums, the format, and each entity
 (its fields and their types, and that what it names exists).  Consul's own archive
-(a ``state.bin``) is refused by name.  Pure: no Twisted, no I/O.
+(a ``state.bin``) is refused by name.  Pure: no Twisted, and no I/O but reading the
+archive it is handed (a file is read in chunks and inflated as it is read).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ import typing
 import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import IO, Any, Literal
 
 from ..errors import error
 from . import model, queries
@@ -68,6 +69,8 @@ READS = (1, 2)
 META, STATE, SUMS = "meta.json", "state.json", "SHA256SUMS"
 #: The most an archive may hold once decompressed (a guard against gzip bombs).
 MAX_SIZE = 256 * 1024 * 1024
+#: How much of an archive is read (and inflated) at a time.
+CHUNK = 1024 * 1024
 #: state.json's sections, in order, and the kind of entity each holds.
 SECTIONS: tuple[tuple[str, StoredKind], ...] = (
     ("Nodes", "node"),
@@ -163,34 +166,67 @@ def take(catalog: Catalog, node: str, now: float) -> bytes:
 # Reading one
 
 
-def read(archive: bytes) -> Snapshot:
-    """The snapshot in *archive*; raises :class:`InvalidSnapshot` (or
-    :class:`ConsulSnapshot`) for anything else, having changed nothing."""
-    files = _members(_decompress(archive))
+def read(archive: bytes | IO[bytes]) -> Snapshot:
+    """The snapshot in *archive* (its bytes, or a file read from where it is, in
+    chunks); raises :class:`InvalidSnapshot` (or :class:`ConsulSnapshot`) for anything
+    else, having changed nothing."""
+    source = io.BytesIO(archive) if isinstance(archive, bytes) else archive
+    inflated = _Inflated(source)
+    files = _members(io.BufferedReader(inflated, CHUNK))
+    inflated.drain()  # the gzip stream whole, its CRC checked, even past the tar's end
     _verify(files)
     meta = _meta(files[META])
     return Snapshot(meta=meta, entities=tuple(_entities(files[STATE], meta["Version"])))
 
 
-def _decompress(archive: bytes) -> bytes:
-    if archive[:2] != b"\x1f\x8b":
-        raise InvalidSnapshot("failed to decompress snapshot: not a gzip stream")
-    inflater = zlib.decompressobj(wbits=31)
-    try:
-        data = inflater.decompress(archive, MAX_SIZE + 1)
-    except zlib.error as e:
-        raise InvalidSnapshot(f"failed to decompress snapshot: {e}") from None
-    if len(data) > MAX_SIZE:
-        raise InvalidSnapshot(f"more than {MAX_SIZE} bytes once decompressed")
-    if not inflater.eof:
-        raise InvalidSnapshot("failed to decompress snapshot: the gzip stream is cut short")
-    return data
+class _Inflated(io.RawIOBase):
+    """The gzip stream in *source*, decompressed as it is read, never more than
+    :data:`MAX_SIZE` bytes of it (a guard against gzip bombs)."""
+
+    def __init__(self, source: IO[bytes]) -> None:
+        self.source = source
+        self.inflater = zlib.decompressobj(wbits=31)
+        self.pending = b""
+        self.total = 0
+        self.started = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self.pending and not self.inflater.eof:
+            self._inflate()
+        n = min(len(buffer), len(self.pending))
+        buffer[:n] = self.pending[:n]
+        self.pending = self.pending[n:]
+        return n
+
+    def _inflate(self) -> None:
+        chunk = self.inflater.unconsumed_tail or self.source.read(CHUNK)
+        if not self.started:
+            if chunk[:2] != b"\x1f\x8b":
+                raise InvalidSnapshot("failed to decompress snapshot: not a gzip stream")
+            self.started = True
+        if not chunk:
+            raise InvalidSnapshot("failed to decompress snapshot: the gzip stream is cut short")
+        try:
+            self.pending = self.inflater.decompress(chunk, CHUNK)
+        except zlib.error as e:
+            raise InvalidSnapshot(f"failed to decompress snapshot: {e}") from None
+        self.total += len(self.pending)
+        if self.total > MAX_SIZE:
+            raise InvalidSnapshot(f"more than {MAX_SIZE} bytes once decompressed")
+
+    def drain(self) -> None:
+        while not self.inflater.eof:
+            self.pending = b""
+            self._inflate()
 
 
-def _members(data: bytes) -> dict[str, bytes]:
+def _members(data: IO[bytes]) -> dict[str, bytes]:
     files: dict[str, bytes] = {}
     try:
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+        with tarfile.open(fileobj=data, mode="r|") as tar:
             for info in tar:
                 if info.name == "state.bin":
                     raise ConsulSnapshot()
@@ -384,7 +420,7 @@ def _check_query_names(found: Iterable[PreparedQuery]) -> None:
         names.add(query.name.lower())
 
 
-def restore(catalog: Catalog, archive: bytes, node: str) -> Snapshot:
+def restore(catalog: Catalog, archive: bytes | IO[bytes], node: str) -> Snapshot:
     """Replace the catalog's contents with the snapshot in *archive*, in one change;
     nothing changes when the archive is refused."""
     snapshot = read(archive)

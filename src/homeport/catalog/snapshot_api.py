@@ -3,9 +3,12 @@
 As in Consul, both need the token (a snapshot holds everything, a restore replaces
 everything); a save answers the archive with ``X-Consul-Index`` (the catalog's index it
 was taken at), a restore answers 200 with an empty body once the restored catalog is on
-disk.  The archive's format is :mod:`.snapshot`'s.  The catalog changes only on the
-reactor thread, so an archive taken there is one consistent state however many writes
-are waiting.
+disk.  The archive's format is :mod:`.snapshot`'s.  A restore's body may be larger than
+``--max-body-size`` (up to 1 GiB, :data:`homeport.http.site.LARGE_BODIES`), as Consul's
+restore streams it: Twisted keeps a large body in a temporary file, and the restore reads
+and inflates it from there in chunks, holding only its three files in memory.  The catalog
+changes only on the reactor thread, so an archive taken there is one consistent state
+however many writes are waiting.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ def routes(api: ApiResource, catalog: Catalog, node: str, now: Callable[[], floa
     api.errors.rows.update(ERRORS.rows)
     # A write as far as the token goes, and never cached: every save is taken anew.
     api.route("GET", "/v1/snapshot", face.save, write=True)
-    api.route("PUT", "/v1/snapshot", face.restore)
+    api.route("PUT", "/v1/snapshot", face.restore, stream=True)
 
 
 class SnapshotRoutes:
@@ -50,5 +53,6 @@ class SnapshotRoutes:
         return Reply(archive, content_type=GZIP, headers=headers)
 
     def restore(self, call: Call) -> Reply:
-        snapshot.restore(self.catalog, call.body, self.node)
+        content = call.request.content  # at its start: the API resource put it there
+        snapshot.restore(self.catalog, content if content is not None else b"", self.node)
         return Reply(b"", content_type=TEXT)

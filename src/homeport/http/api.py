@@ -120,6 +120,9 @@ class Route:
     write: bool
     rest: bool  # the last parameter takes the rest of the path
     volatile: bool = False  # the answer changes without a catalog change (uptime...)
+    #: The handler reads the body itself from ``call.request.content`` (a file: large
+    #: bodies are on disk), so it is not read into ``call.body`` first.
+    stream: bool = False
 
     @property
     def specificity(self) -> tuple[bool, int]:
@@ -230,6 +233,7 @@ class ApiResource(Resource):
         handler: Handler,
         write: bool | None = None,
         volatile: bool = False,
+        stream: bool = False,
     ) -> None:
         """Add ``handler`` for ``METHOD[,METHOD] /v1/a/:param/*rest``."""
         pattern = tuple(path.strip("/").split("/"))
@@ -245,6 +249,7 @@ class ApiResource(Resource):
             write=is_write,
             rest=pattern[-1].startswith("*"),
             volatile=volatile,
+            stream=stream,
         )
         self.routes.setdefault(pattern[0], []).append(route)
 
@@ -417,7 +422,8 @@ class ApiResource(Resource):
             raise HTTPError(413, "Request body too large")
         if request.content is not None:
             request.content.seek(0)
-            call.body = request.content.read()
+            if not route.stream:
+                call.body = request.content.read()
         if self.writer is None:
             return self._send(request, route.handler(call), None)
         done = self.writer(lambda: route.handler(call))

@@ -15,6 +15,11 @@ from twisted.web.util import Redirect
 from .metrics import Metrics
 
 DEFAULT_MAX_BODY = 1024 * 1024
+#: Requests whose body may be larger than the site's limit, and their own: Consul's
+#: snapshot restore streams the archive, so ``PUT /v1/snapshot`` takes up to 1 GiB
+#: whatever ``--max-body-size`` says (Twisted keeps a body over 100 kB in a temporary
+#: file, not in memory, and the route reads it from there).
+LARGE_BODIES: dict[tuple[bytes, bytes], int] = {(b"PUT", b"/v1/snapshot"): 1024**3}
 
 
 class HomeportRequest(Request):
@@ -36,7 +41,11 @@ class HomeportRequest(Request):
 
     def _limit(self) -> int:
         site = getattr(self.channel, "site", None)
-        return int(getattr(site, "max_body", DEFAULT_MAX_BODY))
+        # Before requestReceived only the channel knows the method and the path.
+        method = getattr(self.channel, "_command", None) or self.method
+        path = (getattr(self.channel, "_path", None) or self.uri or b"").partition(b"?")[0]
+        large = LARGE_BODIES.get((method, path))
+        return large if large is not None else int(getattr(site, "max_body", DEFAULT_MAX_BODY))
 
     def gotLength(self, length: int | None) -> None:
         if length is not None and length > self._limit():
