@@ -96,6 +96,16 @@ class Member:
             self.process.wait()
         self.process = None
 
+    def pause(self) -> None:
+        """SIGSTOP: the member hangs, its connections open but silent."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT after :meth:`pause`."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
     @property
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None

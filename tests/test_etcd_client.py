@@ -17,7 +17,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.epollreactor import EPollReactor
 from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
@@ -119,6 +119,11 @@ class Recorder:
 
     def on_connected(self, up: bool) -> None:
         self.connected.append(up)
+
+    def callbacks(
+        self,
+    ) -> tuple[Callable[[list[Event], int], None], Callable[[int], None], Callable[[bool], None]]:
+        return self.on_events, self.on_compacted, self.on_connected
 
 
 # -- pure ----------------------------------------------------------------------------------
@@ -366,6 +371,34 @@ def test_a_watch_sees_puts_and_deletes_with_previous_values(etcd_single: Cluster
     run(scenario)
 
 
+def test_a_watch_catching_up_on_history_reports_each_batch_s_own_revision(
+    etcd_single: Cluster,
+) -> None:
+    """More history than etcd sends at once (1000 revisions): each batch's revision is
+    that of its last event (etcd's header says the current revision, ahead of them)."""
+
+    async def scenario(reactor: EPollReactor) -> None:
+        client = EtcdClient(hp(reactor), etcd_single.endpoints)
+        first = await client.put(b"many/0", b"0")
+
+        async def writes(worker: int) -> None:
+            for i in range(worker, 1200, 8):
+                await client.put(b"many/%d" % (i % 10), b"%d" % i)
+
+        await DeferredList([Deferred.fromCoroutine(writes(w)) for w in range(8)])
+        last = await client.put(b"many/last", b"")
+        seen = Recorder()
+        watcher = client.watch(b"many/", prefix_end(b"many/"), first, *seen.callbacks())
+        await until(reactor, lambda: watcher.revision >= last)
+        assert [e.kv.mod_revision for e in seen.events] == list(range(first, last + 1))
+        assert len(seen.batches) > 1
+        for events, revision in seen.batches:
+            assert revision == events[-1].kv.mod_revision
+        await closing(client, reactor)
+
+    run(scenario)
+
+
 def test_a_watch_from_a_compacted_revision_reports_it_and_stops(etcd_single: Cluster) -> None:
     async def scenario(reactor: EPollReactor) -> None:
         client = EtcdClient(hp(reactor), etcd_single.endpoints)
@@ -430,6 +463,36 @@ def test_a_watch_resumes_without_missing_an_event_when_its_member_is_killed(
         assert [e.kv.value for e in seen.events] == [b"%d" % i for i in range(61)]
         assert seen.connected == [True, False, True]
         watcher.stop()
+        await closing(client, reactor)
+        await closing(writer, reactor)
+
+    try:
+        run(scenario)
+    finally:
+        etcd_cluster.heal()
+
+
+def test_a_watch_leaves_a_member_that_hangs_and_misses_nothing(etcd_cluster: Cluster) -> None:
+    """The watched member is stopped (SIGSTOP: its connection stays open, silent): the
+    watch notices by its status probe, moves to another member and resumes."""
+
+    async def scenario(reactor: EPollReactor) -> None:
+        writer = EtcdClient(hp(reactor), etcd_cluster.endpoints[::-1])
+        client = EtcdClient(hp(reactor), etcd_cluster.endpoints, timeout=1.0)
+        seen = Recorder()
+        start = await writer.put(b"hang/0", b"0")
+        watcher = client.watch(b"hang/", prefix_end(b"hang/"), start, *seen.callbacks())
+        await until(reactor, lambda: seen.connected == [True])
+        victim = etcd_cluster.member_at(watcher.endpoint)
+        victim.pause()
+        try:
+            written = [start] + [await writer.put(b"hang/%d" % i, b"%d" % i) for i in range(1, 9)]
+            await until(reactor, lambda: watcher.revision >= written[-1])
+        finally:
+            victim.resume()
+        assert [e.kv.mod_revision for e in seen.events] == written
+        assert seen.connected == [True, False, True]
+        assert watcher.endpoint != victim.client_url
         await closing(client, reactor)
         await closing(writer, reactor)
 

@@ -239,13 +239,19 @@ class EtcdClient:
     ) -> Watcher:
         """Watch [key, range_end) from *start_revision* (0: from now on).
 
-        *on_events(events, revision)* gets each batch in order, with previous values; an
-        empty batch is a progress notification (nothing changed up to *revision*).  After
+        *on_events(events, revision)* gets each batch in order, with previous values;
+        *revision* is the watcher's :attr:`~Watcher.revision` after it (every change up to
+        it has been handed over: the last event's, or for an empty batch, a progress
+        notification, the revision etcd vouches for).  Events of one revision (one
+        transaction) always come in one batch.  After
         a disconnect the watch resumes on any member from the last revision seen + 1,
         backing off, until :meth:`Watcher.stop`.  When etcd has compacted past the
         revision to resume from, *on_compacted(compact_revision)* is called and the
         watcher stops: the caller reads afresh and starts a new watch.
-        *on_connected(bool)* is told each change of "the watch stream is up".
+        *on_connected(bool)* is told each change of "the watch stream is up" (True on
+        the first connection too).  Every ``timeout`` seconds the watched member is asked
+        for its status; one that does not answer within ``timeout`` or has no leader
+        is left for another.
         """
         watcher = Watcher(
             self._reactor,
@@ -253,9 +259,8 @@ class EtcdClient:
             self.endpoints,
             self.preferred,
             (key, range_end, start_revision),
-            on_events,
-            on_compacted,
-            on_connected,
+            (on_events, on_compacted, on_connected),
+            probe=self.timeout,
         )
         self._watchers.add(watcher)
         watcher.done.addBoth(lambda _: self._watchers.discard(watcher))

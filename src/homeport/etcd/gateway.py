@@ -149,9 +149,9 @@ class _Bytes:
         pass
 
 
-class _Body(Protocol):
+class Body(Protocol):
     """A response body, handed chunk by chunk to *on_data*; *done* fires at its end.
-    Cancelling *done* drops the connection."""
+    Cancelling *done* (or :meth:`abort`) drops the connection."""
 
     def __init__(self, on_data: Callable[[bytes], None]) -> None:
         self.on_data = on_data
@@ -159,21 +159,23 @@ class _Body(Protocol):
 
     def _stop(self) -> None:
         """Drop the connection (the response's transport is a producer)."""
-        cast(IPushProducer, self.transport).stopProducing()
+        if self.transport is not None:
+            cast(IPushProducer, self.transport).stopProducing()
 
     def _cancel(self, _: Deferred[None]) -> None:
-        if self.transport is not None:
-            self._stop()
+        self._stop()
+
+    def abort(self, reason: Exception) -> None:
+        """Drop the connection; *done* fails with *reason*."""
+        if not self.done.called:
+            self.done.errback(reason)
+        self._stop()
 
     def dataReceived(self, data: bytes) -> None:
         try:
             self.on_data(data)
-        except Exception:  # noqa: BLE001 - the consumer's failure ends this body, reported
-            failure = Failure()
-            if self.transport is not None:
-                self._stop()
-            if not self.done.called:
-                self.done.errback(failure)
+        except Exception as e:  # noqa: BLE001 - the consumer's failure ends this body
+            self.abort(e)
 
     def connectionLost(self, reason: Failure = neterror.ConnectionDone) -> None:  # type: ignore[assignment]
         if self.done.called:
@@ -184,11 +186,11 @@ class _Body(Protocol):
             self.done.errback(reason)
 
 
-def deliver(response: IResponse, on_data: Callable[[bytes], None]) -> Deferred[None]:
-    """Stream *response*'s body to *on_data*; the Deferred fires when it ends."""
-    body = _Body(on_data)
+def deliver(response: IResponse, on_data: Callable[[bytes], None]) -> Body:
+    """Stream *response*'s body to *on_data*; its ``done`` fires when it ends."""
+    body = Body(on_data)
     response.deliverBody(body)
-    return body.done
+    return body
 
 
 async def post(agent: IAgent, url: str, body: Json, leader: bool = True) -> IResponse:
@@ -207,7 +209,7 @@ async def call(agent: IAgent, url: str, body: Json, leader: bool = True) -> Json
     """POST *body* and return the JSON reply; an etcd error reply raises :class:`EtcdError`."""
     response = await post(agent, url, body, leader)
     chunks: list[bytes] = []
-    await deliver(response, chunks.append)
+    await deliver(response, chunks.append).done
     data = b"".join(chunks)
     try:
         reply = json.loads(data)

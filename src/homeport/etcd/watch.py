@@ -20,7 +20,7 @@ from twisted.logger import Logger
 from twisted.web.iweb import IAgent
 
 from . import wire
-from .gateway import deliver, post
+from .gateway import Body, call, deliver, post
 from .values import Event
 
 log = Logger()
@@ -31,6 +31,7 @@ ConnectedCallback = Callable[[bool], None]
 
 #: Reconnection backoff: first wait, longest wait (seconds).
 BACKOFF = (0.05, 2.0)
+STATUS = "/v3/maintenance/status"
 
 
 class _StreamEnded(Exception):
@@ -51,20 +52,18 @@ class Watcher:
         endpoints: Sequence[str],
         first: int,
         request: tuple[bytes, bytes, int],
-        on_events: EventsCallback,
-        on_compacted: CompactedCallback,
-        on_connected: ConnectedCallback | None,
+        callbacks: tuple[EventsCallback, CompactedCallback, ConnectedCallback | None],
+        probe: float = 5.0,
     ) -> None:
         self._reactor = reactor
+        self._probe_every = probe
         self._http = http
         self._endpoints = tuple(endpoints)
         self._index = first
         self._key, self._range_end, start_revision = request
         self.revision = max(start_revision - 1, 0)
         self._from_now = start_revision <= 0
-        self._on_events = on_events
-        self._on_compacted = on_compacted
-        self._on_connected = on_connected
+        self._on_events, self._on_compacted, self._on_connected = callbacks
         self._connected: bool | None = None
         self._delay = BACKOFF[0]
         self.stopped = False
@@ -114,12 +113,33 @@ class Watcher:
 
     async def _stream(self, endpoint: str) -> None:
         start = 0 if self._from_now else self.revision + 1
-        body = wire.watch_request(self._key, self._range_end, start)
-        response = await post(self._http, endpoint + "/v3/watch", body)
+        request = wire.watch_request(self._key, self._range_end, start)
+        response = await post(self._http, endpoint + "/v3/watch", request)
         if response.code != 200:
             raise _StreamEnded(f"HTTP {response.code}")
-        lines = _Lines(self._message)
-        await deliver(response, lines.feed)
+        body = deliver(response, _Lines(self._message).feed)
+        probe = Deferred.fromCoroutine(self._probe(endpoint, body))
+        probe.addErrback(lambda f: f.trap(CancelledError))
+        try:
+            await body.done
+        finally:
+            probe.cancel()
+
+    async def _probe(self, endpoint: str, body: Body) -> None:
+        """Ask the watched member for its status every *probe* seconds: a stream whose
+        member does not answer in time (hung, or cut off from us with no reset, so the
+        stream just goes quiet) or has no leader is dropped, and the watch moves on."""
+        while True:
+            await deferLater(self._reactor, self._probe_every, lambda: None)
+            check = Deferred.fromCoroutine(call(self._http, endpoint + STATUS, {}))
+            check.addTimeout(self._probe_every, self._reactor)
+            try:
+                await check
+            except CancelledError:
+                raise
+            except Exception as e:  # noqa: BLE001 - any failure: the member is not there
+                body.abort(_StreamEnded(f"status probe: {e.__class__.__name__}: {e}"))
+                return
 
     def _message(self, message: dict[str, Any]) -> None:
         problem = wire.error_of(message)
@@ -140,11 +160,13 @@ class Watcher:
             raise _StreamEnded(f"canceled: {result.get('cancel_reason') or 'no reason'}")
         events = wire.events(result.get("events") or ())
         if events:
+            # Not the header's revision: while catching up, etcd sends its current
+            # revision with each batch of history, ahead of the events.
             self.revision = max(self.revision, events[-1].kv.mod_revision)
-            self._call(self._on_events, events, revision)
+            self._call(self._on_events, events, self.revision)
         elif not result.get("created"):  # a progress notification: nothing up to revision
             self.revision = max(self.revision, revision)
-            self._call(self._on_events, [], revision)
+            self._call(self._on_events, [], self.revision)
 
     def _compacted(self, compact_revision: int) -> None:
         self.stopped = True
