@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from .checks import ScriptPolicy
     from .config import ConfigService
     from .etcdstore import EtcdCatalogStore
-    from .model import Catalog, Change
+    from .model import Catalog, Change, Node
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -212,7 +212,7 @@ def _on_etcd(
         reactor,
         ttl=max(2, round(settings.agent_ttl)),
         reap_after=settings.reap_after,
-        on_loaded=lambda: _join(catalog, agent),
+        on_loaded=lambda: _join(catalog, agent, alone=False),
     )
     config = ConfigService(catalog, agent.node, settings.config_dirs, scripts)
     attach(store, HealthChecker(catalog, agent.node, reactor, scripts), config)
@@ -230,19 +230,23 @@ def _serve_shared(api: ApiResource, store: EtcdCatalogStore) -> None:
     store.health.on_change.append(api.invalidate)
 
 
-def _join(catalog: Catalog, agent: Agent) -> None:
+def _join(catalog: Catalog, agent: Agent, alone: bool = True) -> None:
     """Register this agent's own node, ``consul`` service and ``serfHealth`` check; the
     services of its earlier names move to it, and their nodes go (no agent answers for
-    them)."""
+    them).  Its earlier names are the nodes with its node ID and, in a catalog it has
+    *alone*, those with the ID an earlier homeport derived from their name (earlier
+    runs on this data dir); in a shared catalog those may be other agents' nodes."""
     from .api import bootstrap
     from .identity import legacy_node_id
 
-    earlier = [
-        node.name
-        for node in catalog.nodes.values()
-        if node.name != agent.node
-        and node.id in (agent.node_id, legacy_node_id(node.name, node.datacenter))
-    ]
+    def earlier_name(node: Node) -> bool:
+        if node.name == agent.node:
+            return False
+        return node.id == agent.node_id or (
+            alone and node.id == legacy_node_id(node.name, node.datacenter)
+        )
+
+    earlier = [node.name for node in catalog.nodes.values() if earlier_name(node)]
     bootstrap(catalog, agent)
     catalog.merge_nodes(agent.node, earlier)
 
