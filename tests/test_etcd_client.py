@@ -305,7 +305,8 @@ def test_a_call_moves_on_to_the_next_endpoint_and_stays_there(etcd_cluster: Clus
         client = EtcdClient(hp(reactor), [dead, *etcd_cluster.endpoints[1:]])
         await client.put(b"failover/a", b"1")
         assert client.endpoint == etcd_cluster.endpoints[1]
-        assert (await client.status()).member_id == (await client.status()).member_id
+        m2 = [m.id for m in await client.members() if m.name == "m2"]
+        assert [(await client.status()).member_id] == m2
         await closing(client, reactor)
 
     run(scenario)
@@ -495,6 +496,39 @@ def test_a_watch_leaves_a_member_that_hangs_and_misses_nothing(etcd_cluster: Clu
         assert watcher.endpoint != victim.client_url
         await closing(client, reactor)
         await closing(writer, reactor)
+
+    try:
+        run(scenario)
+    finally:
+        etcd_cluster.heal()
+
+
+def test_a_transaction_sent_to_a_member_that_hangs_is_not_sent_again(
+    etcd_cluster: Cluster,
+) -> None:
+    """The first member takes the connection but never answers (SIGSTOP): a put moves on
+    to the next member, a transaction gives up with maybe_applied (it may have been
+    applied, and a second try could then fail its compare), and nothing is half-done."""
+    hung = etcd_cluster.members[0]
+
+    async def scenario(reactor: EPollReactor) -> None:
+        client = EtcdClient(hp(reactor), etcd_cluster.endpoints, timeout=3.0)
+        other = EtcdClient(hp(reactor), etcd_cluster.endpoints[1:])
+        hung.pause()
+        try:
+            await client.put(b"hung/a", b"1")
+            assert client.endpoint == etcd_cluster.endpoints[1]
+            client.preferred = 0
+            with pytest.raises(EtcdUnavailable) as unavailable:
+                await client.txn([], [Put(b"hung/b", b"1")])
+            assert unavailable.value.maybe_applied
+            assert len(unavailable.value.reasons) == 1
+            assert (await other.range(b"hung/b")).kvs == ()
+            assert (await other.range(b"hung/a")).kvs[0].value == b"1"
+        finally:
+            hung.resume()
+        await closing(client, reactor)
+        await closing(other, reactor)
 
     try:
         run(scenario)
