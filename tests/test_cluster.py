@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import signal
 import subprocess
 import threading
 import time
@@ -397,3 +398,43 @@ def test_the_dashboard_names_the_agent_and_the_live_agents(agents: list[Daemon])
     assert 'id="fact-node">ag-c<' in page
     agents_fact = page.split('id="fact-agents"', 1)[1].split("</dd>", 1)[0]
     assert all(name in agents_fact for name in ("ag-a", "ag-b", "ag-c"))
+
+
+def test_an_agent_that_fell_behind_compaction_reloads_and_rejoins(
+    agents: list[Daemon], etcd: Cluster
+) -> None:
+    a, b, _ = agents
+    assert a.request("PUT", "/v1/kv/behind/old", b"x")[0] == 200
+    wait_for(lambda: entries(b, "behind/"), 5, "old key on B")
+    assert b.process is not None
+    b.signal(signal.SIGSTOP)  # B hears nothing from here on
+    try:
+        # Every member restarts while B sleeps: its watch's connection is gone, and what
+        # happens next never reaches its socket.
+        etcd.stop()
+        etcd.heal()
+        wait_for(lambda: a.request("PUT", "/v1/kv/behind/0", b"y")[0] == 200, 20, "A writes")
+        for n in range(1, 5):
+            assert a.request("PUT", f"/v1/kv/behind/{n}", b"y")[0] == 200
+        assert a.request("DELETE", "/v1/kv/behind/old")[0] == 200
+        revision = etcd_revision(etcd)
+        subprocess.run(
+            ["etcdctl", "--endpoints", ",".join(etcd.endpoints), "compact", str(revision)],
+            check=True,
+            capture_output=True,
+            env={"ETCDCTL_API": "3", "PATH": "/usr/bin:/bin"},
+        )
+    finally:
+        b.signal(signal.SIGCONT)
+    found = wait_for(
+        lambda: (
+            sorted(e["Key"] for e in entries(b, "behind/")) == [f"behind/{n}" for n in range(5)]
+        ),
+        30,
+        "B resynced after the compaction",
+    )
+    assert found
+    assert "fell behind compaction" in b.output()
+    # B was away longer than its TTL: its lease ran out, and it took its node back.
+    wait_for(lambda: serf(a, "ag-b") == "passing", 30, "B passing again")
+    assert b.request("PUT", "/v1/kv/behind/after", b"z")[0] == 200
