@@ -10,8 +10,11 @@ import io
 import json
 import os
 import re
+import subprocess
+import sys
 import tarfile
 import threading
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -189,6 +192,24 @@ def test_the_autopilot_configuration_is_set_whole_with_cas_and_kept(daemon: Daem
     daemon.kill9()
     daemon.start()
     assert client(daemon).operator.autopilot_configuration() == latest
+
+
+def test_a_broken_autopilot_file_stops_start_up_with_one_line(tmp_path: Path) -> None:
+    data = tmp_path / "d"
+    data.mkdir()
+    (data / "autopilot.json").write_text("{", "utf-8")
+    result = subprocess.run(
+        [sys.executable, "-m", "twisted", "homeport", "--data-dir", str(data), "--dns", "none"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("homeport: error: --data-dir "), lines
+    assert "autopilot.json is not an autopilot configuration" in lines[0]
 
 
 @pytest.mark.parametrize(

@@ -232,8 +232,12 @@ class AutopilotConfig:
             "ModifyIndex": 1,
         }
         if path is not None and path.exists():
-            kept = json.loads(path.read_text("utf-8"))
-            self.value = {name: kept[name] for name in self.value}
+            try:
+                kept = json.loads(path.read_text("utf-8"))
+                self.value = {name: kept[name] for name in self.value}
+            except (ValueError, KeyError, TypeError) as e:
+                # A ValueError is what the wiring turns into one line about the data dir.
+                raise ValueError(f"{path.name} is not an autopilot configuration ({e})") from None
 
     def as_json(self) -> dict[str, Any]:
         """As Consul answers it: the durations as Go writes them."""
