@@ -438,3 +438,21 @@ def test_an_agent_that_fell_behind_compaction_reloads_and_rejoins(
     # B was away longer than its TTL: its lease ran out, and it took its node back.
     wait_for(lambda: serf(a, "ag-b") == "passing", 30, "B passing again")
     assert b.request("PUT", "/v1/kv/behind/after", b"z")[0] == 200
+
+
+def test_a_lock_delay_holds_on_every_agent(agents: list[Daemon]) -> None:
+    a, b, c = agents
+    first = json.loads(a.request("PUT", "/v1/session/create", {"LockDelay": "4s"})[2])["ID"]
+    second = json.loads(c.request("PUT", "/v1/session/create", {"LockDelay": "0s"})[2])["ID"]
+    assert a.request("PUT", f"/v1/kv/delayed?acquire={first}", b"1")[2] == b"true"
+    assert b.request("PUT", f"/v1/session/destroy/{first}")[0] == 200
+    invalidated = time.monotonic()
+    # Consul refuses the key to any session for the lock delay, whichever agent asks.
+    assert c.request("PUT", f"/v1/kv/delayed?acquire={second}", b"2")[2] == b"false"
+    assert a.request("PUT", f"/v1/kv/delayed?acquire={second}", b"2")[2] == b"false"
+    wait_for(
+        lambda: c.request("PUT", f"/v1/kv/delayed?acquire={second}", b"2")[2] == b"true",
+        15,
+        "the key free again",
+    )
+    assert time.monotonic() - invalidated >= 3.5

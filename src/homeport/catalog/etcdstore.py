@@ -14,6 +14,7 @@ Keys under the prefix (default ``/homeport/``)::
     node/<node>                 service/<node>/<id>        check/<node>/<id>
     session/<id>                query/<id>                 kv/<the key as it is>
     agent/<node>                this agent's liveness, on its lease (not catalog state)
+    lockdelay/<key>             a key's lock delay after its session went, on a lease
 
 Names are percent-quoted so that a ``/`` in an ID stays inside its segment.  Values are
 the entities as JSON; their CreateIndex and ModifyIndex are etcd's create and mod
@@ -111,6 +112,14 @@ class Layout:
 
     def agent(self, node: str) -> bytes:
         return self.prefix + b"agent/" + quote(node, safe="").encode()
+
+    def lock_delay(self, key: str) -> bytes:
+        return self.prefix + b"lockdelay/" + key.encode()
+
+    def delayed(self, key: bytes) -> str | None:
+        """The KV key a ``lockdelay/<key>`` key is the lock delay of, else None."""
+        start = self.prefix + b"lockdelay/"
+        return key[len(start) :].decode("utf-8", "replace") if key.startswith(start) else None
 
     def slot(self, key: bytes) -> Slot | str | None:
         """The catalog slot a key holds, the node name of an agent key, else None."""
@@ -300,7 +309,12 @@ class EtcdCatalogStore(MultiService):
     def _reset(self, revision: int, kvs: Iterable[KeyValue]) -> None:
         entities: list[tuple[Slot, Stored]] = []
         self.agents = {}
+        self.catalog.lock_delays = {}
         for kv in kvs:
+            delayed = self.layout.delayed(kv.key)
+            if delayed is not None:
+                self._delay_event(delayed, kv)
+                continue
             where = self.layout.slot(kv.key)
             if isinstance(where, str):
                 self.agents[where] = AgentInfo.decode(kv)
@@ -345,6 +359,10 @@ class EtcdCatalogStore(MultiService):
                 self.catalog.apply(current, batch)
                 batch = []
             current = event.kv.mod_revision
+            delayed = self.layout.delayed(event.kv.key)
+            if delayed is not None:
+                self._delay_event(delayed, event.kv if event.type == "PUT" else None)
+                continue
             where = self.layout.slot(event.kv.key)
             if isinstance(where, str):
                 self._agent_event(where, event)
@@ -353,6 +371,14 @@ class EtcdCatalogStore(MultiService):
         if batch:
             self.catalog.apply(current, batch)
         self._caught_up(max(revision, current))
+
+    def _delay_event(self, key: str, kv: KeyValue | None) -> None:
+        """A lock delay began (its seconds in the value) or its lease ran out."""
+        if kv is None:
+            self.catalog.lock_delays.pop(key, None)
+        else:
+            seconds = float(json.loads(kv.value).get("Seconds", 0))
+            self.catalog.lock_delays[key] = self.catalog.clock() + seconds
 
     def _value(self, where: Slot, event: Event) -> Stored | None:
         if event.type == "DELETE":
@@ -483,6 +509,7 @@ class EtcdCatalogStore(MultiService):
                 ops.append(Put(self.layout.key(slot), encode(after), lease))
         if not ops:
             return self.revision
+        ops += await self._delays(proposal.delays)
         try:
             done = await self.client.txn(compares, ops)
         except EtcdUnavailable:
@@ -494,6 +521,23 @@ class EtcdCatalogStore(MultiService):
             raise Conflict(done.revision)
         await self.caught_up(done.revision)
         return done.revision
+
+    async def _delays(self, delays: dict[str, float]) -> list[Put | Delete]:
+        """The lock delays a write starts, as keys on leases as long (so every agent
+        refuses the key to a new session until then)."""
+        ops: list[Put | Delete] = []
+        now = self.catalog.clock()
+        leases: dict[int, int] = {}
+        for key, until in delays.items():
+            seconds = until - now
+            if seconds <= 0:
+                continue
+            ttl = max(1, math.ceil(seconds))
+            if ttl not in leases:
+                leases[ttl], _ = await self.client.lease_grant(ttl)
+            value = json.dumps({"Seconds": seconds}).encode()
+            ops.append(Put(self.layout.lock_delay(key), value, leases[ttl]))
+        return ops
 
     def _unchanged(self, slot: Slot, value: Stored | None) -> Compare:
         key = self.layout.key(slot)

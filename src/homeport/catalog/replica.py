@@ -64,6 +64,8 @@ class Proposal:
 
     changes: list[Change] = field(default_factory=list)
     reads: set[Slot] = field(default_factory=set)
+    #: Lock delays the proposal started (key -> clock time it ends): the store shares them.
+    delays: dict[str, float] = field(default_factory=dict)
 
     def writes(self) -> dict[Slot, tuple[Stored | None, Stored | None]]:
         net: dict[Slot, tuple[Stored | None, Stored | None]] = {}
@@ -130,6 +132,9 @@ class ReplicatedCatalog(Catalog):
                 table.reads = None
             self._open = None
             self._take_back(proposal.changes)
+            proposal.delays = {
+                k: t for k, t in self.lock_delays.items() if delays.get(k) != t and proposal.changes
+            }
             self.index, self.lock_delays = index, delays
             written = {slot_of(c.kind, c.key) for c in proposal.changes}
             proposal.reads -= written
