@@ -20,6 +20,7 @@ import pytest
 
 from .daemon import Daemon, wait_for
 from .etcd_cluster import Cluster
+from .test_etcd_client import _certificates
 from .test_push_sse import SSEClient
 
 TTL = 3  # --agent-ttl: short, so that a dead agent is noticed quickly
@@ -37,9 +38,18 @@ def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 def start_agent(workdir: Path, name: str, etcd: Cluster, *extra: str) -> Daemon:
     workdir.mkdir(parents=True, exist_ok=True)
     hosts = ",".join(e.split("://", 1)[1] for e in etcd.endpoints)
+    scheme = "etcds" if etcd.endpoints[0].startswith("https://") else "etcd"
     agent = Daemon(workdir=workdir, node=name)
     agent.start(
-        ["--catalog", f"etcd://{hosts}", "--agent-ttl", f"{TTL}s", "--dns", "127.0.0.1:0", *extra]
+        [
+            "--catalog",
+            f"{scheme}://{hosts}",
+            "--agent-ttl",
+            f"{TTL}s",
+            "--dns",
+            "127.0.0.1:0",
+            *extra,
+        ]
     )
     wait_for(lambda: node_listed(agent, name), 20, f"{name} in its own catalog")
     return agent
@@ -456,3 +466,39 @@ def test_a_lock_delay_holds_on_every_agent(agents: list[Daemon]) -> None:
         "the key free again",
     )
     assert time.monotonic() - invalidated >= 3.5
+
+
+def test_two_clusters_share_one_etcd_under_their_prefixes(tmp_path: Path, etcd: Cluster) -> None:
+    red = start_agent(tmp_path / "red", "red-1", etcd, "--etcd-prefix", "/red/")
+    blue = start_agent(tmp_path / "blue", "blue-1", etcd, "--etcd-prefix", "/blue/")
+    try:
+        register(red, {"Name": "only-red", "Port": 1})
+        assert red.request("PUT", "/v1/kv/colour", b"red")[0] == 200
+        assert {n["Node"] for n in blue.get_json("/v1/catalog/nodes")} == {"blue-1"}
+        assert blue.get_json("/v1/catalog/service/only-red") == []
+        assert blue.request("GET", "/v1/kv/colour")[0] == 404
+    finally:
+        red.stop()
+        blue.stop()
+
+
+def test_an_agent_talks_to_etcd_over_tls_with_a_client_certificate(tmp_path: Path) -> None:
+    pem = _certificates(tmp_path)
+    tls = ["--cert-file", str(pem["server"]), "--key-file", str(pem["server-key"])]
+    tls += ["--trusted-ca-file", str(pem["ca"]), "--client-cert-auth"]
+    secure = Cluster(tmp_path / "etcd", size=1, extra=tls)
+    (tmp_path / "etcd").mkdir()
+    secure.start()
+    try:
+        (endpoint,) = secure.endpoints
+        assert endpoint.startswith("https://")
+        files = ["--etcd-ca", str(pem["ca"]), "--etcd-cert", str(pem["client"])]
+        files += ["--etcd-key", str(pem["client-key"])]
+        agent = start_agent(tmp_path / "agent", "tls-1", secure, *files)
+        try:
+            assert agent.request("PUT", "/v1/kv/over-tls", b"1")[0] == 200
+            assert entries(agent, "over-tls")[0]["Value"] == "MQ=="
+        finally:
+            agent.stop()
+    finally:
+        secure.stop()

@@ -15,6 +15,7 @@ Keys under the prefix (default ``/homeport/``)::
     session/<id>                query/<id>                 kv/<the key as it is>
     agent/<node>                this agent's liveness, on its lease (not catalog state)
     lockdelay/<key>             a key's lock delay after its session went, on a lease
+    revision                    put by every commit: the newest write under the prefix
 
 Names are percent-quoted so that a ``/`` in an ID stays inside its segment.  Values are
 the entities as JSON; their CreateIndex and ModifyIndex are etcd's create and mod
@@ -52,6 +53,8 @@ from ..etcd import (
     Event,
     KeyValue,
     Put,
+    Range,
+    RangeResult,
     prefix_end,
 )
 from .errors import ServerRefusal
@@ -109,6 +112,11 @@ class Layout:
             + b"/"
             + b"/".join(quote(p, safe="").encode() for p in parts)
         )
+
+    @property
+    def revision(self) -> bytes:
+        """Put by every commit: its mod revision is the newest write under the prefix."""
+        return self.prefix + b"revision"
 
     def agent(self, node: str) -> bytes:
         return self.prefix + b"agent/" + quote(node, safe="").encode()
@@ -456,10 +464,12 @@ class EtcdCatalogStore(MultiService):
         (a linearizable read): what ``?consistent`` and every write start with."""
         await self._hold()
         try:
-            found = await self.client.range(self.prefix + b"revision")
+            found = await self.client.range(self.layout.revision)
         except (EtcdUnavailable, EtcdError):
             raise no_leader() from None
-        await self.caught_up(found.revision)
+        # Not the header's revision: that is all of etcd's, and other prefixes' writes
+        # never come down this watch.  Every commit under ours moves this key.
+        await self.caught_up(found.kvs[0].mod_revision if found.kvs else 0)
 
     # -- writes ----------------------------------------------------------------------
 
@@ -468,7 +478,7 @@ class EtcdCatalogStore(MultiService):
         return defer.Deferred.fromCoroutine(self._run(operation))
 
     async def _run(self, operation: Callable[[], T]) -> T:
-        for _ in range(ATTEMPTS):
+        for attempt in range(ATTEMPTS):
             await self.barrier()
             with self.catalog.proposal() as proposal:
                 result = operation()
@@ -478,7 +488,10 @@ class EtcdCatalogStore(MultiService):
                 await self.commit(proposal)
                 return result
             except Conflict as lost:
-                await self.caught_up(lost.revision)
+                if lost.revision > self.revision:
+                    await self.caught_up(lost.revision)
+                else:  # what changed was a lease running out: its delete is on the way
+                    await task.deferLater(self.reactor, 0.02 * (attempt + 1), lambda: None)
         raise ServerRefusal("Too much contention: the write lost every race; try again")
 
     async def _hold(self) -> None:
@@ -510,15 +523,18 @@ class EtcdCatalogStore(MultiService):
         if not ops:
             return self.revision
         ops += await self._delays(proposal.delays)
+        ops.append(Put(self.layout.revision, self.me.node.encode()))
         try:
-            done = await self.client.txn(compares, ops)
+            done = await self.client.txn(compares, ops, [Range(self.layout.revision)])
         except EtcdUnavailable:
             raise no_leader() from None
         except EtcdError as refused:
             # Say, more operations than etcd's --max-txn-ops (128 by default) allows.
             raise ServerRefusal(f"etcd refused the write: {refused}") from None
         if not done.succeeded:
-            raise Conflict(done.revision)
+            latest = done.responses[0] if done.responses else None
+            kvs = latest.kvs if isinstance(latest, RangeResult) else ()
+            raise Conflict(kvs[0].mod_revision if kvs else 0)
         await self.caught_up(done.revision)
         return done.revision
 
