@@ -12,6 +12,8 @@ import json
 import logging
 import logging.handlers
 import os
+import re
+import shlex
 import shutil
 import socket
 import subprocess
@@ -454,6 +456,14 @@ class Container:
         )
 
 
+@pytest.fixture(scope="module")
+def image() -> str:
+    """``./build TEST --engine podman``, once for the tests of this module that need it."""
+    require("podman", "debootstrap", "curl", "dig")
+    build("--engine", "podman")
+    return f"homeport:{TAG}"
+
+
 @pytest.fixture
 def volume() -> Iterator[str]:
     require("podman", "debootstrap", "curl", "dig")
@@ -464,8 +474,8 @@ def volume() -> Iterator[str]:
 
 
 def check_image_config() -> None:
-    """The image's user, entry point, volumes, ports and HEALTHCHECK, and its size (190 MB
-    on the Debian base: no test suites, docs or caches)."""
+    """The image's user, entry point, volumes, ports and HEALTHCHECK, and its size (186 MB
+    on the Debian base: no test suites, docs, caches or unused parts of Twisted)."""
     inspect = subprocess.run(
         [*PODMAN, "image", "inspect", f"homeport:{TAG}"],
         capture_output=True,
@@ -481,7 +491,7 @@ def check_image_config() -> None:
     assert set(config["ExposedPorts"]) >= {"8500/tcp", "8600/tcp", "8600/udp", "80/tcp"}
     healthcheck = config.get("Healthcheck") or image["Healthcheck"]  # docker's or podman's
     assert healthcheck["Test"][0] == "CMD" and "curl" not in str(healthcheck)
-    assert image["Size"] < 220e6, f"the image grew to {image['Size'] / 1e6:.0f} MB"
+    assert image["Size"] < 200e6, f"the image grew to {image['Size'] / 1e6:.0f} MB"
 
 
 def check_image_holds_the_new_pex() -> None:
@@ -522,14 +532,14 @@ def check_hardening(container: Container) -> None:
 
 
 @pytest.mark.slow
-def test_image_runs_read_only_as_non_root_and_keeps_data_across_restarts(volume: str) -> None:
+def test_image_runs_read_only_as_non_root_and_keeps_data_across_restarts(
+    image: str, volume: str
+) -> None:
     """``./build TEST --engine podman`` (no registry: the base is made from Debian
     packages) makes an image that starts read-only as uid 10001, serves the catalog
     (curl), DNS (dig) and the log sink (HTTPHandler) on its default ports, passes its
     HEALTHCHECK, stops cleanly on SIGTERM, and a new container on the same volume still
     has the service and the record."""
-    build("--engine", "podman")
-
     check_image_config()
     check_image_holds_the_new_pex()
 
@@ -564,3 +574,91 @@ def test_image_runs_read_only_as_non_root_and_keeps_data_across_restarts(volume:
     finally:
         first.remove()
         second.remove()
+
+
+# -- slow: the README's container section, as written --------------------------------------
+
+README = ROOT / "README.md"
+
+
+def readme_example(name: str) -> str:
+    """The fenced block right after ``<!-- example: NAME -->`` in README.md."""
+    found = re.findall(
+        rf"^<!-- example: {re.escape(name)} -->\n```[\w-]*\n(.*?)^```$",
+        README.read_text(encoding="utf-8"),
+        re.M | re.S,
+    )
+    assert len(found) == 1, f"README.md has {len(found)} examples named {name!r}"
+    return str(found[0])
+
+
+def shell_commands(block: str) -> list[str]:
+    """The block's commands: continued lines joined, blank lines dropped."""
+    return [c.strip() for c in block.replace("\\\n", " ").splitlines() if c.strip()]
+
+
+#: ``docker`` in the README's lines is podman here, with the runtime this host has.
+DOCKER_IS_PODMAN = f'docker() {{ {shlex.join(PODMAN)} "$@"; }}\n'
+
+
+def shell(command: str, timeout: float = 60) -> tuple[int | None, str, str]:
+    """*command* run by bash with :data:`DOCKER_IS_PODMAN`: its exit status (None: still
+    running after *timeout*, then stopped), its output and its errors."""
+    with subprocess.Popen(
+        ["bash", "-c", DOCKER_IS_PODMAN + command],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    ) as process:  # fmt: skip
+        try:
+            output, errors = process.communicate(timeout=timeout)
+            return process.returncode, output, errors
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, 15)
+            output, errors = process.communicate()
+            return None, output, errors
+
+
+@pytest.mark.slow
+def test_the_readme_container_lines_work_as_written_with_podman(image: str) -> None:
+    """The README's "Run it" block, run line by line with podman for docker: the
+    container starts read-only on its volume, curl lists and registers, dig answers for
+    the new service, and the logs show the registration.  Changed from the README's text
+    only: the image tag (the one built here), the published host ports (free ones), and
+    the container's and volume's names (unique ones)."""
+    require("podman", "curl", "dig")
+    http, dns = free_port(), free_port()
+    suffix = uuid.uuid4().hex[:6]
+    name, volume = f"homeport-readme-{suffix}", f"homeport-readme-data-{suffix}"
+    substitutions = {
+        "homeport:0.1.0": image,
+        "--name homeport ": f"--name {name} ",
+        "logs -f homeport ": f"logs -f {name} ",
+        "homeport-data:": f"{volume}:",
+        "-p 8500:8500": f"-p {http}:8500",
+        "-p 8600:8600/udp -p 8600:8600": f"-p {dns}:8600/udp -p {dns}:8600",
+        "localhost:8500": f"localhost:{http}",
+        "-p 8600 ": f"-p {dns} ",
+    }
+    block = readme_example("container-run")
+    for old, new in substitutions.items():
+        assert old in block, f"the README's block no longer has {old!r}"
+        block = block.replace(old, new)
+    run, services, register, dig_web, logs = shell_commands(block)
+    try:
+        status, output, errors = shell(run)
+        assert status == 0, output + errors
+        wait_for_http(f"http://127.0.0.1:{http}/v1/status/leader")
+
+        status, output, errors = shell(services)
+        assert status == 0 and "consul" in json.loads(output), output + errors
+        status, output, errors = shell(register)
+        assert status == 0 and output == "", output + errors
+        status, output, errors = shell(dig_web)
+        assert status == 0 and "status: NOERROR" in output, output + errors
+        answers = output.split(";; ANSWER SECTION:", 1)[1].split("\n\n", 1)[0]
+        assert re.search(r"^web\.service\.consul\.\s+\d+\s+IN\s+A\s+[\d.]+$", answers, re.M)
+        status, output, errors = shell(logs, timeout=5)  # -f follows until stopped
+        assert status is None, output + errors
+        said = output + errors
+        assert "web" in said and "Traceback" not in said, said
+    finally:
+        shell(f"docker rm --force --time 0 {name}; docker volume rm --force {volume}")
