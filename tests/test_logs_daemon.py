@@ -250,6 +250,10 @@ def test_a_record_answered_200_survives_kill_9_right_after(daemon_factory: Daemo
     while writer in writer_processes(daemon) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert writer not in writer_processes(daemon)
+    # It exits quietly (its stderr is the daemon's): no BrokenPipeError for the answer
+    # no one is left to read.
+    assert "Traceback" not in daemon.output(), daemon.output()
+    assert "Error" not in daemon.output(), daemon.output()
     daemon.start()
     stored = {r["message"] for r in search(daemon, "logger=dur&limit=10000")}
     missing = set(acknowledged) - stored

@@ -18,7 +18,7 @@ import pytest
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 
-from homeport.logs import writer
+from homeport.logs import writer, writers
 from homeport.logs.database import LogDatabase
 from homeport.logs.query import BadQuery, LogQuery, parse_query, parse_time
 from homeport.logs.record import Record, record_from_fields, records_from_body
@@ -320,6 +320,50 @@ def test_the_writer_child_stops_at_the_end_of_its_input_and_ignores_sigterm(
     check.close()
 
 
+def test_the_writer_child_whose_reader_is_gone_commits_its_frame_and_exits_quietly(
+    tmp_path: Path,
+) -> None:
+    """As after ``kill -9`` of the daemon: the answer to a frame cannot be written (no
+    one reads the pipe any more).  The frame is committed all the same, and the child
+    exits 0 without a word on stderr (it is the daemon's: no BrokenPipeError there)."""
+    path = tmp_path / "logs.sqlite3"
+    child = subprocess.Popen(
+        [sys.executable, "-m", "homeport.logs.writer", str(path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert child.stdin is not None and child.stdout is not None and child.stderr is not None
+    parent = LogDatabase(path)
+    child.stdin.write(writer.insert_frame(parent.prepare([rec("answered")]).param()))
+    child.stdin.flush()
+    assert child.stdout.read(writer.HEADER.size + 4) == writer.HEADER.pack(b"K", 4) + b"null"
+    child.stdout.close()  # the daemon is gone
+    child.stdin.write(writer.insert_frame(parent.prepare([rec("unanswered")]).param()))
+    child.stdin.close()
+    assert child.wait(10) == 0
+    assert child.stderr.read() == b""
+    assert sorted(messages(parent)) == ["answered", "unanswered"]
+    parent.close()
+
+
+def test_the_writer_child_imports_no_twisted() -> None:
+    """``python -m homeport.logs.writer`` loads SQLite, JSON and the log database, not
+    Twisted or zope: it is started with the daemon and again after a crash."""
+    code = (
+        "import runpy, sys; sys.argv = ['writer']\n"
+        "try:\n    runpy.run_module('homeport.logs.writer', run_name='__main__')\n"
+        "except SystemExit:\n    pass\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules}))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    loaded = json.loads(done.stdout.strip().replace("'", '"'))
+    assert "homeport" in loaded
+    assert not {"twisted", "zope", "attr", "autobahn", "treq"} & set(loaded), loaded
+
+
 class ClockReactor(Clock):
     """A Clock that also takes ``callFromThread`` (run on the next ``advance(0)``)."""
 
@@ -343,7 +387,7 @@ class BrokenWriter:
 
     def die(self) -> None:
         self.dead = True
-        error = writer.WriterError("the log writer process ended: exit code 1")
+        error = writers.WriterError("the log writer process ended: exit code 1")
         for item in self.items:
             self.store._finished(item, error, None)
         self.store._writer_ended(error)
@@ -370,7 +414,7 @@ def test_a_writer_that_cannot_start_gets_waiting_records_refused_and_backs_off(
     clock.advance(0)
     # Neither hangs: the batch the writer had and what waited behind it are refused.
     assert len(answers) == 2
-    assert all(isinstance(a, writer.WriterError) for a in answers)
+    assert all(isinstance(a, writers.WriterError) for a in answers)
     # New writers are started 1, 2, 4, ... seconds apart while they keep failing.
     starts = []
     for _ in range(7):
@@ -390,7 +434,7 @@ def test_a_writer_that_cannot_start_gets_waiting_records_refused_and_backs_off(
     while not done and time.monotonic() < deadline:
         clock.advance(0)
         time.sleep(0.01)
-    assert done == [[2]]  # id 1 went with the batch that was never stored
+    assert done == [[3]]  # ids 1 and 2 went with the records never stored
     assert store._next_restart == 1.0
     stopping = store.stopService()
     deadline = time.monotonic() + 10

@@ -14,10 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..part import IHomeportReactor, Part
-
 if TYPE_CHECKING:
+    # Only for annotations: importing this package (as ``python -m
+    # homeport.logs.writer`` does) imports no Twisted.
     from ..http.metrics import Metrics
+    from ..part import IHomeportReactor, Part
     from .service import LogSink, Publish
 
 
@@ -50,6 +51,7 @@ def build(
     *publish*'s topic ``logs``; the syslog listeners' counts go on *metrics*.  Raises
     what opening the database raises."""
     from ..http.auth import Token
+    from ..part import Part
     from .http import LogIngestResource, LogSearchResource
     from .service import LogSink
 

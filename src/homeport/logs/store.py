@@ -22,7 +22,7 @@ import json
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,28 +34,27 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
 from . import query as query_module
-from .database import PRUNE_CHUNK, Batch, LogDatabase, open_reader, record_text
+from .database import PRUNE_CHUNK, LogDatabase, open_reader, record_text
 from .record import Record
-from .writer import ChildWriter, ThreadWriter, Writer, insert_frame
+from .writer import HEADER
+from .writers import ChildWriter, ThreadWriter, Writer
 
 # (id, record, its JSON text) of each record of a commit, for the stored-records listeners.
 Stored = list[tuple[int, Record, str]]
 Done = Callable[[list[int] | BaseException], None]
 
 
-def _encodable(records: Sequence[Record]) -> bool:
-    try:
-        for record in records:
-            record_text(0, record).encode("utf-8")
-    except Exception:  # noqa: BLE001, RUF100 - whatever _hand_over's guard caught
-        return False
-    return True
-
-
 @dataclass
 class _Pending:
+    """One request's records, encoded when added: ids, JSON texts, their UTF-8 (the
+    INSERT parameter's share), or the error that encoding them raised."""
+
     records: Sequence[Record]
     done: Done
+    first_id: int = 0
+    texts: list[str] = field(default_factory=list)
+    payload: bytes = b""
+    error: BaseException | None = None
 
 
 @dataclass
@@ -70,7 +69,7 @@ class _Commit:
     """One batch on its way through the writer, and the requests behind it."""
 
     requests: list[_Pending]
-    batch: Batch
+    count: int
     error: BaseException | None = None
 
 
@@ -84,9 +83,11 @@ class LogStore(Service):
     * records of requests read while a commit is under way wait on the reactor thread and
       are handed over, all of them as the next batch, the moment it is done.
 
-    All the Python work — ids, the JSON text of each record, the statement's parameter —
-    is done on the reactor thread.  The writer (see :mod:`homeport.logs.writer`: a child
-    process when the reactor can spawn one, else a thread) only runs the statement.  If
+    All the Python work — ids, the JSON text of each record, its share of the statement's
+    parameter — is done on the reactor thread when the records are added, so that the
+    writer, done with one commit, gets the next at once.  The writer (see
+    :mod:`homeport.logs.writers`: a child process when the reactor can spawn one, else a
+    thread) only runs the statement.  If
     the child dies, what it had is answered with an error and a new one is started a
     second later; records that arrive meanwhile wait for it.  A writer that dies before
     storing anything (it cannot start) gets its waiting records refused too, and the
@@ -170,7 +171,7 @@ class LogStore(Service):
         they are committed (or could not be)."""
         if self._stopping:
             raise RuntimeError("the log store is stopping")
-        self._incoming.append(_Pending(records, done))
+        self._incoming.append(self._encode(records, done))
         if self._in_flight is not None:
             return  # they go with the next commit, handed over when this one is done
         if len(self._incoming) >= self.hand_over_every:
@@ -185,6 +186,27 @@ class LogStore(Service):
         self._hand_over_scheduled = False
         self._hand_over()
 
+    def _encode(self, records: Sequence[Record], done: Done) -> _Pending:
+        """*records* with their ids and JSON, made now, while the writer may be busy with
+        the last commit: the hand-over that follows it only joins what is ready."""
+        pending = _Pending(records, done)
+        try:
+            first = n = self.database.next_id
+            texts = []
+            for record in records:
+                texts.append(record_text(n, record))
+                n += 1
+            pending.payload = ",".join(texts).encode("utf-8")
+        except Exception as e:  # noqa: BLE001, RUF100 - blind on purpose, see below
+            # A record that cannot be encoded, for any reason: refuse its request only
+            # (at the hand-over, in order).  Anything escaping here would fail the sender.
+            self.log.failure("Encoding {count} log records", count=len(records))
+            pending.error = e
+            return pending
+        self.database.next_id = n  # taken even if never written: ids may have gaps
+        pending.first_id, pending.texts = first, texts
+        return pending
+
     def _hand_over(self) -> None:
         """Give the writer the waiting records (up to *max_batch*) unless it is busy."""
         writer = self._writer
@@ -197,21 +219,18 @@ class LogStore(Service):
             if taken >= self.max_batch:
                 break
         requests, self._incoming = self._incoming[:count], self._incoming[count:]
-        try:
-            batch = self.database.prepare(r for pending in requests for r in pending.records)
-            frame = insert_frame(batch.param())
-        except Exception as e:  # noqa: BLE001, RUF100 - blind on purpose, see below
-            # A record that cannot be encoded, for any reason: refuse its request only.
-            # Anything escaping here would leave these requests unanswered for ever.
-            self.log.failure("Encoding {count} log records", count=taken)
-            bad = [p for p in requests if not _encodable(p.records)] or requests
-            for pending in bad:
-                pending.done(e)
-            self._incoming[:0] = [p for p in requests if p not in bad]
-            self.reactor.callLater(0, self._hand_over)
-            return
-        commit = self._in_flight = _Commit(requests, batch)
-        writer.insert(commit, frame)
+        refused = [p for p in requests if p.error is not None]
+        if refused:
+            requests = [p for p in requests if p.error is None]
+            for pending in refused:
+                assert pending.error is not None
+                pending.done(pending.error)
+            if not requests:
+                self._hand_over()
+                return
+        payload = b"[" + b",".join(p.payload for p in requests) + b"]"
+        commit = self._in_flight = _Commit(requests, sum(len(p.texts) for p in requests))
+        writer.insert(commit, HEADER.pack(b"I", len(payload)) + payload)
 
     def _finished(self, item: _Commit | _Job, error: BaseException | None, value: Any) -> None:
         """The writer is done with *item* (on the reactor thread, in order)."""
@@ -224,7 +243,7 @@ class LogStore(Service):
         if error is not None:
             self.log.error(
                 "Storing {count} log records failed: {error}",
-                count=len(item.batch.texts),
+                count=item.count,
                 error=error,
             )
         item.error = error
@@ -238,7 +257,7 @@ class LogStore(Service):
             self._writer_committed = True
             self._next_restart = self.restart_delay
             self.commits += 1
-            self.stored += len(commit.batch.texts)
+            self.stored += commit.count
         self._deliver(commit)
         self._finish_if_idle()
 
@@ -326,13 +345,9 @@ class LogStore(Service):
                 pending.done(commit.error)
             return
         stored: Stored = []
-        id = commit.batch.first_id
-        texts = commit.batch.texts
         for pending in commit.requests:
-            mine = list(range(id, id + len(pending.records)))
-            for record in pending.records:
-                stored.append((id, record, texts[id - commit.batch.first_id]))
-                id += 1
+            mine = list(range(pending.first_id, pending.first_id + len(pending.texts)))
+            stored.extend(zip(mine, pending.records, pending.texts, strict=True))
             try:
                 pending.done(mine)
             except Exception:  # noqa: BLE001, RUF100 - one caller's bug must not stop the rest
