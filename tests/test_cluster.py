@@ -502,3 +502,25 @@ def test_an_agent_talks_to_etcd_over_tls_with_a_client_certificate(tmp_path: Pat
             agent.stop()
     finally:
         secure.stop()
+
+
+def test_an_agent_started_before_etcd_serves_and_joins_when_it_comes(tmp_path: Path) -> None:
+    (tmp_path / "etcd").mkdir()
+    late = Cluster(tmp_path / "etcd", size=1).start()
+    late.stop()  # its ports are known, and nothing answers on them
+    hosts = late.endpoints[0].split("://", 1)[1]
+    (tmp_path / "agent").mkdir()
+    agent = Daemon(workdir=tmp_path / "agent", node="early-1")
+    agent.start(["--catalog", f"etcd://{hosts}", "--agent-ttl", f"{TTL}s"])
+    try:
+        status, headers, _ = agent.request("GET", "/v1/catalog/nodes")
+        assert status == 200 and headers["X-Consul-Knownleader"] == "false"
+        status, _, body = agent.request("PUT", "/v1/kv/early", b"1", timeout=20)
+        assert (status, body) == (500, b"No cluster leader")
+        late.heal()
+        wait_for(lambda: node_listed(agent, "early-1"), 30, "the agent joined")
+        assert agent.request("PUT", "/v1/kv/early", b"1")[0] == 200
+        assert "Traceback" not in agent.output()
+    finally:
+        agent.stop()
+        late.stop()

@@ -180,3 +180,40 @@ def test_the_homeport_command_is_twist_homeport_with_twist_s_log_options_moved()
         "--http",
         "tcp:1",
     ]
+
+
+def test_catalog_etcd_options_become_the_catalog_s_settings(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("x")
+    options = parse(
+        ["--catalog", "etcd://10.0.0.1:2379,etcd-2.lan:2379", "--etcd-ca", str(ca)],
+        {"HOMEPORT_ETCD_PREFIX": "/team-a/", "HOMEPORT_AGENT_TTL": "5s"},
+    )
+    catalog = options.settings.catalog
+    assert catalog.etcd_endpoints == ("https://10.0.0.1:2379", "https://etcd-2.lan:2379")
+    assert (catalog.etcd_prefix, catalog.etcd_ca, catalog.agent_ttl) == ("/team-a/", ca, 5.0)
+    assert catalog.reap_after == 72 * 3600
+    plain = parse(["--catalog", "etcd://127.0.0.1:2379", "--reap-after", "30m"], {})
+    assert plain.settings.catalog.etcd_endpoints == ("http://127.0.0.1:2379",)
+    assert plain.settings.catalog.reap_after == 1800
+    assert parse([], {}).settings.catalog.etcd_endpoints == ()  # SQLite, as before
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--catalog", "consul://x:1"], "--catalog 'consul://x:1': use 'sqlite' or etcd://"),
+        (["--catalog", "etcd://nohost"], "'nohost' is not HOST:PORT"),
+        (["--catalog", "etcd://a:1", "--etcd-prefix", "homeport"], "--etcd-prefix 'homeport'"),
+        (["--catalog", "etcd://a:1", "--etcd-cert", "/nonexistent"], "--etcd-cert '/nonexistent'"),
+        (["--catalog", "etcd://a:1", "--agent-ttl", "1s"], "--agent-ttl '1s': from 2s to 1h"),
+        (["--catalog", "etcd://a:1", "--reap-after", "soon"], "--reap-after 'soon': expected"),
+    ],
+)
+def test_bad_etcd_options_are_one_line_naming_the_option(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        parse(argv, {})
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith("homeport: error: ") and message in line
