@@ -536,6 +536,39 @@ def test_a_transaction_sent_to_a_member_that_hangs_is_not_sent_again(
         etcd_cluster.heal()
 
 
+def test_a_watch_says_it_is_down_while_there_is_no_quorum_and_resumes_after(
+    etcd_cluster: Cluster,
+) -> None:
+    """The two members the watch is not on are killed: its member has no leader, so the
+    watch reports on_connected(False) (its data may be stale); once they are back it
+    reports True and sees what is written next, after what it saw before."""
+
+    async def scenario(reactor: EPollReactor) -> None:
+        client = EtcdClient(hp(reactor), etcd_cluster.endpoints, timeout=1.0)
+        seen = Recorder()
+        start = await client.put(b"quorum-watch/a", b"1")
+        watcher = client.watch(
+            b"quorum-watch/", prefix_end(b"quorum-watch/"), start, *seen.callbacks()
+        )
+        await until(reactor, lambda: seen.connected == [True] and len(seen.events) == 1)
+        watched = etcd_cluster.member_at(watcher.endpoint)
+        for member in etcd_cluster.members:
+            if member is not watched:
+                member.kill()
+        await until(reactor, lambda: seen.connected == [True, False])
+        etcd_cluster.heal()
+        await until(reactor, lambda: seen.connected == [True, False, True])
+        latest = await client.put(b"quorum-watch/a", b"2")
+        await until(reactor, lambda: watcher.revision >= latest)
+        assert [e.kv.value for e in seen.events] == [b"1", b"2"]
+        await closing(client, reactor)
+
+    try:
+        run(scenario)
+    finally:
+        etcd_cluster.heal()
+
+
 def test_one_member_down_changes_nothing_for_the_client(etcd_cluster: Cluster) -> None:
     async def scenario(reactor: EPollReactor) -> None:
         client = EtcdClient(hp(reactor), etcd_cluster.endpoints)

@@ -142,6 +142,8 @@ class Watcher:
                 return
 
     def _message(self, message: dict[str, Any]) -> None:
+        if self.stopped:  # stopped by a callback: the rest of this chunk is not told
+            return
         problem = wire.error_of(message)
         if problem is not None:
             raise _StreamEnded(str(problem))
