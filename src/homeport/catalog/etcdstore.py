@@ -639,7 +639,7 @@ class EtcdCatalogStore(MultiService):
             status = await self.client.status()
             members = await self.client.members()
         except (EtcdUnavailable, EtcdError):
-            self.health.update(leader_known=False)
+            self.health.update(leader_known=False, leader="")
             return
         peers = {m.id: _host_port(m.peer_urls) for m in members}
         self.health.update(
