@@ -221,17 +221,23 @@ class Rsyslog:
     """``rsyslogd -n`` with its own config, pid file and work dir; its input is TCP on
     :attr:`port` (``logger --tcp`` sends to it), its actions forward to homeport."""
 
-    def __init__(self, workdir: Path, actions: str) -> None:
+    def __init__(self, workdir: Path, actions: str, top_level: bool = False) -> None:
+        """*actions* go in a ruleset of the input's own; with *top_level*, they are the
+        rest of the configuration file as given (as ``/etc/rsyslog.d/*.conf`` is)."""
         self.workdir = workdir
         self.port = free_port()
         (workdir / "work").mkdir(parents=True, exist_ok=True)
         self.config = workdir / "rsyslog.conf"
-        self.config.write_text(
-            f'global(workDirectory="{workdir / "work"}")\n'
-            'module(load="imtcp")\nmodule(load="omrelp")\n'
-            f'input(type="imtcp" port="{self.port}" address="127.0.0.1" ruleset="out")\n'
-            f'ruleset(name="out") {{\n{actions}\n}}\n'
-        )
+        head = f'global(workDirectory="{workdir / "work"}")\nmodule(load="imtcp")\n'
+        if top_level:
+            text = f'{head}input(type="imtcp" port="{self.port}" address="127.0.0.1")\n{actions}'
+        else:
+            text = (
+                f'{head}module(load="omrelp")\n'
+                f'input(type="imtcp" port="{self.port}" address="127.0.0.1" ruleset="out")\n'
+                f'ruleset(name="out") {{\n{actions}\n}}\n'
+            )
+        self.config.write_text(text)
         self.process: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> Rsyslog:
@@ -399,3 +405,46 @@ def test_counts_on_metrics(daemon: Daemon) -> None:
     assert re.search(rb"^homeport_syslog_received_total \d", body, re.M)
     assert re.search(rb"^homeport_syslog_dropped_total \d", body, re.M)
     assert re.search(rb"^homeport_syslog_pending \d", body, re.M)
+
+
+def closed_by_peer(sock: socket.socket) -> bool:
+    """Whether the daemon closes (or resets) *sock* within 10 s, sending nothing."""
+    sock.settimeout(10)
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+
+
+def test_the_listener_limits_are_options_and_homeport_env(tmp_path: Path) -> None:
+    """``HOMEPORT_SYSLOG_MAX_MESSAGE=1KiB`` cuts a longer message (marked ``truncated``),
+    ``--syslog-max-connections 1`` refuses a second connection while one is open, and
+    ``--syslog-idle-timeout`` closes a silent one."""
+    limited = Daemon(
+        workdir=tmp_path,
+        args=[
+            "--syslog",
+            f"tcp:0:{LOOPBACK}",
+            "--syslog-max-connections",
+            "1",
+            "--syslog-idle-timeout",
+            "1s",
+        ],
+        env={"HOMEPORT_SYSLOG_MAX_MESSAGE": "1KiB"},
+    ).start()
+    try:
+        port = bound_port(limited, "syslog", "tcp")
+        word = token()
+        data = f"<134>1 - host app - - - {word} {'x' * 3000}".encode()
+        with socket.create_connection(("127.0.0.1", port)) as first:
+            first.sendall(b"%d %s" % (len(data), data))
+            (record,) = records(limited, f"q={word}")
+            assert len(record["message"].encode()) < 1024
+            assert record["extra"]["truncated"] is True
+            with socket.create_connection(("127.0.0.1", port)) as second:
+                assert closed_by_peer(second)  # refused: closed at once
+            assert closed_by_peer(first)  # idle for a second: closed
+    finally:
+        limited.stop()

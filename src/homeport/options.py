@@ -104,6 +104,20 @@ OPTION_PARAMETERS: list[list[Any]] = [
         "Prune stored log records older than an age (7d, 12h), beyond a count "
         "(1000000), or both (7d,1000000); 'none' keeps all.",
     ],
+    [
+        "syslog-max-message",
+        None,
+        "64KiB",
+        "Syslog: bytes of one message; longer ones are cut and marked truncated.",
+    ],
+    [
+        "syslog-max-pending",
+        None,
+        "20000",
+        "Syslog: records on their way to the store; past it UDP drops, TCP readers pause.",
+    ],
+    ["syslog-max-connections", None, "1024", "Syslog: open connections per TCP listener."],
+    ["syslog-idle-timeout", None, "10m", "Syslog: a silent TCP connection is closed after this."],
     ["socketio-ping-interval", None, "25s", "Engine.IO ping interval."],
     ["socketio-ping-timeout", None, "20s", "Engine.IO ping timeout."],
     ["socketio-max-payload", None, "1000000", "Engine.IO largest payload (bytes)."],
@@ -462,7 +476,40 @@ def _logs(options: Mapping[str, Any], token: str | None) -> logs.Settings:
         syslog_tls=syslog_tls,
         relp=relp,
         json_lines=json_lines,
+        **_syslog_limits(options),
     )
+
+
+def _syslog_limits(options: Mapping[str, Any]) -> dict[str, Any]:
+    """``--syslog-max-message`` and the other limits of the syslog listeners."""
+
+    def message_size(text: str) -> int:
+        size = parse_size(text)
+        if not 1024 <= size <= 16 * 1024 * 1024:
+            raise ValueError(text)
+        return size
+
+    def count(text: str) -> int:
+        if int(text) < 1:
+            raise ValueError(text)
+        return int(text)
+
+    def timeout(text: str) -> float:
+        if parse_seconds(text) <= 0:
+            raise ValueError(text)
+        return parse_seconds(text)
+
+    number = "a whole number of at least 1"
+    return {
+        "syslog_max_message": convert(
+            options, "syslog-max-message", message_size, "a size from 1KiB to 16MiB, like 64KiB"
+        ),
+        "syslog_max_pending": convert(options, "syslog-max-pending", count, number),
+        "syslog_max_connections": convert(options, "syslog-max-connections", count, number),
+        "syslog_idle_timeout": convert(
+            options, "syslog-idle-timeout", timeout, "a duration like 10m or 30s"
+        ),
+    }
 
 
 def _syslog(options: Mapping[str, Any]) -> tuple[tuple[str, ...], ...]:

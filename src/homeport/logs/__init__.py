@@ -38,6 +38,13 @@ class Settings:
     syslog_tls: tuple[str, ...] = ()
     relp: tuple[str, ...] = ()
     json_lines: tuple[str, ...] = ()
+    #: Their limits: bytes of one message (longer ones are cut), records on their way to
+    #: the store (past it UDP drops and TCP readers pause), open connections per
+    #: listener, and seconds a connection may stay silent.
+    syslog_max_message: int = 64 * 1024
+    syslog_max_pending: int = 20_000
+    syslog_max_connections: int = 1024
+    syslog_idle_timeout: float = 600.0
 
 
 def build(
@@ -81,7 +88,7 @@ def _syslog(
     """The syslog listeners, children of *sink* (started after its store, stopped before
     it); whether any listens beyond loopback, and what SIGHUP reloads (certificates)."""
     from ..part import attach
-    from .syslog.ingest import Ingest
+    from .syslog.ingest import Ingest, Limits
     from .syslog.service import Endpoints, certificate_reloads, listeners, register_metrics
 
     endpoints = Endpoints(
@@ -90,7 +97,14 @@ def _syslog(
         relp=settings.relp,
         json_lines=settings.json_lines,
     )
-    ingest = Ingest(sink.store.add, reactor.seconds)
+    limits = Limits(
+        max_message=settings.syslog_max_message,
+        max_pending=settings.syslog_max_pending,
+        max_pending_per_connection=max(1, min(2_000, settings.syslog_max_pending // 4)),
+        max_connections=settings.syslog_max_connections,
+        idle_timeout=settings.syslog_idle_timeout,
+    )
+    ingest = Ingest(sink.store.add, reactor.seconds, limits)
     if metrics is not None:
         register_metrics(metrics, ingest)
     services = listeners(endpoints, ingest, reactor)

@@ -16,6 +16,7 @@ from typing import Protocol
 from twisted.logger import Logger
 
 from ..record import Record
+from .parse import MAX_MESSAGE
 
 Done = Callable[[list[int] | BaseException], None]
 Sink = Callable[[Sequence[Record], Done], None]
@@ -26,6 +27,8 @@ _log = Logger(namespace="homeport")
 class Limits:
     """How much of the daemon the syslog listeners may take."""
 
+    #: Bytes of one message; beyond, it is cut and marked ``truncated``.
+    max_message: int = MAX_MESSAGE
     #: Records handed to the store and not yet committed, over every listener.
     max_pending: int = 20_000
     #: The same for one TCP or RELP connection: past it, it is not read for a while.

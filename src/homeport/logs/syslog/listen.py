@@ -94,7 +94,13 @@ class SyslogDatagramProtocol(DatagramProtocol):
             ingest.counts.dropped += 1
             return
         try:
-            record = self.parse(datagram, ingest.now(), peer=str(addr[0]), assume=ingest.assume)
+            record = self.parse(
+                datagram,
+                ingest.now(),
+                peer=str(addr[0]),
+                assume=ingest.assume,
+                max_size=ingest.limits.max_message,
+            )
         except Exception:  # noqa: BLE001 - the reactor's read loop: one datagram, not the port
             _log.failure("Parsing a syslog datagram")
             return
@@ -247,15 +253,19 @@ class SyslogConnection(Connection):
 
     def __init__(self, factory: StreamFactory) -> None:
         Connection.__init__(self, factory)
-        self.framer = SyslogFramer(octet_counting=factory.parse is parse_syslog)
+        self.framer = SyslogFramer(
+            max_size=self.ingest.limits.max_message,
+            octet_counting=factory.parse is parse_syslog,
+        )
 
     def dataReceived(self, data: bytes) -> None:
         TimeoutMixin.resetTimeout(self)
         now = self.ingest.now()
         parse = self.factory.parse
         assume = self.ingest.assume
+        size = self.ingest.limits.max_message
         records = [
-            parse(message, now, peer=self.peer, truncated=cut, assume=assume)
+            parse(message, now, peer=self.peer, truncated=cut, assume=assume, max_size=size)
             for message, cut in self.framer.feed(data)
         ]
         if records:
@@ -264,7 +274,10 @@ class SyslogConnection(Connection):
     def connectionLost(self, reason: Failure | None = None) -> None:
         rest = self.framer.pending().strip(b"\r\n\x00 ")
         if rest:  # the last message of a stream needs no line end
-            self.submit([self.factory.parse(rest, self.ingest.now(), peer=self.peer)])
+            size = self.ingest.limits.max_message
+            self.submit(
+                [self.factory.parse(rest, self.ingest.now(), peer=self.peer, max_size=size)]
+            )
         Connection.connectionLost(self, reason)
 
 

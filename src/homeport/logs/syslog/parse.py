@@ -104,10 +104,10 @@ class Parsed:
 # -- bytes in ---------------------------------------------------------------------
 
 
-def cut(data: bytes, truncated: bool = False) -> tuple[bytes, bool]:
-    """*data* cut to :data:`MAX_MESSAGE` bytes; whether it (or the framer) cut it."""
-    if len(data) > MAX_MESSAGE:
-        return data[:MAX_MESSAGE], True
+def cut(data: bytes, truncated: bool = False, limit: int = MAX_MESSAGE) -> tuple[bytes, bool]:
+    """*data* cut to *limit* bytes; whether it (or the framer) cut it."""
+    if len(data) > limit:
+        return data[:limit], True
     return data, truncated
 
 
@@ -494,13 +494,15 @@ def parse_syslog(
     peer: str | None = None,
     truncated: bool = False,
     assume: tzinfo | None = UTC,
+    max_size: int = MAX_MESSAGE,
 ) -> Record:
     """One RFC 5424 or RFC 3164 message (a datagram, or one frame of a stream).
 
     *now* is the receive time (used when the message has no usable date); a date with
-    no offset is in *assume* (None: the host's local time).  Never raises.
+    no offset is in *assume* (None: the host's local time).  Beyond *max_size* bytes it
+    is cut (and marked ``truncated``).  Never raises.
     """
-    data, truncated = cut(data, truncated)
+    data, truncated = cut(data, truncated, max_size)
     problems: list[str] = []
     text = decode(data, problems).rstrip("\r\n\x00")
     parsed = Parsed(message=text, problems=problems)
@@ -526,9 +528,11 @@ def parse_json_line(
     peer: str | None = None,
     truncated: bool = False,
     assume: tzinfo | None = UTC,
+    max_size: int = MAX_MESSAGE,
 ) -> Record:
-    """One line of syslog-ng's ``format-json`` output.  Never raises."""
-    data, truncated = cut(data, truncated)
+    """One line of syslog-ng's ``format-json`` output (cut beyond *max_size* bytes).
+    Never raises."""
+    data, truncated = cut(data, truncated, max_size)
     problems: list[str] = []
     text = decode(data, problems).strip()
     parsed = Parsed(message=text, syslog_format="json", problems=problems)

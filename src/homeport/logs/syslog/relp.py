@@ -19,7 +19,7 @@ from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 
 from ..record import Record
-from .frames import RelpError, RelpFrame, RelpFramer, relp_frame
+from .frames import MAX_RELP_DATA, RelpError, RelpFrame, RelpFramer, relp_frame
 from .listen import Connection, StreamFactory
 from .parse import parse_syslog
 
@@ -44,7 +44,7 @@ class RelpConnection(Connection):
 
     def __init__(self, factory: StreamFactory) -> None:
         Connection.__init__(self, factory)
-        self.framer = RelpFramer()
+        self.framer = RelpFramer(max(MAX_RELP_DATA, self.ingest.limits.max_message))
         self.opened = False
         self.closing = False
         self.stopping = False  # the daemon is stopping: serverclose once answers are out
@@ -78,7 +78,15 @@ class RelpConnection(Connection):
             if not self.opened:
                 return _Answer(frame.txnr, b"500 session not opened")
             now = self.ingest.now()
-            records.append(parse_syslog(frame.data, now, peer=self.peer, assume=self.ingest.assume))
+            records.append(
+                parse_syslog(
+                    frame.data,
+                    now,
+                    peer=self.peer,
+                    assume=self.ingest.assume,
+                    max_size=self.ingest.limits.max_message,
+                )
+            )
             return _Answer(frame.txnr)
         if frame.command == "open":
             if self.opened:
