@@ -59,9 +59,11 @@ def _safe_to_resend(problem: EtcdError) -> bool:
     return problem.code in RETRYABLE_CODES and "no leader" in problem.message
 
 
-def _distinct(reasons: list[str]) -> tuple[str, ...]:
-    """Each reason once, in order, without the "may have been acted on" mark."""
-    return tuple(dict.fromkeys(r.removeprefix("!") for r in reasons))
+def _unavailable(reasons: list[str]) -> EtcdUnavailable:
+    """Each reason once, in order; *maybe_applied* when any attempt may have been acted
+    on (marked "!"): a member that took the request may still commit it later."""
+    distinct = tuple(dict.fromkeys(r.removeprefix("!") for r in reasons))
+    return EtcdUnavailable(distinct, maybe_applied=any(r.startswith("!") for r in reasons))
 
 
 class EtcdClient:
@@ -112,17 +114,17 @@ class EtcdClient:
                 index = (self.preferred + offset) % len(self.endpoints)
                 remaining = deadline - self._reactor.seconds()
                 if remaining <= 0:
-                    raise EtcdUnavailable(_distinct(reasons))
+                    raise _unavailable(reasons)
                 timeout = min(share, remaining)
                 reply = await self._attempt(index, path, body, timeout, reasons, leader)
                 if reply is not None:
                     self.preferred = index
                     return reply
                 if not resend and reasons[-1].startswith("!"):
-                    raise EtcdUnavailable(_distinct(reasons), maybe_applied=True)
+                    raise _unavailable(reasons)
             remaining = deadline - self._reactor.seconds()
             if remaining <= 0:
-                raise EtcdUnavailable(_distinct(reasons))
+                raise _unavailable(reasons)
             await deferLater(self._reactor, min(pause, remaining), lambda: None)
             pause = min(pause * 2, ROUND_BACKOFF[1])
 

@@ -182,8 +182,9 @@ class EtcdCompacted(EtcdError):
 @error
 class EtcdUnavailable(Exception):
     """No etcd member answered in time; *reasons* says what each attempt met.
-    *maybe_applied* is true when a write was sent and no answer came: it may have
-    taken effect."""
+    *maybe_applied* is true when a request reached a member and no answer came: a write
+    may have taken effect (or take effect later, when that member's log is committed).
+    When false, every member refused before acting (connection refused, "no leader")."""
 
     reasons: tuple[str, ...]
     maybe_applied: bool = False
