@@ -31,11 +31,13 @@ from homeport.etcd import (
     EtcdError,
     EtcdUnavailable,
     Event,
+    KeyValue,
     Put,
     PutResult,
     Range,
     RangeResult,
     prefix_end,
+    wire,
 )
 from homeport.part import IHomeportReactor
 
@@ -135,6 +137,30 @@ def test_prefix_end_is_the_first_key_after_every_key_with_the_prefix() -> None:
     assert prefix_end(b"a\xfe\xff\xff") == b"a\xff"
     assert prefix_end(b"") == b"\0"
     assert prefix_end(b"\xff\xff") == b"\0"
+
+
+def test_the_gateway_format_is_base64_bytes_and_decimal_strings() -> None:
+    assert wire.compare_json(Compare(b"k", "MOD", "LESS", 7, range_end=b"l")) == {
+        "key": "aw==",
+        "target": "MOD",
+        "result": "LESS",
+        "mod_revision": "7",
+        "range_end": "bA==",
+    }
+    assert wire.compare_json(Compare(b"k", "VALUE", "EQUAL", b"\xff"))["value"] == "/w=="
+    with pytest.raises(TypeError, match="VALUE compare takes bytes"):
+        wire.compare_json(Compare(b"k", "VALUE", "EQUAL", 1))
+    with pytest.raises(TypeError, match="VERSION compare takes an int"):
+        wire.compare_json(Compare(b"k", "VERSION", "EQUAL", b"1"))
+    # a deleted key's event: only key and mod_revision; a missing type is PUT
+    (gone, put) = wire.events(
+        [{"type": "DELETE", "kv": {"key": "aw==", "mod_revision": "9"}}, {"kv": {}}]
+    )
+    assert gone.kv == KeyValue(b"k", b"", 0, 9, 0, 0) and gone.prev_kv is None
+    assert put.type == "PUT"
+    stream_error = {"error": {"grpc_code": 14, "message": "etcdserver: no leader"}}
+    assert wire.error_of(stream_error) == EtcdError(14, "etcdserver: no leader")
+    assert wire.error_of({"result": {}}) is None
 
 
 # -- KV ------------------------------------------------------------------------------------
