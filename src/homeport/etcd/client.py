@@ -239,7 +239,8 @@ class EtcdClient:
         on_compacted: CompactedCallback,
         on_connected: ConnectedCallback | None = None,
     ) -> Watcher:
-        """Watch [key, range_end) from *start_revision* (0: from now on).
+        """Watch [key, range_end) from *start_revision* (0: from when etcd first sets
+        the watch up; pass a revision, e.g. a range's + 1, to miss nothing).
 
         *on_events(events, revision)* gets each batch in order, with previous values;
         *revision* is the watcher's :attr:`~Watcher.revision` after it (every change up to

@@ -43,6 +43,8 @@ class Watcher:
 
     :attr:`revision` is the last revision this watcher has seen complete: events up to it
     were handed over, and after a reconnect it resumes from ``revision + 1``.
+    :attr:`done` fires (with None) once the watcher has stopped: by :meth:`stop`, or
+    after ``on_compacted``.
     """
 
     def __init__(
