@@ -15,7 +15,8 @@ then measures:
    Target: etcd >= 0.9 x SQLite.
 3. **registrations/s**: ``wrk`` with a Lua PUT script registering services (distinct
    per agent, each write a real change) through agent A alone, then through A, B and C
-   at once, the same connections per agent.
+   at once, the same connections per agent; and agent A's CPU per registration (from
+   /proc), which tells waiting on etcd from computing.
 
 Each part alternates its peers ``--rounds`` times and prints every round, then the
 range over the rounds (not the best one).  ``--profile DIR`` runs py-spy on the agents
@@ -441,6 +442,13 @@ def register_script(work: Path, agent: Daemon, ids: int) -> Path:
     return script
 
 
+def cpu_seconds(agent: Daemon) -> float:
+    """The CPU time (user + system) *agent*'s process has used so far."""
+    assert agent.process is not None
+    fields = Path(f"/proc/{agent.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def registrations(agents: Agents, work: Path, seconds: int, connections: int, rounds: int) -> None:
     cluster = [agents.a, agents.b, agents.c]
     scripts = {agent.url: register_script(work, agent, 100) for agent in cluster}
@@ -452,14 +460,17 @@ def registrations(agents: Agents, work: Path, seconds: int, connections: int, ro
         wrk(agent.url, 2, connections, scripts[agent.url])  # warm up, and every service there
     ratios: list[float] = []
     for round_number in range(1, rounds + 1):
+        spent = cpu_seconds(agents.a)
         alone = wrk(agents.a.url, seconds, connections, scripts[agents.a.url])
+        spent = cpu_seconds(agents.a) - spent
         procs = [start_wrk(a.url, seconds, connections, scripts[a.url]) for a in cluster]
         together = [finish_wrk(proc) for proc in procs]
         total = sum(load.rate for load in together)
         each = " + ".join(f"{load.rate:.0f}" for load in together)
         print(
             f"  round {round_number}  one agent {alone.rate:7.0f} /s (avg {alone.latency})"
-            f"{problems(alone)}   three agents {total:7.0f} /s ({each})"
+            f"{problems(alone)}, ag-a CPU {spent * 1e3 / max(1, alone.requests):.1f} ms each, "
+            f"{spent / alone.seconds:.0%} busy   three agents {total:7.0f} /s ({each})"
             + "".join(problems(load) for load in together)
         )
         ratios.append(total / alone.rate)
