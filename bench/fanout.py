@@ -20,11 +20,15 @@ N, and under 10 KB per connection.
 
     python3 bench/fanout.py [--clients 1000,4000] [--events 40] [--interval 0.25]
                             [--procs 2] [--rounds 2] [--servers homeport,nchan]
-                            [--profile DIR]
+                            [--profile DIR] [--baseline CHECKOUT]
 
 The servers alternate ``--rounds`` times per N and each keeps its lowest-p99 round.  The
 clients are Python: at these rates their own read loop is part of every figure, the
 same for both servers.
+
+``--baseline CHECKOUT`` adds a third server, ``baseline``: homeport run from another
+checkout's ``src`` (e.g. ``git worktree add /tmp/old COMMIT``), alternated with this one
+in the same run, so a change is measured against its parent under the same load.
 
 ``--profile DIR`` runs py-spy on homeport during the publishing phase and writes its
 collapsed stacks (``homeport-N.txt``, py-spy's raw format) to DIR.
@@ -389,6 +393,8 @@ class Server:
 class Homeport(Server):
     name = "homeport"
     path = f"/v1/events?topic=zmq/{TOPIC}"
+    #: Another checkout to run homeport from (its ``src`` first on ``PYTHONPATH``).
+    source: Path | None = None
 
     def start(self, work: Path) -> None:
         self.port = free_port()
@@ -415,9 +421,19 @@ class Homeport(Server):
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             cwd=work,
+            env=self.environment(),
         )
         self.pid = self.proc.pid
         wait_http(f"http://127.0.0.1:{self.port}/v1/status/leader")
+
+    def environment(self) -> dict[str, str] | None:
+        if self.source is None:
+            return None
+        src = str(self.source.resolve() / "src")
+        return {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]),
+        }
 
     def publisher(self) -> Callable[[bytes], None]:
         import zmq
@@ -626,10 +642,27 @@ def parse_args() -> argparse.Namespace:
         "(background load only ever adds latency)",
     )
     parser.add_argument("--profile", type=Path, help="py-spy homeport into this directory")
-    return parser.parse_args()
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="a checkout to run homeport from as the 'baseline' server (add it to --servers)",
+    )
+    args = parser.parse_args()
+    if args.baseline is not None:
+        if not (args.baseline / "src" / "homeport").is_dir():
+            raise SystemExit(f"--baseline {args.baseline}: no src/homeport there")
+        Baseline.source = args.baseline
+        Baseline.name = f"base:{args.baseline.name}"
+        if "baseline" not in args.servers:
+            args.servers = "baseline," + args.servers
+    return args
 
 
-SERVERS: dict[str, type[Server]] = {"homeport": Homeport, "nchan": Nchan}
+class Baseline(Homeport):
+    """Homeport from the ``--baseline`` checkout."""
+
+
+SERVERS: dict[str, type[Server]] = {"homeport": Homeport, "nchan": Nchan, "baseline": Baseline}
 Results = dict[tuple[str, int], Result]
 
 

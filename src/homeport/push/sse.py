@@ -2,18 +2,27 @@
 
 The hot path is fan-out: an event going to thousands of connections is framed once —
 ``id:``/``event:``/``data:`` lines, and the HTTP/1.1 chunk header around them — cached on
-the event, and written straight to each connection's transport with the public
-``ITransport.write`` (``Request.write`` per client costs three times as much;
-``bench/fanout.py`` measures the fan-out against nginx + nchan).
+the event, and written straight to each connection (``Request.write`` per client costs
+three times as much; ``bench/fanout.py`` measures the fan-out against nginx + nchan).
 
-Each connection registers a push producer (:class:`~.flow.FlowControl`) with its
-request, so the transport tells it when its send buffer is full (``pauseProducing``) and
-when it has drained (``resumeProducing``).  While it is full the connection holds its
-frames itself (references to the shared frames, not copies) and counts their bytes;
-on resume it hands them to the transport in one ``writeSequence``.  Past
-``queue_limit`` held bytes the connection is aborted — its buffers freed at once — and
-the browser reconnects with ``Last-Event-ID`` and resumes from the history.  One slow
-reader thus costs at most the limit, never more.
+On a plain TCP socket (``ITCPTransport.getHandle()``; not TLS, whose transport's handle
+is no socket) a frame is sent on the socket at once while Twisted's transport holds
+nothing for it, as nginx does, instead of queued for the reactor's next turn: that
+saves two ``epoll_ctl`` calls and an ``epoll_wait`` entry per client and event (the
+``send`` itself is the same).  Whether the transport holds anything is told through
+public interfaces only: the stream sets the transport's documented ``bufferSize`` to 0,
+so that any byte the transport has to keep pauses the request's producer
+(:class:`~.flow.FlowControl`), and the transport resumes it when it has sent them all.
+What the socket does not take is handed to ``ITransport.write`` (which pauses us).
+
+Each connection registers that push producer with its request, so the transport tells it
+when its send buffer is full (``pauseProducing``) and when it has drained
+(``resumeProducing``).  While it is full the connection holds its frames itself
+(references to the shared frames, not copies) and counts their bytes — and what it
+handed the transport — against ``queue_limit``; on resume it sends them in one go.  Past
+the limit the connection is aborted — its buffers freed at once — and the browser
+reconnects with ``Last-Event-ID`` and resumes from the history.  One slow reader thus
+costs at most the limit, never more.
 
 One timer for all connections writes the heartbeat comment every 15 s.
 """
@@ -22,11 +31,13 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import unquote
 
 from twisted.application.service import Service
+from twisted.internet.interfaces import ISSLTransport, ISystemHandle, ITCPTransport
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.web.http import HTTPChannel
@@ -87,12 +98,29 @@ def _chunked(event: Event) -> bytes:
 
 HEARTBEAT = b": heartbeat\n\n"
 HEARTBEAT_CHUNKED = chunk(HEARTBEAT)
+#: The stream's first frame after ``retry:`` (before any replayed event).
+OPENED = b": homeport events\n\n"
+
+
+def plain_socket(transport: Any) -> socket.socket | None:
+    """*transport*'s socket when it is plain TCP whose send buffer tells its producer
+    when it fills (a ``bufferSize``); None for TLS and anything else."""
+    system: Any = transport  # the interfaces below are checked on it, not narrowed
+    if not (ITCPTransport.providedBy(transport) and ISystemHandle.providedBy(transport)):
+        return None
+    if ISSLTransport.providedBy(transport) or not isinstance(
+        getattr(system, "bufferSize", None), int
+    ):
+        return None
+    handle = system.getHandle()
+    return handle if isinstance(handle, socket.socket) else None
 
 
 class SSEConnection:
     """One open event stream: filters, frames and writes events; cut off when too slow."""
 
     __slots__ = (
+        "buffer_size",
         "chunked",
         "closed",
         "direct",
@@ -101,6 +129,7 @@ class SSEConnection:
         "log_query",
         "request",
         "service",
+        "sock",
         "subscription",
         "transport",
     )
@@ -112,6 +141,9 @@ class SSEConnection:
         channel = request.channel
         self.direct = isinstance(channel, HTTPChannel) and channel.transport is not None
         self.transport: Any = channel.transport if self.direct else None
+        #: The socket frames are sent on at once while the transport holds nothing.
+        self.sock: socket.socket | None = None
+        self.buffer_size = 0  # the transport's own, while the stream has set it to 0
         self.log_query = log_query
         self.closed = False
         #: Frames kept while the transport is full, written when it has drained.
@@ -138,6 +170,28 @@ class SSEConnection:
         if reset is not None:
             reset()
 
+    def start(self) -> None:
+        """Write the first frame; on a plain TCP socket, arm the direct sends.
+
+        The response's head is still in the transport (its ``write`` only buffers), so
+        the first frame goes there too, after ``bufferSize`` is 0: that pauses us until
+        the transport has sent it all.  A transport that does not pause us then would
+        give no signal either: it keeps the ordinary writes.
+        """
+        first = chunk(OPENED) if self.chunked else OPENED
+        sock = plain_socket(self.transport) if self.direct else None
+        if sock is None:
+            self.write(first)
+            return
+        transport = self.transport
+        self.buffer_size = transport.bufferSize
+        transport.bufferSize = 0
+        transport.write(first)
+        if self.flow.paused:
+            self.sock = sock
+        else:
+            transport.bufferSize = self.buffer_size
+
     def write(self, data: bytes) -> None:
         if self.closed:
             return
@@ -148,17 +202,33 @@ class SSEConnection:
                 self.abort()
             else:
                 self.held.append(data)
+        elif (sock := self.sock) is not None:
+            self.send(sock, data)
         elif self.direct:
             self.transport.write(data)
         else:  # HTTP/2 and other channels: through the request
             self.request.write(self.unchunked(data))
+
+    def send(self, sock: socket.socket, data: bytes) -> None:
+        """Send *data* on *sock* now (the transport holds nothing); the transport gets
+        what the socket does not take, and pauses us until it has sent it."""
+        try:
+            sent = sock.send(data)
+        except OSError:  # full (EAGAIN), or broken: the transport finds out and closes
+            sent = 0
+        if sent < len(data):
+            rest = data[sent:] if sent else data
+            self.transport.write(rest)
+            self.flow.queued += len(rest)
 
     def flush(self) -> None:
         """The transport drained: write what was held (it may pause us again)."""
         held, self.held = self.held, []
         if not held or self.closed:
             return
-        if self.direct:
+        if (sock := self.sock) is not None:
+            self.send(sock, held[0] if len(held) == 1 else b"".join(held))
+        elif self.direct:
             self.transport.writeSequence(held)
         else:
             for data in held:
@@ -183,6 +253,9 @@ class SSEConnection:
             return
         self.closed = True
         self.held = []
+        if self.sock is not None:
+            self.sock = None
+            self.transport.bufferSize = self.buffer_size  # its ordinary buffering again
         if self.subscription is not None:
             self.subscription.cancel()
             self.subscription = None
@@ -242,6 +315,7 @@ class SSEService(Service):
         self.connections[connection] = None
         request.registerProducer(connection.flow, True)
         request.notifyFinish().addBoth(lambda _: connection.close())
+        connection.start()
         if last_id is not None:
             oldest = self.hub.history.oldest_id(patterns)
             if last_id < self.hub.last_id:
@@ -348,7 +422,7 @@ class EventsResource(Resource):
         request.setHeader(b"content-type", b"text/event-stream; charset=utf-8")
         request.setHeader(b"cache-control", b"no-cache")
         request.setHeader(b"x-accel-buffering", b"no")
-        request.write(f"retry: {RETRY_MS}\n: homeport events\n\n".encode())
+        request.write(f"retry: {RETRY_MS}\n".encode())  # and the head: the rest follows
         self.service.open(request, patterns, last_id, log_query)
         return NOT_DONE_YET
 
