@@ -426,6 +426,31 @@ def test_a_watch_catching_up_on_history_reports_each_batch_s_own_revision(
     run(scenario)
 
 
+def test_progress_notifications_carry_the_revision_past_writes_elsewhere(
+    tmp_path: Path,
+) -> None:
+    """With etcd's periodic progress notification on, a watch on one prefix hears of
+    revisions made outside it: an empty batch whose revision the watcher then holds."""
+    flag = ["--experimental-watch-progress-notify-interval", "200ms"]
+    cluster = Cluster(tmp_path, size=1, extra=flag).start()
+
+    async def scenario(reactor: EPollReactor) -> None:
+        client = EtcdClient(hp(reactor), cluster.endpoints)
+        seen = Recorder()
+        start = await client.put(b"inside/a", b"1")
+        watcher = client.watch(b"inside/", prefix_end(b"inside/"), start, *seen.callbacks())
+        elsewhere = await client.put(b"outside/a", b"1")
+        await until(reactor, lambda: watcher.revision >= elsewhere)
+        assert [e.kv.mod_revision for e in seen.events] == [start]
+        assert ([], watcher.revision) in seen.batches
+        await closing(client, reactor)
+
+    try:
+        run(scenario)
+    finally:
+        cluster.stop()
+
+
 def test_a_watch_from_a_compacted_revision_reports_it_and_stops(etcd_single: Cluster) -> None:
     async def scenario(reactor: EPollReactor) -> None:
         client = EtcdClient(hp(reactor), etcd_single.endpoints)
