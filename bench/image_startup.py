@@ -47,10 +47,12 @@ PODMAN = (
 )
 ULIMITS = ["--ulimit", "nofile=20000:20000", "--ulimit", "nproc=32768:32768"]
 
-#: Run in the image's Python: twist homeport with a mark at each phase, then a report.
+#: Run in the image's Python: ``homeport`` (``twist homeport``) with a mark at each phase,
+#: then a report.
 PROBE = r"""
-import os, resource, sys, time
+import gc, os, resource, sys, time
 T0 = time.perf_counter()
+gc.disable()  # as the image's entry point, homeport.cli.main, does
 marks = []
 def mark(name):
     r = resource.getrusage(resource.RUSAGE_SELF)

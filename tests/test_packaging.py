@@ -216,6 +216,32 @@ def test_start_up_leaves_the_dashboard_acme_and_websockets_unimported(tmp_path: 
     assert json.loads(result.stdout) == []
 
 
+GARBAGE_COLLECTOR = """
+import gc, sys
+from homeport import cli, tap
+sys.argv = ["homeport", "--version"]
+try:
+    cli.main()
+except SystemExit:
+    pass
+off = not gc.isenabled()
+tap.settle_heap()
+print(off, gc.isenabled())
+"""
+
+
+def test_the_homeport_command_starts_without_garbage_collection_then_turns_it_on() -> None:
+    """The ``homeport`` command (the image's entry point) turns the garbage collector off
+    before it imports anything, and ``settle_heap`` (a second after the reactor runs)
+    turns it back on."""
+    result = subprocess.run(
+        [sys.executable, "-c", GARBAGE_COLLECTOR],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[-2:] == ["True", "True"], result.stdout
+
+
 # A podman that works but has no images and reaches no registry.
 FAKE_PODMAN = """#!/bin/sh
 for word in "$@"; do
@@ -485,7 +511,7 @@ def check_image_config() -> None:
     image = json.loads(inspect.stdout)[0]
     config = image["Config"]
     assert config["User"] == "10001:10001"
-    assert config["Entrypoint"] == ["/app/bin/twist", "--log-format=text", "homeport"]
+    assert config["Entrypoint"] == ["/app/bin/homeport", "--log-format=text"]
     assert "tcp:8500:interface=0.0.0.0" in config["Cmd"]
     assert set(config["Volumes"]) == {"/srv/www/certs", "/var/lib/homeport"}
     assert set(config["ExposedPorts"]) >= {"8500/tcp", "8600/tcp", "8600/udp", "80/tcp"}

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import gc
 import sys
 from collections.abc import Sequence
 
@@ -31,6 +32,9 @@ def twist_argv(args: Sequence[str], program: str = "homeport") -> list[str]:
 
 
 def main() -> None:
+    # No garbage collection while everything is imported and built (about a tenth of
+    # a container's start-up, bench/image_startup.py): tap.settle_heap turns it on.
+    gc.disable()
     # The target of Twisted's own ``twist`` console script (twisted's entry_points).
     from twisted.application.twist._twist import Twist
 

@@ -201,9 +201,11 @@ def settle_heap() -> None:
     to reach the old generation, full collections come often and the reactor thread
     spent ~15% more CPU per log record (measured with bench/ingest.py).  ``gc.freeze``
     after one last collection leaves only what is made while serving to be scanned.
+    The ``homeport`` command starts with the collector off (``cli.main``): on from here.
     """
     gc.collect()
     gc.freeze()
+    gc.enable()
 
 
 def _print_ports(top: HomeportService) -> None:
