@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import quote, unquote
@@ -262,6 +262,7 @@ class EtcdCatalogStore(MultiService):
         self._waiting: list[tuple[int, defer.Deferred[None]]] = []
         self._watch: Any = None
         self._loops: list[task.LoopingCall] = []
+        self._rejoining = False
         catalog.on_proposal = self._background
         catalog.renew_listeners.append(self._renew)
 
@@ -275,24 +276,36 @@ class EtcdCatalogStore(MultiService):
         )
 
     async def _start(self) -> None:
-        delay = 0.5
-        while self.running:
-            try:
-                await self._load()
-                break
-            except (EtcdUnavailable, EtcdError) as e:
-                self.log.warn("etcd is not answering ({error}); trying again", error=e)
-                await task.deferLater(self.reactor, delay, lambda: None)
-                delay = min(delay * 2, 5.0)
+        await self._until_loaded()
         if not self.running:
             return
         self._loop(self._keep_alive, self.ttl / 3)
         self._loop(self._poll_health, 1.0)
         self._loop(self._reap, min(60.0, max(1.0, self.reap_after / 4)))
-        await self._announce()
-        await self._run(self.on_loaded)
+        await self._retrying("Joining the cluster", self._join)
+        if not self.running:
+            return
         for child in self:
             child.startService()
+
+    async def _join(self) -> None:
+        await self._announce()
+        await self._run(self.on_loaded)
+
+    async def _until_loaded(self) -> None:
+        await self._retrying("Reading the catalog from etcd", self._load)
+
+    async def _retrying(self, what: str, step: Callable[[], Awaitable[None]]) -> None:
+        """Run *step* until it works (or the store stops), backing off while etcd is away."""
+        delay = 0.5
+        while self.running:
+            try:
+                await step()
+                return
+            except (EtcdUnavailable, EtcdError, ServerRefusal) as e:
+                self.log.warn("{what}: {error}; trying again", what=what, error=e)
+                await task.deferLater(self.reactor, delay, lambda: None)
+                delay = min(delay * 2, 5.0)
 
     def _loop(self, f: Callable[[], Any], every: float) -> None:
         loop = task.LoopingCall(f)
@@ -433,7 +446,8 @@ class EtcdCatalogStore(MultiService):
         if self._watch is not None:
             self._watch.stop()
             self._watch = None
-        defer.Deferred.fromCoroutine(self._load()).addErrback(
+        self.health.update(watching=False)
+        defer.Deferred.fromCoroutine(self._until_loaded()).addErrback(
             lambda f: self.log.failure("Reloading from etcd", f)
         )
 
@@ -628,11 +642,14 @@ class EtcdCatalogStore(MultiService):
     async def _rejoin_now(self) -> None:
         """Our lease ran out (etcd was away longer than the TTL): take a new one and say
         we are alive again (others may have marked us critical meanwhile)."""
-        if not self.running:
+        if not self.running or self._rejoining:
             return
-        self.log.warn("This agent's etcd lease ran out: rejoining")
-        await self._announce()
-        await self._run(self.on_loaded)
+        self._rejoining = True
+        try:
+            self.log.warn("This agent's etcd lease ran out: rejoining")
+            await self._retrying("Rejoining the cluster", self._join)
+        finally:
+            self._rejoining = False
 
     async def _poll_health(self) -> None:
         try:
