@@ -263,6 +263,8 @@ class EtcdCatalogStore(MultiService):
         self._watch: Any = None
         self._loops: list[task.LoopingCall] = []
         self._rejoining = False
+        self._barrier_queue: list[defer.Deferred[int]] = []
+        self._barrier_busy = False
         catalog.on_proposal = self._background
         catalog.renew_listeners.append(self._renew)
 
@@ -475,15 +477,37 @@ class EtcdCatalogStore(MultiService):
 
     async def barrier(self) -> None:
         """Wait until this agent has seen every write etcd had committed when asked
-        (a linearizable read): what ``?consistent`` and every write start with."""
+        (a linearizable read): what ``?consistent`` and every write start with.
+
+        Callers that arrive while one read is out share the next one (a read that went
+        out before they asked cannot speak for them), so a busy agent sends one read per
+        round trip, not one per request."""
         await self._hold()
+        waiting: defer.Deferred[int] = defer.Deferred()
+        self._barrier_queue.append(waiting)
+        if not self._barrier_busy:
+            defer.Deferred.fromCoroutine(self._barrier_rounds())
+        revision = await waiting
+        await self.caught_up(revision)
+
+    async def _barrier_rounds(self) -> None:
+        self._barrier_busy = True
         try:
-            found = await self.client.range(self.layout.revision)
-        except (EtcdUnavailable, EtcdError):
-            raise no_leader() from None
-        # Not the header's revision: that is all of etcd's, and other prefixes' writes
-        # never come down this watch.  Every commit under ours moves this key.
-        await self.caught_up(found.kvs[0].mod_revision if found.kvs else 0)
+            while self._barrier_queue:
+                round_, self._barrier_queue = self._barrier_queue, []
+                try:
+                    found = await self.client.range(self.layout.revision)
+                except (EtcdUnavailable, EtcdError):
+                    for d in round_:
+                        d.errback(no_leader())
+                    continue
+                # Not the header's revision: that is all of etcd's, and other prefixes'
+                # writes never come down this watch.  Every commit under ours moves it.
+                revision = found.kvs[0].mod_revision if found.kvs else 0
+                for d in round_:
+                    d.callback(revision)
+        finally:
+            self._barrier_busy = False
 
     # -- writes ----------------------------------------------------------------------
 
