@@ -6,8 +6,9 @@ No registry is reachable here, so nothing is pulled.  The homeport image is the 
 (etcd's own, ``gcr.io/etcd-development/etcd:v3.4.23``) is used if it is here; if not, a
 stand-in of that exact name and tag is built from the same Debian base as homeport's
 image plus Debian's ``etcd-server`` package, with etcd at the official image's
-``/usr/local/bin/etcd``.  Changed from the README's text only: the image tag (the one
-built here) and the ports (free ones, chosen here: the README's are fixed).
+``/usr/local/bin/etcd``; it stays in podman's store for the next run.  Changed from the
+README's text only: the image tag (the one built here) and the ports (free ones, chosen
+here: the README's are fixed); ``podman`` runs with the runtime this host has.
 """
 
 from __future__ import annotations
@@ -187,7 +188,9 @@ def cluster_names() -> Iterator[None]:
     try:
         yield
     finally:
-        print(podman("logs", "homeport-1").stderr[-2000:])
+        for name in left_over():  # shown by pytest if the test failed
+            logs = podman("logs", name)
+            print(f"-- podman logs {name}", (logs.stdout + logs.stderr)[-3000:], sep="\n")
         run_block(readme_example("cluster-remove").replace("\n", " || true\n"))
         assert left_over() == []
 
@@ -225,6 +228,7 @@ def test_the_readme_cluster_blocks_work_as_written(
     on agent 1 (its curl line) is answered by agent 3's DNS (its dig line) and listed on
     agent 2 with machine-1 as its node; agent 1 killed, agent 3 marks machine-1 critical
     and drops web from DNS; started again, it is back."""
+    started = time.monotonic()
     prefixes = free_prefixes()
     run_block(block("cluster-etcd", image, prefixes))
     run_block(block("cluster-agents", image, prefixes))
@@ -247,3 +251,4 @@ def test_the_readme_cluster_blocks_work_as_written(
     assert srv not in run_block(dig_again)
     run_block(start)
     assert srv in until(dig_again, srv, timeout=60)
+    print(f"the README's cluster blocks: {time.monotonic() - started:.0f}s")
