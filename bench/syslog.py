@@ -263,19 +263,45 @@ def _pairs(label: str, durable: list[float], discard: list[float], target: float
     )
 
 
-def _tcp(args: argparse.Namespace, servers: list[tuple[int, Counter]], rounds: int) -> None:
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of process *pid* and its children (the log writer)."""
+    pids = [pid]
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    if children.exists():
+        pids += [int(child) for child in children.read_text().split()]
+    total = 0.0
+    for one in pids:
+        try:
+            fields = Path(f"/proc/{one}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def _tcp(args: argparse.Namespace, servers: list[tuple[int, Counter, int]], rounds: int) -> None:
     durable: list[float] = []
     discard: list[float] = []
+    cpu: dict[int, list[float]] = {0: [], 1: []}
     for n in range(rounds):
-        order = [(servers[0], discard), (servers[1], durable)]
-        for (port, counter), rates in order if n % 2 == 0 else order[::-1]:
+        order = [(0, discard), (1, durable)]
+        for which, rates in order if n % 2 == 0 else order[::-1]:
+            port, counter, pid = servers[which]
+            before = cpu_seconds(pid)
             rates.append(tcp_round(port, counter, "benchtcp", args.messages, args.connections))
+            cpu[which].append((cpu_seconds(pid) - before) / args.messages * 1e6)
     _pairs(
         f"TCP (octet counting), {args.connections} connections, {args.messages} messages a round, "
         f"{rounds} pairs:",
         durable,
         discard,
         0.7,
+    )
+    # The rates swing with what else the machine runs; the CPU each server spent per
+    # record swings much less, and says where the durable one's time goes.
+    print(
+        f"  CPU per record (process and children): parse-and-discard "
+        f"{statistics.median(cpu[0]):.0f} us, durable {statistics.median(cpu[1]):.0f} us"
     )
 
 
@@ -331,10 +357,10 @@ def main() -> None:
     peer_ports = {k: int(v) for k, v in re.findall(r"bench-port (\w+) (\d+)", peer_text)}
     try:
         servers = [
-            (peer_ports["tcp"], Counter(log=peer_log)),
-            (ports["tcp"], Counter(data_dir=data_dir)),
+            (peer_ports["tcp"], Counter(log=peer_log), peer.pid),
+            (ports["tcp"], Counter(data_dir=data_dir), daemon.pid),
         ]
-        for port, counter in servers:  # warm up both
+        for port, counter, _ in servers:  # warm up both
             tcp_round(port, counter, "benchtcp", args.messages // 4, args.connections)
         _tcp(args, servers, args.rounds)
         _relp(args, peer_ports["relp"], ports["relp"], args.rounds)
