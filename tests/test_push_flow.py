@@ -45,6 +45,7 @@ def test_no_transport_private_attribute_is_read() -> None:
     """The measure is the writer's own count: the flow and SSE modules use Twisted's
     public interfaces only (issue #22, item 7)."""
     import inspect
+    import re
 
     from homeport.push import flow, sse
 
@@ -52,3 +53,4 @@ def test_no_transport_private_attribute_is_read() -> None:
         source = inspect.getsource(module)
         for private in ("_tempDataLen", "writeSomeData", "dataBuffer", "_writeDisconnected"):
             assert private not in source, (module.__name__, private)
+        assert not re.search(r"transport\)?\._", source), module.__name__
