@@ -217,3 +217,28 @@ def test_bad_etcd_options_are_one_line_naming_the_option(
         parse(argv, {})
     [line] = capsys.readouterr().err.splitlines()
     assert line.startswith("homeport: error: ") and message in line
+
+
+def test_host_networking_is_not_warned_about_and_a_veth_is(tmp_path: Path) -> None:
+    """With ``--network host`` the detected address is on one of the host's interfaces
+    (ifindex == iflink); in a bridged container it is on a veth end (they differ)."""
+    from homeport.catalog.api import default_advertise
+    from homeport.tap import interface_of, on_container_network
+
+    assert interface_of("127.0.0.1") == "lo"
+    assert interface_of("192.0.2.254") is None  # nobody's
+    assert on_container_network("192.0.2.254", tmp_path)  # unknown: warn
+    address = default_advertise()
+    name = interface_of(address)
+    if name is None:
+        pytest.skip("this machine has no routable IPv4 address")
+    link = tmp_path / name
+    link.mkdir()
+    (link / "ifindex").write_text("4\n")
+    (link / "iflink").write_text("4\n")
+    assert not on_container_network(address, tmp_path)  # the host's own interface
+    (link / "iflink").write_text("9\n")
+    assert on_container_network(address, tmp_path)  # a veth pair's end
+    (link / "iflink").write_text("4\n")
+    (link / "tun_flags").write_text("0x1002\n")
+    assert on_container_network(address, tmp_path)  # rootless networking's tun device

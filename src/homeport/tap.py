@@ -161,13 +161,52 @@ def container_runtime(root: Path = Path("/")) -> str | None:
     return None
 
 
+def interface_of(address: str) -> str | None:
+    """The name of the network interface that holds IPv4 *address*, if any."""
+    import fcntl
+    import socket
+    import struct
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        for _, name in socket.if_nameindex():
+            request = struct.pack("256s", name.encode()[:15])
+            try:
+                answer = fcntl.ioctl(probe.fileno(), 0x8915, request)  # SIOCGIFADDR
+            except OSError:
+                continue  # no IPv4 address on it
+            if socket.inet_ntoa(answer[20:24]) == address:
+                return name
+    return None
+
+
+def on_container_network(address: str, sys_net: Path = Path("/sys/class/net")) -> bool:
+    """Whether *address* is on a container's own network (a veth pair's end, or the tun
+    device of rootless networking) rather than on one of the host's interfaces, as with
+    ``--network host``.  Unknown counts as the container's own."""
+    name = interface_of(address)
+    if name is None:
+        return True
+    link = sys_net / name
+    try:
+        if (link / "tun_flags").exists():
+            return True
+        return (link / "iflink").read_text().strip() != (link / "ifindex").read_text().strip()
+    except OSError:
+        return True
+
+
 def announce(
     settings: Settings, agent: Agent, data_dir: Path, exposed: bool, root: Path = Path("/")
 ) -> None:
     """The start-up lines: warnings (anyone may write; a container advertising its own
     address), then who and where we are."""
     runtime = container_runtime(root)
-    if runtime and settings.catalog.advertise is None and not agent.address.startswith("127."):
+    if (
+        runtime
+        and settings.catalog.advertise is None
+        and not agent.address.startswith("127.")
+        and on_container_network(agent.address, root / "sys" / "class" / "net")
+    ):
         log.warn(
             "Advertising {address}, this {runtime} container's own address, which other "
             "hosts cannot reach: give the host's address with --advertise (or "
