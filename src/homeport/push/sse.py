@@ -98,6 +98,8 @@ def _chunked(event: Event) -> bytes:
 
 HEARTBEAT = b": heartbeat\n\n"
 HEARTBEAT_CHUNKED = chunk(HEARTBEAT)
+#: Buffers one ``sendmsg`` takes at most (Linux's UIO_MAXIOV).
+IOV_MAX = 1024
 #: The stream's first frame after ``retry:`` (before any replayed event).
 OPENED = b": homeport events\n\n"
 
@@ -227,12 +229,33 @@ class SSEConnection:
         if not held or self.closed:
             return
         if (sock := self.sock) is not None:
-            self.send(sock, held[0] if len(held) == 1 else b"".join(held))
+            self.send_held(sock, held)
         elif self.direct:
             self.transport.writeSequence(held)
         else:
             for data in held:
                 self.request.write(self.unchunked(data))
+
+    def send_held(self, sock: socket.socket, held: list[bytes]) -> None:
+        """Send *held* on *sock* in one ``sendmsg`` (the frames as they are, not joined);
+        the transport gets what the socket does not take, and pauses us."""
+        try:
+            sent = sock.sendmsg(held[:IOV_MAX])
+        except OSError:  # full (EAGAIN), or broken: the transport finds out and closes
+            sent = 0
+        done = 0
+        for data in held:  # the frames sent whole
+            if sent < len(data):
+                break
+            sent -= len(data)
+            done += 1
+        if done == len(held):
+            return
+        rest = held[done:]
+        if sent:
+            rest[0] = rest[0][sent:]
+        self.transport.writeSequence(rest)
+        self.flow.queued += sum(map(len, rest))
 
     def unchunked(self, data: bytes) -> bytes:
         """*data* without its HTTP/1.1 chunk framing (the request frames it itself)."""
