@@ -9,7 +9,8 @@ full, the writer stops writing to the transport, asks :meth:`FlowControl.over_li
 for each frame, and holds the frame itself; on resume it writes what it held.  Past the
 limit it cuts its client off (and counts it): the connection's buffers are freed at once
 and the client resumes from the history when it reconnects.  One slow reader thus costs
-at most the limit (plus the transport's own buffer, 64 KiB for TCP).
+at most the limit (plus, over TLS, the transport's own buffer, 64 KiB; on a plain TCP
+socket the SSE writer also counts what it handed the transport, see :mod:`.sse`).
 
 Nothing here reads a transport's private buffers: what waits is counted as it is held,
 so a Twisted upgrade cannot change the measure.

@@ -102,6 +102,7 @@ HEARTBEAT_CHUNKED = chunk(HEARTBEAT)
 IOV_MAX = 1024
 #: The stream's first frame after ``retry:`` (before any replayed event).
 OPENED = b": homeport events\n\n"
+OPENED_CHUNKED = chunk(OPENED)
 
 
 def plain_socket(transport: Any) -> socket.socket | None:
@@ -180,7 +181,9 @@ class SSEConnection:
         the transport has sent it all.  A transport that does not pause us then would
         give no signal either: it keeps the ordinary writes.
         """
-        first = chunk(OPENED) if self.chunked else OPENED
+        if self.closed:  # the connection went while it was being opened
+            return
+        first = OPENED_CHUNKED if self.chunked else OPENED
         sock = plain_socket(self.transport) if self.direct else None
         if sock is None:
             self.write(first)
@@ -225,9 +228,9 @@ class SSEConnection:
 
     def flush(self) -> None:
         """The transport drained: write what was held (it may pause us again)."""
-        held, self.held = self.held, []
-        if not held or self.closed:
+        if not self.held or self.closed:  # (no new list for a stream that had none)
             return
+        held, self.held = self.held, []
         if (sock := self.sock) is not None:
             self.send_held(sock, held)
         elif self.direct:
