@@ -9,13 +9,18 @@ over HTTP/1.1 (chunked) and HTTP/1.0 (raw).
 from __future__ import annotations
 
 import http.client
+import json
 import re
 import socket
+import ssl
 import time
+from pathlib import Path
 
 import pytest
 
 from .daemon import DaemonFactory
+from .test_tls_daemon import free_port
+from .test_tls_memory import LocalCA
 
 # 120 x 64 KB: over what the kernel buffers for a stalled loopback reader (the sender's
 # buffer grows to tcp_wmem's 4 MiB), under the queue limit given to the daemon.
@@ -87,3 +92,47 @@ def test_a_reader_that_stalls_later_gets_every_frame_whole_and_in_order(
     # Nothing but the preamble, the frames and perhaps heartbeats.
     rest = re.sub(rb"id: \d+\nevent: stall\ntime: [\d.]+\ndata: \d+ x*\n\n", b"", text)
     assert rest.replace(b": heartbeat\n\n", b"") == b"retry: 2000\n: homeport events\n\n"
+
+
+def test_over_tls_a_reader_that_stalls_gets_every_frame_through_the_tls_transport(
+    tmp_path: Path, daemon_factory: DaemonFactory
+) -> None:
+    """An ``ssl:`` listener's stream is never sent on its socket directly (that would
+    skip the encryption): a TLS reader that stops reading while 2.5 MB are published
+    then reads every event, once, in order, decrypted and correctly chunked."""
+    ca = LocalCA()
+    (tmp_path / "server.pem").write_bytes(ca.pem_file(["localhost"]))
+    port = free_port()
+    listener = f"ssl:{port}:privateKey={tmp_path / 'server.pem'}:interface=127.0.0.1"
+    daemon_factory(["--http", listener]).start()
+    context = ssl.create_default_context(cadata=ca.pem.decode())
+    raw = socket.socket()
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    raw.connect(("127.0.0.1", port))
+    reader = context.wrap_socket(raw, server_hostname="localhost")
+    reader.settimeout(10)
+    reader.sendall(b"GET /v1/events?topic=tls HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    head = b""
+    while b": homeport events\n\n" not in head:
+        head += reader.recv(4096)
+    publisher = http.client.HTTPSConnection("localhost", port, timeout=10, context=context)
+    ids = []
+    for n in range(40):
+        publisher.request("POST", "/v1/events/tls", body=f"{n} {PAYLOAD}".encode())
+        response = publisher.getresponse()
+        assert response.status == 200
+        ids.append(json.loads(response.read())["id"])
+    publisher.close()
+    data = bytearray(head.partition(b"\r\n\r\n")[2])
+    last = f"id: {ids[-1]}\n".encode()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if data.find(last, max(0, len(data) - (1 << 17))) != -1 and data.endswith(b"\n\n\r\n"):
+            break
+        data += reader.recv(1 << 16)
+    reader.close()
+    frames = re.findall(
+        rb"id: (\d+)\nevent: tls\ntime: [\d.]+\ndata: (\d+) (x*)\n\n", dechunk(bytes(data))
+    )
+    assert [int(f[0]) for f in frames] == ids
+    assert all(f[2] == PAYLOAD.encode() for f in frames)
