@@ -271,7 +271,7 @@ class EtcdCatalogStore(MultiService):
     # -- start and stop -----------------------------------------------------------
 
     def startService(self) -> None:
-        # Children wait for the first load: see _started.
+        # The children start once etcd has been read and this agent has joined: _start.
         self.running = True
         defer.Deferred.fromCoroutine(self._start()).addErrback(
             lambda f: self.log.failure("Starting the etcd catalog", f)
