@@ -7,6 +7,10 @@ group commit or history flush would fail with it), that browsers' ``JSON.parse``
 Go clients refuse too.  So what comes in is read here: strictly, or keeping such
 numbers as their text.
 
+It refuses arrays and objects nested deeper than :data:`MAX_DEPTH` (:class:`TooDeep`, a
+``json.JSONDecodeError``, so every caller's "malformed JSON" answer covers it) instead of
+letting Python's decoder run out of stack.
+
 It also turns a lone UTF-16 surrogate escape (``"\\ud800"``) into U+FFFD, as Go's
 decoder does: Python keeps it as a character no UTF-8 can encode, and the first write
 of it (an HTTP answer, a log commit, an SSE frame) would raise.
@@ -22,6 +26,48 @@ from typing import Any
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 _SURROGATE_ESCAPE_BYTES = re.compile(rb"\\u[dD][89a-fA-F]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+#: The deepest nesting of arrays and objects accepted.  Python's decoder gives up a little
+#: under 1000 levels with a RecursionError, and what it did decode would then fail later,
+#: in an encoder or a walk over it; no client sends more than a few levels.
+MAX_DEPTH = 512
+
+
+class TooDeep(json.JSONDecodeError):
+    """Arrays and objects nested deeper than :data:`MAX_DEPTH`: refused, with the reason."""
+
+    def __init__(self, text: str | bytes) -> None:
+        doc = text if isinstance(text, str) else text[:64].decode("utf-8", "replace")
+        super().__init__(f"nested too deeply (over {MAX_DEPTH} levels)", doc, 0)
+
+
+def _too_deep(text: str | bytes, value: Any) -> bool:
+    """Whether *value* nests deeper than MAX_DEPTH (walked only when *text* has that
+    many brackets at all: two C-speed counts for every ordinary body)."""
+    opening = ("[", "{") if isinstance(text, str) else (b"[", b"{")
+    if text.count(opening[0]) + text.count(opening[1]) <= MAX_DEPTH:  # type: ignore[arg-type]
+        return False
+    if not isinstance(value, dict | list):
+        return False
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return True
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
+    return False
+
+
+def _decoded(text: str | bytes, **hooks: Any) -> Any:
+    try:
+        value = json.loads(text, **hooks)
+    except RecursionError:
+        raise TooDeep(text) from None
+    if _too_deep(text, value):
+        raise TooDeep(text)
+    return value
 
 
 class NotJSON(ValueError):
@@ -66,10 +112,10 @@ def _scrubbed(text: str | bytes, value: Any) -> Any:
 
 def loads(text: str | bytes) -> Any:
     """:func:`json.loads`, refusing (:class:`NotJSON`) what JSON does not have."""
-    return _scrubbed(text, json.loads(text, parse_constant=_constant, parse_float=_float))
+    return _scrubbed(text, _decoded(text, parse_constant=_constant, parse_float=_float))
 
 
 def loads_keeping_text(text: str | bytes) -> Any:
     """:func:`json.loads`, with NaN, Infinity and overflowing numbers kept as text."""
-    value = json.loads(text, parse_constant=str, parse_float=_float_or_text)
+    value = _decoded(text, parse_constant=str, parse_float=_float_or_text)
     return _scrubbed(text, value)

@@ -624,6 +624,8 @@ def parse_body(body: bytes) -> Any:
         return strictjson.loads(body)
     except UnicodeDecodeError:
         raise BadRequest("Request decode failed: invalid UTF-8 in request body") from None
+    except strictjson.TooDeep:  # Go's decoder has a limit too (10000 levels)
+        raise BadRequest("Request decode failed: exceeded max depth") from None
     except strictjson.NotJSON as e:  # NaN, Infinity: Go's decoder refuses them too
         raise BadRequest(
             f"Request decode failed: invalid character '{e.text[0]}' looking for beginning of value"

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.web.http import HTTPChannel
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 from twisted.web.util import Redirect
@@ -110,7 +111,62 @@ class HomeportRequest(Request):
         Request.connectionLost(self, reason)
 
 
+class HomeportChannel(HTTPChannel):
+    """Twisted's HTTP/1.1 channel, answering a request line or a head too long for it
+    as any HTTP server does (``414 URI Too Long``, ``431 Request Header Fields Too
+    Large``) instead of dropping the connection without a word.
+
+    The limits are Go's order of size (net/http takes 1 MB of head): a long ``?filter=``
+    gets Consul's answer, not a cut connection.
+    """
+
+    #: The longest request line or header line.
+    MAX_LENGTH = 64 * 1024
+    #: The longest head (request line and headers); Twisted's own limit stays above it.
+    HEAD_LIMIT = 256 * 1024
+    totalHeadersSize = 2 * HEAD_LIMIT
+
+    def connectionMade(self) -> None:
+        HTTPChannel.connectionMade(self)
+        self.head_bytes = 0
+
+    def lineReceived(self, line: bytes) -> None:
+        first = self.head_bytes == 0
+        self.head_bytes += len(line) + 2
+        if self.head_bytes > self.HEAD_LIMIT:
+            self._too_long(request_line=first)
+            return
+        HTTPChannel.lineReceived(self, line)
+
+    def allHeadersReceived(self) -> None:
+        self.head_bytes = 0
+        HTTPChannel.allHeadersReceived(self)
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        self._too_long(request_line=self.head_bytes == 0)
+
+    def _too_long(self, request_line: bool) -> None:
+        status, text = (
+            (b"414", b"URI Too Long")
+            if request_line
+            else (b"431", b"Request Header Fields Too Large")
+        )
+        body = text + b"\n"
+        transport = self.transport
+        assert transport is not None  # connected: a line just came in
+        transport.write(
+            b"HTTP/1.1 " + status + b" " + text + b"\r\n"
+            b"Content-Type: text/plain; charset=utf-8\r\n"
+            b"Content-Length: " + str(len(body)).encode() + b"\r\n"
+            b"Connection: close\r\n\r\n" + body
+        )
+        transport.loseConnection()  # after what was written has gone
+
+
 class HomeportSite(Site):
+    # Twisted's stubs type it as its HTTP/2-negotiating wrapper; a plain HTTPChannel is
+    # what that wrapper makes without the h2 package, which homeport does not ship.
+    protocol = cast(Any, HomeportChannel)
     requestFactory = HomeportRequest
     displayTracebacks = False
     access = Logger(namespace="homeport.access")

@@ -173,7 +173,9 @@ def parse_query(args: dict[str, list[str]], now: float) -> LogQuery:
 
 def fts_expression(text: str) -> str:
     """Words -> an FTS5 query where every word must appear, as a word prefix."""
-    terms = [t for t in text.split() if t]
+    # NUL ends a string for FTS5's query parser ("unterminated string"); its tokenizer
+    # takes control characters as separators anyway, so they mean a space here.
+    terms = [t for t in text.replace("\0", " ").split() if t]
     return " ".join('"' + t.replace('"', '""') + '"*' for t in terms)
 
 
@@ -183,7 +185,7 @@ def build_sql(query: LogQuery) -> tuple[str, list[Any]]:
     params: list[Any] = []
     source = "logs"
     id_column = "logs.id"
-    if query.text is not None:
+    if query.text is not None and fts_expression(query.text):
         source = "logs_fts JOIN logs ON logs.id = logs_fts.rowid"
         id_column = "logs_fts.rowid"
         where.append("logs_fts MATCH ?")
