@@ -11,7 +11,6 @@ runs on the README's ports.
 
 from __future__ import annotations
 
-import re
 import shutil
 import socket
 import subprocess
@@ -21,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from .daemon import Daemon
+from .test_readme_examples import example
 from .test_syslog_daemon import (
     LISTENERS,
     Rsyslog,
@@ -33,18 +33,6 @@ from .test_syslog_daemon import (
     token,
     wait_listening,
 )
-
-README = Path(__file__).resolve().parent.parent / "README.md"
-
-
-def example(name: str) -> str:
-    """The fenced block right after ``<!-- example: NAME -->`` in README.md."""
-    text = README.read_text(encoding="utf-8")
-    found = re.findall(
-        rf"^<!-- example: {re.escape(name)} -->\n```[\w-]*\n(.*?)^```$", text, re.M | re.S
-    )
-    assert len(found) == 1, f"README.md has {len(found)} examples named {name!r}"
-    return str(found[0])
 
 
 def substitute(text: str, daemon: Daemon) -> str:
