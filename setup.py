@@ -26,6 +26,9 @@ INSTALL_REQUIRES = [
     # ?filter's `matches`: Go's RE2 syntax, as Consul evaluates it, in linear time, so a
     # read request cannot stall the reactor with a backtracking pattern (Python's re can).
     "google-re2==1.1.20251105",
+    # The HTTP fast path (issue 19) parses request heads with llhttp, the fuzzed parser
+    # of Node.js, rather than by hand; twisted.web still parses everything it declines.
+    "httptools==0.9.0",
 ]
 
 TEST_REQUIRES = [
