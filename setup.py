@@ -29,6 +29,9 @@ INSTALL_REQUIRES = [
     # The HTTP fast path (issue 19) parses request heads with llhttp, the fuzzed parser
     # of Node.js, rather than by hand; twisted.web still parses everything it declines.
     "httptools==0.9.0",
+    # ACL rules (issue 18): Consul decodes them with HCL v1; pyhcl is its Python port
+    # (HCL v1 and the JSON form, with line and column in its errors)
+    "pyhcl==0.4.5",
 ]
 
 TEST_REQUIRES = [
