@@ -41,6 +41,7 @@ class Settings:
     data_dir: Path
     http: tuple[str, ...]
     access_log: bool
+    fast_path: bool
     max_body: int
     token: str | None
     catalog: catalog.Settings
@@ -159,6 +160,12 @@ class Options(usage.Options):
     optParameters = OPTION_PARAMETERS
     optFlags = [
         ["access-log", None, "Log one line per HTTP request (off: it halves hot-path speed)."],
+        [
+            "no-fast-path",
+            None,
+            "Answer every HTTP request through twisted.web (by default plain cached "
+            "reads are answered straight from the connection).",
+        ],
         [
             "enable-script-checks",
             None,
@@ -291,6 +298,7 @@ def make_settings(options: Mapping[str, Any]) -> Settings:
         data_dir=Path(options["data-dir"]),
         http=http,
         access_log=bool(options["access-log"]),
+        fast_path=not options["no-fast-path"],
         max_body=convert(options, "max-body-size", parse_size, "a size like 1MiB or 65536"),
         token=token,
         catalog=_catalog(options, token, cors),

@@ -82,6 +82,7 @@ def makeService(options: Options, reactor: IHomeportReactor | None = None) -> IS
     if settings.dns is not None:
         parts.append(dns.build(settings.dns, reactor, cat.catalog, metrics))
     mount(root, V1Dispatch(cat.api), parts, MetricsResource(metrics))
+    site.serve_fast(cat.api.fast_answer if settings.fast_path else None)
     attach(top, *(part.service for part in parts))
     hangup = HangupService(reactor, [a for p in parts for a in p.on_hangup])
     attach(top, hangup)

@@ -26,6 +26,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.web.http import RESPONSES
 from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
@@ -35,6 +36,7 @@ from .args import parse_args
 from .auth import Token
 from .cors import CORS
 from .errors import ErrorTable, HTTPError
+from .fastpath import status_line
 from .metrics import Metrics
 
 DEFAULT_WAIT = 300.0
@@ -166,6 +168,12 @@ class _Entry:
     headers: dict[bytes, list[bytes]] = field(default_factory=dict)
     #: Whether the store had a leader when this was computed (``X-Consul-KnownLeader``).
     leader: bool = True
+    #: The whole answer as twisted.web writes it, for the channel's fast path
+    #: (``http.fastpath``): the status line up to the ``Date`` value, then the rest for
+    #: a GET and for a HEAD (no body, no ``Content-Length``, as twisted.web answers).
+    wire_head: bytes = b""
+    wire_get: bytes = b""
+    wire_head_only: bytes = b""
 
     def prepare(self) -> None:
         headers = Headers()
@@ -176,6 +184,16 @@ class _Entry:
         for name, value in self.reply.headers:
             headers.setRawHeaders(name, [value])
         self.headers = {name: list(values) for name, values in headers.getAllRawHeaders()}
+        lines = b"".join(
+            name + b": " + value + b"\r\n"
+            for name, values in self.headers.items()
+            for value in values
+        )
+        status = self.reply.status
+        self.wire_head = status_line(status, RESPONSES.get(status, b"Unknown Status"))
+        body = self.reply.body
+        self.wire_get = b"\r\n" + lines + b"Content-Length: %d\r\n\r\n" % len(body) + body
+        self.wire_head_only = b"\r\n" + lines + b"\r\n"
 
 
 @dataclass
@@ -316,13 +334,11 @@ class ApiResource(Resource):
             self.cors.apply(request, b"GET, PUT, DELETE, OPTIONS")
         if request.method == b"GET":
             # The hot path: a URI seen before whose cached answer is still fresh.
-            prepared = self._prepared.get(request.uri)
-            if prepared is not None:
-                entry = self.cache.get(prepared[1])
-                if entry is not None and entry.generation == self.generation:
-                    body = self._send_cached(request, entry)
-                    self.metrics.observe(prepared[0], request.code, time.perf_counter() - started)
-                    return body
+            hit = self._hit(request.uri)
+            if hit is not None:
+                body = self._send_cached(request, hit[1])
+                self.metrics.observe(hit[0], request.code, time.perf_counter() - started)
+                return body
         route_name = "unmatched"
         result: bytes | int
         try:
@@ -350,6 +366,33 @@ class ApiResource(Resource):
                 )
             )
         return result
+
+    def _hit(self, uri: bytes) -> tuple[str, _Entry] | None:
+        """The route name and fresh cached answer of a GET of *uri* seen before, if any."""
+        prepared = self._prepared.get(uri)
+        if prepared is None:
+            return None
+        entry = self.cache.get(prepared[1])
+        if entry is None or entry.generation != self.generation:
+            return None
+        return prepared[0], entry
+
+    def fast_answer(
+        self, method: bytes, uri: bytes, headers: dict[bytes, bytes]
+    ) -> tuple[bytes, bytes] | None:
+        """The channel's fast path (``http.fastpath``): a plain GET or HEAD of *uri* whose
+        answer is cached and fresh, as the bytes twisted.web would write around the
+        ``Date`` value; None when anything could make the answer differ (CORS headers
+        to add, a miss), so twisted.web answers it."""
+        if self.cors.origins:
+            return None
+        started = time.perf_counter()
+        hit = self._hit(uri)
+        if hit is None:
+            return None
+        name, entry = hit
+        self.metrics.observe(name, entry.reply.status, time.perf_counter() - started)
+        return entry.wire_head, entry.wire_head_only if method == b"HEAD" else entry.wire_get
 
     def _match(self, method: bytes, segments: list[str]) -> tuple[Route, dict[str, str]]:
         """The route for the path, as Go's ``ServeMux`` picks Consul's handler: the most
@@ -476,7 +519,12 @@ class ApiResource(Resource):
             ),
         )
         entry = self._fresh(key, route, call)
-        if min_index is None and call.request.method == b"GET" and not route.volatile:
+        if (
+            min_index is None
+            and call.request.method == b"GET"
+            and not route.volatile
+            and not (self.barrier is not None and "consistent" in args)
+        ):
             if len(self._prepared) >= CACHE_SIZE:
                 self._prepared.clear()
             self._prepared[call.request.uri] = (route.name, key)

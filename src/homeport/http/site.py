@@ -13,6 +13,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 from twisted.web.util import Redirect
 
+from .fastpath import Answerer, Date, simple_get
 from .metrics import Metrics
 
 DEFAULT_MAX_BODY = 1024 * 1024
@@ -130,6 +131,34 @@ class HomeportChannel(HTTPChannel):
         HTTPChannel.connectionMade(self)
         self.head_bytes = 0
 
+    def dataReceived(self, data: bytes) -> None:
+        """Answer a plain cached read at once (``http.fastpath``); else twisted.web."""
+        site: HomeportSite | None = getattr(self, "site", None)
+        if site is not None and site.fast is not None and self._idle():
+            simple = simple_get(data)
+            answer = site.fast(*simple) if simple is not None else None
+            if answer is not None:
+                transport = self.transport
+                assert transport is not None  # data just came in
+                cast(Any, self).resetTimeout()  # the idle timeout, as any request
+                transport.writeSequence((answer[0], site.date(), answer[1]))
+                site.fast_answers += 1
+                return
+        HTTPChannel.dataReceived(self, data)
+
+    def _idle(self) -> bool:
+        """Between requests, with nothing buffered and the client reading its answers:
+        the only state in which a request may be answered outside twisted.web."""
+        return bool(
+            not self.requests
+            and not self._handlingRequest
+            and not self._waitingForTransport
+            and self.line_mode
+            and not self._buffer
+            and self.head_bytes == 0
+            and bool(self.persistent)
+        )
+
     def lineReceived(self, line: bytes) -> None:
         first = self.head_bytes == 0
         self.head_bytes += len(line) + 2
@@ -183,6 +212,21 @@ class HomeportSite(Site):
         self.access_log = access_log
         self.max_body = max_body
         self.metrics = metrics
+        #: The read fast path's answerer (``ApiResource.fast_answer``), or None.
+        self.fast: Answerer | None = None
+        self.fast_answers = 0
+        self.date = Date()
+        if metrics is not None:
+            metrics.counter(
+                "homeport_http_fast_answers_total",
+                "HTTP reads answered by the fast path (also counted on their route).",
+                lambda: self.fast_answers,
+            )
+
+    def serve_fast(self, answerer: Answerer | None) -> None:
+        """Let the channels answer plain cached reads with *answerer* (none with access
+        logs on: twisted.web writes those lines)."""
+        self.fast = None if self.access_log else answerer
 
     def route_of(self, path: bytes) -> str | None:
         """The metrics route of a request the Consul API does not measure itself: the
