@@ -45,6 +45,9 @@ _GRANTS = {
 _FALLBACK = {"mesh": "operator", "peering": "operator"}
 #: How many decisions one Authorizer remembers before it starts again.
 MEMO_LIMIT = 8192
+#: The memo's "names" for allows_any and allows_all (no resource name has a NUL).
+_ANY = "\x00any"
+_ALL = "\x00all"
 
 
 @error
@@ -139,6 +142,51 @@ class Authorizer:
         if not self.allows(resource, name, need):
             raise PermissionDenied(self.accessor, resource, name, need)
 
+    def allows_any(self, resource: str, need: str) -> bool:
+        """Does some rule grant *need* on some name of *resource*?  (Consul's
+        anyAllowed, as in ServiceWriteAny: a catch-all ``_prefix ""`` rule that grants it
+        allows; any rule that grants it allows; else a catch-all decides, else the
+        default.)"""
+        key = (resource, _ANY, need)
+        decision = self._memo.get(key)
+        if decision is None:
+            decision = self._sweep(resource, need, want_all=False)
+            self._memo[key] = decision
+        return decision
+
+    def allows_all(self, resource: str, need: str) -> bool:
+        """Is *need* granted on every name of *resource*?  (Consul's allAllowed, as in
+        ServiceReadAll and NodeReadAll: no rule may grant less, and a catch-all prefix
+        rule, or else the default, must grant it.)"""
+        key = (resource, _ALL, need)
+        decision = self._memo.get(key)
+        if decision is None:
+            decision = self._sweep(resource, need, want_all=True)
+            self._memo[key] = decision
+        return decision
+
+    def _sweep(self, resource: str, need: str, *, want_all: bool) -> bool:
+        self._valid(resource, need)
+        if self.management:
+            return True
+        if resource in NAMELESS:
+            return self.allows(resource, "", need)
+        table = self._tables.get(resource)
+        if table is None:
+            return self.default_allow
+        grants = [
+            need in _GRANTS[a] for a in (*table.exact.values(), *(a for _, a in table.prefixes))
+        ]
+        catch_all = next((a for p, a in table.prefixes if p == ""), None)
+        base = None if catch_all is None else need in _GRANTS[catch_all]
+        if want_all:
+            if base is False or not all(grants):
+                return False
+            return base or self.default_allow
+        if base or any(grants):
+            return True
+        return self.default_allow if base is None else False
+
     def allows_key_write_prefix(self, prefix: str) -> bool:
         """May this token delete every key under *prefix* (a recursive KV delete)?
 
@@ -163,11 +211,15 @@ class Authorizer:
         if not self.allows_key_write_prefix(prefix):
             raise PermissionDenied(self.accessor, "key", prefix, WRITE)
 
-    def _decide(self, resource: str, name: str, need: str) -> bool:
+    @staticmethod
+    def _valid(resource: str, need: str) -> None:
         if resource not in RESOURCES:
             raise ValueError(f"unknown ACL resource {resource!r}")
         if need not in NEEDS:
             raise ValueError(f"unknown ACL access {need!r}")
+
+    def _decide(self, resource: str, name: str, need: str) -> bool:
+        self._valid(resource, need)
         if self.management:
             return True
         access = self._access(resource, name)

@@ -19,10 +19,11 @@ from __future__ import annotations
 import functools
 import json
 import re
+import threading
 from dataclasses import dataclass
 from typing import Any
 
-import hcl  # type: ignore[import-untyped]
+from hcl.parser import HclParser  # type: ignore[import-untyped]
 
 from homeport.errors import error
 
@@ -87,10 +88,32 @@ def _parse(text: str) -> tuple[Rule, ...]:
     return tuple(rules)
 
 
+class _Parser:
+    """One pyhcl parser, made on first use and kept: making one builds its LALR tables
+    (some 50 ms; pyhcl ships none), parsing with it takes about 1 ms.  A parse keeps
+    its state in the parser, so one runs at a time."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._parser: Any = None
+
+    def parse(self, text: str) -> Any:
+        with self._lock:
+            if self._parser is None:
+                self._parser = HclParser()
+            return self._parser.parse(text)
+
+
+_HCL = _Parser()
+
+
 def _load(text: str) -> Any:
-    """pyhcl's parse of *text*, its errors made a :class:`PolicyError` with a position."""
+    """pyhcl's parse of *text* (JSON if it starts with "{", as pyhcl and Consul's HCL
+    decide), its errors made a :class:`PolicyError` with a position."""
     try:
-        return hcl.loads(text)
+        if text.lstrip().startswith("{"):
+            return json.loads(text)
+        return _HCL.parse(text)
     except json.JSONDecodeError as e:
         raise PolicyError(e.msg, e.lineno, e.colno) from None
     except ValueError as e:
