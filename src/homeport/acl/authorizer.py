@@ -222,6 +222,12 @@ class Authorizer:
         self._valid(resource, need)
         if self.management:
             return True
+        if resource == "intention" and name == "*":
+            # an intention for every service: read if any may be read, write only if
+            # all may be written (Consul's IntentionRead/IntentionWrite on "*")
+            if need == WRITE:
+                return self.allows_all(resource, need)
+            return self.allows_any(resource, need)
         access = self._access(resource, name)
         if access is None and resource in _FALLBACK:
             access = self._access(_FALLBACK[resource], "")
