@@ -6,6 +6,8 @@ import sqlite3
 from pathlib import Path
 from typing import Literal
 
+from .files import create_private, private_dir
+
 Synchronous = Literal["FULL", "NORMAL"]
 
 
@@ -24,7 +26,8 @@ def open_database(
         )
         db.execute("PRAGMA query_only=1")
     else:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent)
+        create_private(path)  # 0600: SQLite gives its -wal and -shm files this mode
         db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute(f"PRAGMA synchronous={synchronous}")

@@ -23,6 +23,7 @@ from twisted.web.resource import IResource, Resource
 
 from . import __version__, catalog, dns, logs, push, tls, web
 from .errors import StartupError, fail
+from .files import PRIVATE_DIR, create_private, private_dir, tighten_tree
 from .http.listen import Listener
 from .http.metrics import Metrics, MetricsResource
 from .http.site import HomeportSite, Root, V1Dispatch
@@ -97,14 +98,31 @@ def makeService(options: Options, reactor: IHomeportReactor | None = None) -> IS
 
 
 def writable(data_dir: Path) -> Path:
-    """*data_dir*, created if missing and checked to be writable."""
+    """*data_dir*, created 0700 if missing and checked to be writable; the files in it
+    made private (a warning for a directory others may read, left as it is: the
+    operator may share it on purpose)."""
     try:
-        data_dir.mkdir(parents=True, exist_ok=True)
+        mode = private_dir(data_dir)
         probe = data_dir / ".write-test"
-        probe.write_bytes(b"")
+        create_private(probe)
         probe.unlink()
+        tightened = tighten_tree(data_dir)
     except OSError as e:
         fail(f"--data-dir {str(data_dir)!r}: {e.strerror}")
+    if mode is not None and mode & ~PRIVATE_DIR:
+        log.warn(
+            "--data-dir {path!r} is mode {mode}: other accounts on this host can "
+            "list it; chmod 700 it",
+            path=str(data_dir),
+            mode=f"{mode:04o}",
+        )
+    if tightened:
+        log.warn(
+            "--data-dir {path!r}: took group and other access off {count} file(s) (first: {first})",
+            path=str(data_dir),
+            count=len(tightened),
+            first=tightened[0].name,
+        )
     return data_dir
 
 

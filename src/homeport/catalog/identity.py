@@ -18,6 +18,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..files import open_private
+
 ID_FILE = "node-id"
 NAME_FILE = "node-name"
 
@@ -75,7 +77,7 @@ def _read(path: Path) -> str | None:
 def _write(path: Path, text: str) -> None:
     """Replace *path*'s contents at once (a crash leaves the old file or the new one)."""
     temporary = path.with_name(path.name + ".tmp")
-    with open(temporary, "w") as f:
+    with open_private(temporary) as f:
         f.write(text + "\n")
         f.flush()
         os.fsync(f.fileno())

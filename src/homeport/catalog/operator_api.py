@@ -27,6 +27,7 @@ from typing import Any
 
 from .. import __version__
 from ..errors import error
+from ..files import open_private
 from ..http.api import TEXT, ApiResource, Call, Reply, json_reply
 from ..http.errors import ErrorTable
 from ..units import format_duration
@@ -255,7 +256,7 @@ class AutopilotConfig:
         value = {**config, "CreateIndex": self.value["CreateIndex"], "ModifyIndex": index}
         if self.path is not None:
             temporary = self.path.with_name(self.path.name + ".new")
-            with temporary.open("w", encoding="utf-8") as out:
+            with open_private(temporary) as out:
                 json.dump(value, out)
                 out.flush()
                 os.fsync(out.fileno())

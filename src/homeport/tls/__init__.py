@@ -14,6 +14,7 @@ the meeting point: explicit, per daemon, and nothing left behind between tests.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -171,16 +172,16 @@ def _acme_endpoints(endpoints: Endpoints) -> list[AcmeEndpoint]:
 def _create_empty_files(paths: Sequence[str]) -> None:
     """``--empty-file``: create each file empty unless it exists.
 
-    Exclusive create (``open(path, "x")``): an existing file, a certificate already
-    issued for instance, is left exactly as it is.  Missing parent directories are made
-    (0700: it is usually the certificate directory).
+    Exclusive create: an existing file, a certificate already issued for instance, is
+    left exactly as it is.  A new one is 0600 whatever the umask (it will hold the key)
+    and missing parent directories are made 0700 (it is usually the certificate
+    directory).
     """
     for name in paths:
         path = Path(name)
         try:
             path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            with open(path, "x"):
-                pass
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         except FileExistsError:
             continue
         except OSError as e:
