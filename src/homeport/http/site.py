@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any, cast
 
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.web.error import UnsupportedMethod
 from twisted.web.http import HTTPChannel
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 from twisted.web.util import Redirect
 
+from .api import ApiResource, all_routes
 from .fastpath import Answerer, Date, simple_get
 from .metrics import Metrics
 
@@ -101,6 +104,12 @@ class HomeportRequest(Request):
             return
         Request.requestReceived(self, command, path, version)
 
+    def render(self, resrc: Resource) -> None:
+        """As Twisted renders, but a method the resource has no ``render_<METHOD>`` for is
+        Consul's plain-text 405 ``method X not allowed`` with ``Allow``, whatever the
+        method: Twisted answers a method it does not know (``PATCH``) with an HTML 501."""
+        Request.render(self, _MethodCheck(resrc))
+
     def connectionLost(self, reason: Failure) -> None:
         self._stop_lingering()
         # A client that has read its whole answer may hang up before the end of it is
@@ -110,6 +119,29 @@ class HomeportRequest(Request):
         if not self.finished and self.startedWriting and isinstance(site, HomeportSite):
             site.measure(self)
         Request.connectionLost(self, reason)
+
+
+class _MethodCheck(Resource):
+    """*resource*, with its ``UnsupportedMethod`` answered as Consul answers it."""
+
+    isLeaf = True
+
+    def __init__(self, resource: Resource) -> None:
+        Resource.__init__(self)
+        self.resource = resource
+
+    def render(self, request: Request) -> Any:
+        try:
+            return self.resource.render(request)
+        except UnsupportedMethod as e:
+            allowed: list[bytes] = list(e.allowedMethods)
+            if request.method == b"HEAD" and b"GET" in allowed:
+                raise  # Twisted answers HEAD with the GET's head
+            request.setResponseCode(405)
+            request.setHeader(b"allow", b",".join(dict.fromkeys([b"OPTIONS", *allowed])))
+            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+            method = (request.method or b"").decode("latin-1")
+            return f"method {method} not allowed".encode()
 
 
 class HomeportChannel(HTTPChannel):
@@ -323,3 +355,33 @@ class V1Dispatch(Resource):
 
     def render(self, request: Request) -> Any:
         return self.api.render(request)
+
+
+@dataclass(frozen=True)
+class Face:
+    """One path the site serves: a route of the ``/v1/`` API (its pattern, with ``:name``
+    and ``*rest`` for parameters, and its methods) or a resource mounted by a part
+    (``methods`` empty: the resource answers every method itself)."""
+
+    path: str
+    methods: tuple[bytes, ...] = ()
+    write: bool = False
+
+
+def faces(root: Resource) -> list[Face]:
+    """Every path mounted on *root* (the site's resource), read from the tree as it is
+    wired: each part's resources, each ``/v1/<name>`` child and every API route.  Read
+    only; for tests and tools that must walk whatever is served."""
+    found: list[Face] = []
+    for name, child in sorted(root.children.items()):
+        path = "/" + name.decode()
+        if not isinstance(child, V1Dispatch):
+            found.append(Face(path))
+            continue
+        found.extend(Face(f"{path}/{sub.decode()}") for sub in sorted(child.children))
+        if isinstance(child.api, ApiResource):
+            found.extend(
+                Face("/v1/" + "/".join(route.pattern), route.methods, route.write)
+                for route in all_routes(child.api)
+            )
+    return found
