@@ -97,6 +97,20 @@ OPTION_PARAMETERS: list[list[Any]] = [
     ["reap-after", None, "72h", "With etcd: a dead agent's node is deregistered after this."],
     ["token", None, None, "A secret required for every write (or use --token-file)."],
     ["token-file", None, None, "Read the write token from this file."],
+    [
+        "zmq-curve-server-key",
+        None,
+        None,
+        "ZeroMQ CURVE: the server's secret-key certificate (as zmq.auth.create_certificates "
+        "writes); only publishers listed in --zmq-curve-clients get through.",
+    ],
+    [
+        "zmq-curve-clients",
+        None,
+        None,
+        "ZeroMQ CURVE: directory of allowed publishers' public-key certificates "
+        "(read again when it changes).",
+    ],
     ["max-body-size", None, "1MiB", "Largest request body accepted (413 beyond)."],
     [
         "log-retention",
@@ -602,6 +616,7 @@ def _push(options: Mapping[str, Any], token: str | None, cors: tuple[str, ...]) 
             raise usage.UsageError(f"--zmq-topic {topic!r}: not a usable topic prefix") from None
     if options["zmq-topic"] and not (options["zmq-connect"] or options["zmq-bind"]):
         raise usage.UsageError("--zmq-topic: give --zmq-connect or --zmq-bind too")
+    server_key, clients = _zmq_curve(options)
     return push.Settings(
         ping_interval=convert(options, "socketio-ping-interval", _duration, duration),
         ping_timeout=convert(options, "socketio-ping-timeout", _duration, duration),
@@ -611,9 +626,33 @@ def _push(options: Mapping[str, Any], token: str | None, cors: tuple[str, ...]) 
         zmq_connect=tuple(options["zmq-connect"]),
         zmq_bind=tuple(options["zmq-bind"]),
         zmq_topics=tuple(options["zmq-topic"]),
+        zmq_curve_server_key=server_key,
+        zmq_curve_clients=clients,
         token=token,
         cors_origins=cors,
     )
+
+
+def _zmq_curve(options: Mapping[str, Any]) -> tuple[Path | None, Path | None]:
+    """--zmq-curve-server-key and --zmq-curve-clients: both or neither, each usable."""
+    from .push.zmq import check_clients, load_server_key
+
+    key, clients = options["zmq-curve-server-key"], options["zmq-curve-clients"]
+    if key is None and clients is None:
+        return None, None
+    if key is None or clients is None:
+        raise usage.UsageError("--zmq-curve-server-key and --zmq-curve-clients: give both")
+    if not (options["zmq-connect"] or options["zmq-bind"]):
+        raise usage.UsageError("--zmq-curve-server-key: give --zmq-connect or --zmq-bind too")
+    try:
+        load_server_key(Path(key))
+    except ValueError as e:
+        raise usage.UsageError(f"--zmq-curve-server-key {key!r}: {e}") from None
+    try:
+        check_clients(Path(clients))
+    except ValueError as e:
+        raise usage.UsageError(f"--zmq-curve-clients {clients!r}: {e}") from None
+    return Path(key), Path(clients)
 
 
 def _whole_number(text: str) -> int:

@@ -214,6 +214,24 @@ def on_container_network(address: str, sys_net: Path = Path("/sys/class/net")) -
         return True
 
 
+def _warn_open_zmq(settings: Settings) -> None:
+    """--zmq-bind beyond loopback without CURVE: the token does not guard ZeroMQ."""
+    from .push.zmq import exposed_bind
+
+    if settings.push.zmq_curve_server_key is not None:
+        return
+    for address in settings.push.zmq_bind:
+        if exposed_bind(address):
+            log.warn(
+                "\n" + "*" * 72 + "\n"
+                "* WARNING: --zmq-bind {address} listens beyond loopback without CURVE:\n"
+                "* ANYONE who can reach it can publish events (--token does not cover it).\n"
+                "* Set --zmq-curve-server-key and --zmq-curve-clients, or bind to\n"
+                "* 127.0.0.1.\n" + "*" * 72,
+                address=address,
+            )
+
+
 def announce(
     settings: Settings, agent: Agent, data_dir: Path, exposed: bool, root: Path = Path("/")
 ) -> None:
@@ -240,6 +258,7 @@ def announce(
             "* ANYONE who can reach it can register services, write KV and logs.\n"
             "* Set --token or --token-file, or bind to 127.0.0.1.\n" + "*" * 72
         )
+    _warn_open_zmq(settings)
     log.info(
         "homeport {version}: node {node} ({address}) in {dc}, data in {data}",
         version=__version__,

@@ -35,6 +35,9 @@ class Settings:
     zmq_connect: tuple[str, ...] = ()
     zmq_bind: tuple[str, ...] = ()
     zmq_topics: tuple[str, ...] = ()
+    #: CURVE: the server's secret-key certificate and the allowed clients' directory.
+    zmq_curve_server_key: Path | None = None
+    zmq_curve_clients: Path | None = None
     token: str | None = None
     cors_origins: tuple[str, ...] = ()
 
@@ -63,7 +66,11 @@ def build(
     events = EventsResource(sse, reactor.seconds, Token(settings.token), cors)
     zmq = None
     if settings.zmq_connect or settings.zmq_bind:
-        from .zmq import ZmqSubscriber
+        from .zmq import Curve, ZmqSubscriber
+
+        curve = None
+        if settings.zmq_curve_server_key is not None and settings.zmq_curve_clients is not None:
+            curve = Curve(settings.zmq_curve_server_key, settings.zmq_curve_clients)
 
         zmq = ZmqSubscriber(
             hub,
@@ -71,6 +78,7 @@ def build(
             connect=list(settings.zmq_connect),
             bind=list(settings.zmq_bind),
             topics=list(settings.zmq_topics),
+            curve=curve,
         )
     engine = EngineIO(
         hub,

@@ -16,6 +16,13 @@ Memory stays bounded under a flood: the socket's receive high-water mark caps wh
 queues (a PUB drops beyond it), ``MAXMSGSIZE`` caps one message, and the hub's history
 and each client's queue have their own caps.
 
+CURVE: with :class:`Curve` set, the SUB socket is a CURVE server (its secret key from a
+``zmq.auth`` certificate file) and pyzmq's ZAP handler (``zmq.auth.thread``, its own
+thread and inproc socket on this socket's context) lets in only publishers whose public
+key is in the clients directory; that directory is read again when it changes.  Any
+other peer (no key, an unknown key) never completes the handshake, so nothing it sends
+is delivered.
+
 Message shapes: multipart ``[topic, payload...]``; a single frame ``"topic payload"``
 (topic = text before the first space).  A topic that is not UTF-8 text or not a usable
 topic, or a payload that is too large, is counted (:attr:`ZmqSubscriber.malformed`) and
@@ -27,6 +34,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from twisted.application.service import Service
@@ -59,6 +67,58 @@ class Limits:
     byte_budget: int = DEFAULT_BYTE_BUDGET  # bytes per reactor turn, about
     hwm: int = DEFAULT_HWM  # ZeroMQ's receive high-water mark (messages)
     max_message: int = DEFAULT_MAX_MESSAGE  # ZeroMQ's MAXMSGSIZE (bytes)
+
+
+@dataclass(frozen=True)
+class Curve:
+    """CURVE security: the server's secret-key certificate, the allowed clients' dir."""
+
+    server_key: Path
+    clients: Path
+
+
+def load_server_key(path: Path) -> tuple[bytes, bytes]:
+    """(public, secret) from a ``zmq.auth`` certificate; ValueError saying what is wrong."""
+    import zmq.auth
+
+    if not path.is_file():
+        raise ValueError("no such file")
+    try:
+        public, secret = zmq.auth.load_certificate(path)
+    except OSError as e:
+        raise ValueError(e.strerror or str(e)) from None
+    except ValueError:
+        raise ValueError("not a zmq.auth certificate") from None
+    if secret is None:
+        raise ValueError("holds no secret key (give the .key_secret file)")
+    if len(public) != 40 or len(secret) != 40:
+        raise ValueError("not a CURVE key pair (40 Z85 characters each)")
+    return public, secret
+
+
+def exposed_bind(address: str) -> bool:
+    """Whether a ``--zmq-bind`` address accepts peers beyond loopback."""
+    scheme, _, rest = address.partition("://")
+    if scheme in ("ipc", "inproc"):
+        return False
+    host = rest.rpartition(":")[0].strip("[]").lower()
+    return not (host.startswith("127.") or host in ("localhost", "::1", "lo"))
+
+
+def check_clients(path: Path) -> Path:
+    """The allowed clients' directory; ValueError when it is not one."""
+    if not path.is_dir():
+        raise ValueError("not a directory")
+    return path
+
+
+def _clients_stamp(path: Path) -> tuple[tuple[str, int, int], ...]:
+    try:
+        return tuple(
+            sorted((e.name, e.stat().st_mtime_ns, e.stat().st_size) for e in path.iterdir())
+        )
+    except OSError:
+        return ()
 
 
 class BadMessage(Exception):
@@ -131,6 +191,7 @@ class ZmqSubscriber(Service):
         bind: Sequence[str] = (),
         topics: Sequence[str] = (),
         limits: Limits = Limits(),
+        curve: Curve | None = None,
     ) -> None:
         self.hub = hub
         self.reactor = reactor
@@ -138,6 +199,9 @@ class ZmqSubscriber(Service):
         self.bind_to = list(bind)
         self.topics = list(topics) or [""]
         self.limits = limits
+        self.curve = curve
+        self.authenticator: Any = None
+        self._clients_stamp: tuple[tuple[str, int, int], ...] = ()
         self.received = 0
         self.malformed = 0
         self.context: Any = None
@@ -162,6 +226,8 @@ class ZmqSubscriber(Service):
         for topic in self.topics:
             socket.setsockopt(zmq.SUBSCRIBE, topic.encode("utf-8"))
         self.socket = socket
+        if self.curve is not None:
+            self._secure(socket, self.curve)
         for option, addresses, method in (
             ("--zmq-bind", self.bind_to, socket.bind),
             ("--zmq-connect", self.connect_to, socket.connect),
@@ -177,10 +243,39 @@ class ZmqSubscriber(Service):
                 self.log.info("ZeroMQ SUB {how} {address}", how=option[6:], address=address)
         self._fd = socket.getsockopt(zmq.FD)
         self.reactor.addReader(self)
-        self._safety = LoopingCall(self.doRead)
+        self._safety = LoopingCall(self._tick)
         self._safety.clock = self.reactor
         self._safety.start(SAFETY_INTERVAL, now=False)
         self._schedule()  # the operations above may have consumed the edge
+
+    def _secure(self, socket: Any, curve: Curve) -> None:
+        """Make *socket* a CURVE server admitting only the keys in ``curve.clients``."""
+        from zmq.auth.thread import ThreadAuthenticator
+
+        public, secret = load_server_key(curve.server_key)
+        self.authenticator = ThreadAuthenticator(self.context)
+        self.authenticator.start()
+        self._reload_clients(force=True)
+        socket.curve_secretkey = secret
+        socket.curve_publickey = public
+        socket.curve_server = True
+        self.log.info("ZeroMQ CURVE on: clients from {dir}", dir=str(curve.clients))
+
+    def _reload_clients(self, force: bool = False) -> None:
+        if self.curve is None or self.authenticator is None:
+            return
+        stamp = _clients_stamp(self.curve.clients)
+        if force or stamp != self._clients_stamp:
+            self._clients_stamp = stamp
+            self.authenticator.configure_curve(domain="*", location=str(self.curve.clients))
+            if not force:
+                self.log.info(
+                    "ZeroMQ CURVE clients reloaded from {dir}", dir=str(self.curve.clients)
+                )
+
+    def _tick(self) -> None:
+        self._reload_clients()
+        self.doRead()
 
     def stopService(self) -> None:
         Service.stopService(self)
@@ -199,6 +294,9 @@ class ZmqSubscriber(Service):
             self.socket.close(linger=0)
             self.socket = None
         self._fd = -1
+        if self.authenticator is not None:
+            self.authenticator.stop()
+            self.authenticator = None
         if self.context is not None:
             self.context.term()
             self.context = None
