@@ -294,3 +294,48 @@ def test_a_name_is_any_string_and_may_be_empty() -> None:
         'key "a b/ü\\"q" { policy = "read" }\nservice_prefix "" { policy = "read" }'
     )
     assert rules == (Rule("key", 'a b/ü"q', False, "read"), Rule("service", "", True, "read"))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        'service "a" { policy = "write" }\nservice "b" { policy = "read" }\n'
+        'service "a" { policy = "deny" }',
+        '{"service": {"a": {"policy": "write"}, "b": {"policy": "read"}, "a": {"policy": "deny"}}}',
+        # HCL's JSON form of repeated blocks: arrays of objects
+        '{"service": [{"a": {"policy": "write"}}, {"b": [{"policy": "read"}]}, '
+        '{"a": {"policy": "deny"}}]}',
+    ],
+    ids=["hcl", "json", "json-arrays"],
+)
+def test_a_block_written_twice_gives_both_rules_to_merge(text: str) -> None:
+    """Consul decodes repeated blocks into a list and merges them (deny wins), where
+    pyhcl alone would keep only the last."""
+    rules = parse_rules(text)
+    assert len(rules) == 3
+    assert set(rules) == {
+        Rule("service", "a", False, "write"),
+        Rule("service", "b", False, "read"),
+        Rule("service", "a", False, "deny"),
+    }
+
+
+@pytest.mark.parametrize(
+    ("text", "argument", "line", "column"),
+    [
+        ('operator = "read"\noperator = "write"', "operator", 2, 1),
+        ('service "a" {\n  policy = "read"\n  policy = "write"\n}', "policy", 3, 3),
+        ('{"operator": "read",\n "operator": "write"}', "operator", 2, 2),
+        ('{"key": {"k": {"policy": "read", "policy": "deny"}}}', "policy", 1, 34),
+    ],
+)
+def test_an_argument_set_twice_is_refused_as_consul_refuses_it(
+    text: str, argument: str, line: int, column: int
+) -> None:
+    """policy_ce.go decodes with DecodeErrorOnDuplicates."""
+    with pytest.raises(PolicyError) as caught:
+        parse_rules(text)
+    assert caught.value.message == (
+        f'The argument "{argument}" was already set. Each argument can only be defined once'
+    )
+    assert (caught.value.line, caught.value.column) == (line, column)

@@ -20,6 +20,7 @@ import functools
 import json
 import re
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,6 +89,33 @@ def _parse(text: str) -> tuple[Rule, ...]:
     return tuple(rules)
 
 
+class _Repeated(list[Any]):
+    """The values of a key written more than once in one object, in order: repeated
+    blocks (``service "a" {...}`` twice, merged as Consul merges them) or an argument
+    set twice (which Consul refuses)."""
+
+
+def _collect(pairs: Iterable[tuple[Any, Any]]) -> dict[Any, Any]:
+    """A dict of *pairs*, a key given more than once holding a :class:`_Repeated`."""
+    collected: dict[Any, Any] = {}
+    for key, value in pairs:
+        if key not in collected:
+            collected[key] = value
+        elif isinstance(collected[key], _Repeated):
+            collected[key].append(value)
+        else:
+            collected[key] = _Repeated([collected[key], value])
+    return collected
+
+
+class _HclParser(HclParser):
+    """pyhcl's parser, but a key written twice is kept twice (pyhcl lets the last one
+    win, where Consul merges repeated blocks and refuses a repeated argument)."""
+
+    def objectlist_flat(self, lt: list[tuple[Any, Any]], replace: bool) -> dict[Any, Any]:
+        return _collect(lt)
+
+
 class _Parser:
     """One pyhcl parser, made on first use and kept: making one builds its LALR tables
     (some 50 ms; pyhcl ships none), parsing with it takes about 1 ms.  A parse keeps
@@ -100,7 +128,7 @@ class _Parser:
     def parse(self, text: str) -> Any:
         with self._lock:
             if self._parser is None:
-                self._parser = HclParser()
+                self._parser = _HclParser()
             return self._parser.parse(text)
 
 
@@ -112,7 +140,7 @@ def _load(text: str) -> Any:
     decide), its errors made a :class:`PolicyError` with a position."""
     try:
         if text.lstrip().startswith("{"):
-            return json.loads(text)
+            return json.loads(text, object_pairs_hook=_collect)
         return _HCL.parse(text)
     except json.JSONDecodeError as e:
         raise PolicyError(e.msg, e.lineno, e.colno) from None
@@ -155,18 +183,49 @@ def _top_level(text: str, key: str, value: Any) -> list[Rule]:
     base, prefix = (key[: -len("_prefix")], True) if key.endswith("_prefix") else (key, False)
     if base not in NAMED:
         raise PolicyError(f"Unknown ACL resource {_q(key)}", *_locate(text, key))
-    if not isinstance(value, dict) or any(not isinstance(v, dict) for v in value.values()):
+    entries = _entries(value)
+    if entries is None:
         raise PolicyError(
             f'{key} rules take a name: {key} "<name>" {{ policy = "read" }}',
             *_locate(text, key),
         )
     rules: list[Rule] = []
-    for name, block in value.items():
-        rules.extend(_named(text, key, base, prefix, str(name), block))
+    for name, block in entries:
+        rules.extend(_named(text, key, base, prefix, name, block))
     return rules
 
 
+def _entries(value: Any) -> list[tuple[str, dict[str, Any]]] | None:
+    """The (name, block) pairs of a named resource's value: ``{name: block}``, or a
+    list of those (repeated blocks; HCL's JSON arrays), a name's block repeated too.
+    None if that is not its shape."""
+    entries: list[tuple[str, dict[str, Any]]] = []
+    for group in value if isinstance(value, list) else [value]:
+        if not isinstance(group, dict):
+            return None
+        for name, block in group.items():
+            for one in block if isinstance(block, list) else [block]:
+                if not isinstance(one, dict):
+                    return None
+                entries.append((str(name), one))
+    return entries
+
+
+def _repeated(text: str, *path: str) -> PolicyError:
+    """Consul's error for an argument set twice, at the second one."""
+    first = _offset(text, 0, *path)
+    again = _offset(text, first + 1, path[-1]) if first is not None else None
+    line, column = _position(text, again if again is not None else first or 0)
+    return PolicyError(
+        f"The argument {_q(path[-1])} was already set. Each argument can only be defined once",
+        line,
+        column,
+    )
+
+
 def _nameless(text: str, key: str, value: Any) -> list[Rule]:
+    if isinstance(value, _Repeated):
+        raise _repeated(text, key)
     if not isinstance(value, str):
         raise PolicyError(f'{key} takes one access: {key} = "read"', *_locate(text, key))
     if value == "":  # allowed, and grants nothing (Consul: "allowed to be empty")
@@ -183,6 +242,8 @@ def _named(text: str, key: str, base: str, prefix: bool, name: str, block: Any) 
             raise PolicyError(
                 f"Unknown field {_q(field)} in {key} {_q(name)}", *_locate(text, key, name, field)
             )
+        if isinstance(value, _Repeated):
+            raise _repeated(text, key, name, field)
         if not isinstance(value, str):
             raise PolicyError(
                 f"{key} {_q(name)}: {field} must be a string",
@@ -214,15 +275,27 @@ def _locate(text: str, *path: str, value: bool = False) -> tuple[int, int]:
     or ``:``).  The start of the text if none is."""
     offset, found = 0, 0
     for word in path:
-        pattern = re.escape(json.dumps(word))
-        if re.fullmatch(r"[\w-]+", word):
-            pattern += rf"|(?<![\w\"-]){re.escape(word)}(?![\w\"-])"
-        match = re.compile(pattern).search(text, offset)
-        if match is None:
+        start = _offset(text, offset, word)
+        if start is None:
             return _position(text, found)
-        found, offset = match.start(), match.end()
+        found, offset = start, start + 1
     if value and path:
-        after = re.compile(r"\s*[=:]\s*").match(text, offset)
+        after = re.compile(r"(?:\"(?:[^\"\\]|\\.)*\"|[\w-]+)\s*[=:]\s*").match(text, found)
         if after:
             found = after.end()
     return _position(text, found)
+
+
+def _offset(text: str, start: int, *path: str) -> int | None:
+    """Where the last of *path* is written in *text* after *start*, each word after the
+    one before (see :func:`_locate`); None if one is not found."""
+    found = None
+    for word in path:
+        pattern = re.escape(json.dumps(word))
+        if re.fullmatch(r"[\w-]+", word):
+            pattern += rf"|(?<![\w\"-]){re.escape(word)}(?![\w\"-])"
+        match = re.compile(pattern).search(text, start)
+        if match is None:
+            return None
+        found, start = match.start(), match.end()
+    return found
