@@ -5,6 +5,8 @@ from __future__ import annotations
 import queue
 import re
 import shutil
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -258,3 +260,23 @@ def test_a_bad_key_stops_the_daemon_with_one_line(
     with pytest.raises(RuntimeError, match="holds no secret key"):
         daemon.start(timeout=10)
     assert "Traceback" not in daemon.output()
+
+
+def test_the_readme_curve_example_runs_as_written(
+    daemon_factory: DaemonFactory, tmp_path: Path
+) -> None:
+    """The README's certificates, daemon command and CURVE publisher (ports moved to
+    free ones) deliver the publisher's event to a subscriber."""
+    from .test_readme_examples import daemon_options, example, ports
+
+    port = free_port()
+    subprocess.run(["sh", "-ec", example("zmq-curve-certificates")], cwd=tmp_path, check=True)
+    command = ports(example("zmq-curve-daemon"), 8500, zmq=port)
+    daemon = daemon_factory().start(daemon_options(command))
+    stream = Stream(daemon)
+    script = ports(example("zmq-curve-publisher"), daemon.http_port, zmq=port)
+    for _ in range(20):
+        subprocess.run([sys.executable, "-c", script], cwd=tmp_path, check=True, timeout=30)
+        if stream.next(2) == "zmq/builds":
+            return
+    raise AssertionError("the README's CURVE publisher's event never arrived")
