@@ -6,9 +6,11 @@ format, so these tests do not take dnslib's word for what dnslib wrote.
 
 from __future__ import annotations
 
+import gc
 import random
 import struct
-from collections.abc import Iterable
+import tracemalloc
+from collections.abc import Callable, Iterable
 
 import dns.edns
 import dns.flags
@@ -634,3 +636,53 @@ def test_any_bytes_get_either_silence_or_a_reply_with_their_id(packet: bytes) ->
         assert reply[:2] == packet[:2]
         assert reply[2] & 0x80
         dns.message.from_wire(reply, ignore_trailing=False)
+
+
+def _query_wire(name: str, rdtype: str = "A", payload: int | None = None) -> bytes:
+    query = dns.message.make_query(name, rdtype, use_edns=0 if payload else None, payload=payload)
+    query.id = 7
+    return query.to_wire()
+
+
+#: Floods of queries a UDP client can send, each query a new cache entry: unknown
+#: service names, refused names, many labels, every EDNS size, every spelling of a big
+#: answer (its shuffled orders built as they are asked for), reverse lookups.
+FLOODS: dict[str, tuple[Callable[[int], bytes], int, int]] = {
+    "unknown service": (lambda i: _query_wire(f"x{i}abcdefgh.service.consul"), 2000, 1),
+    "unknown, EDNS": (lambda i: _query_wire(f"x{i}.service.consul", payload=1232), 2000, 1),
+    "refused": (lambda i: _query_wire(f"host{i}.example.com"), 2000, 1),
+    "many labels": (lambda i: _query_wire(f"a.b.c.d.e.f.g{i}.node.dc1.consul"), 2000, 1),
+    "EDNS sizes": (lambda i: _query_wire("alpha.node.consul", payload=600 + i), 2000, 1),
+    "big answer": (lambda i: _query_wire("big.service.consul", payload=600 + i), 200, 12),
+    "reverse": (
+        lambda i: _query_wire(f"{i & 255}.{(i >> 8) & 255}.0.10.in-addr.arpa", "PTR"),
+        2000,
+        1,
+    ),
+}
+
+
+@pytest.mark.parametrize("flood", sorted(FLOODS))
+def test_the_cache_charges_what_its_entries_really_cost(flood: str) -> None:
+    """The byte budget is the memory the caches hold: what an entry is charged is within
+    a factor of what tracemalloc sees it allocate (it was a fifth of it, so a 64 MiB
+    budget let unique names take ~330 MB)."""
+    make, count, repeat = FLOODS[flood]
+    responder = Responder(Config(), lambda: snapshot(big_catalog(10)), max_bytes=2**40)
+    for i in range(1, 40):  # warm up: the snapshot, dnslib's and the rng's own state
+        for _ in range(repeat):
+            responder.respond(make(-i), udp=True)
+    packets = [make(i) for i in range(count)]
+    gc.collect()
+    tracemalloc.start()
+    try:
+        traced_before, charged_before = tracemalloc.get_traced_memory()[0], responder.cached_bytes
+        for packet in packets:
+            for _ in range(repeat):
+                responder.respond(packet, udp=True)
+        gc.collect()
+        traced = tracemalloc.get_traced_memory()[0] - traced_before
+    finally:
+        tracemalloc.stop()
+    charged = responder.cached_bytes - charged_before
+    assert 0.6 * traced <= charged <= 1.6 * traced, (flood, traced / count, charged / count)

@@ -67,6 +67,7 @@ OPTION_PARAMETERS: list[list[Any]] = [
         "0",
         "SOA minimum TTL in seconds: how long resolvers may cache 'no such name'.",
     ],
+    ["dns-cache-size", None, "64MiB", "Memory the precomputed DNS replies may take."],
     ["data-dir", None, "./homeport-data", "Where the SQLite files live (created if missing)."],
     ["datacenter", None, "dc1", "This agent's datacenter name."],
     [
@@ -477,7 +478,15 @@ def _dns(options: Mapping[str, Any]) -> dns.Settings | None:
     except InvalidConfig as e:
         flag = DNS_FLAGS[e.field]
         raise usage.UsageError(f"{flag} {options[flag[2:]]!r}: {e.reason}") from None
-    return dns.Settings(host=host, port=port, domain=domain, ttl=ttl, soa_min_ttl=soa_min_ttl)
+    cache_size = convert(options, "dns-cache-size", parse_size, "a size like 64MiB")
+    return dns.Settings(
+        host=host,
+        port=port,
+        domain=domain,
+        ttl=ttl,
+        soa_min_ttl=soa_min_ttl,
+        cache_size=cache_size,
+    )
 
 
 def _logs(options: Mapping[str, Any], token: str | None) -> logs.Settings:

@@ -27,6 +27,8 @@ class Settings:
     #: TTL of answers, and the SOA minimum (how long "no such name" may be cached).
     ttl: int = 0
     soa_min_ttl: int = 0
+    #: Memory the precomputed replies may take (``--dns-cache-size``).
+    cache_size: int = 64 * 2**20
 
 
 def build(
@@ -35,7 +37,7 @@ def build(
     """DNS for *catalog* on ``settings.host:port`` (UDP and TCP), once started; its
     query counts on *metrics*."""
     from .config import Config
-    from .server import DNSService
+    from .server import DNSService, Limits
 
     config = Config(domain=settings.domain, ttl=settings.ttl, soa_min_ttl=settings.soa_min_ttl)
     where = f"[{settings.host}]" if ":" in settings.host else settings.host
@@ -45,6 +47,7 @@ def build(
         settings.port,
         config,
         reactor,
+        limits=Limits(cache_size=settings.cache_size),
         what=f"--dns {where}:{settings.port}",
     )
     if metrics is not None:

@@ -269,6 +269,9 @@ class Limits:
     max_connections: int = 1024
     #: The largest UDP reply we send, whatever size the client's EDNS offers.
     max_udp_size: int = 4096
+    #: What the precomputed replies may hold in memory (``--dns-cache-size``): past it
+    #: the caches start again from empty.
+    cache_size: int = 64 * 2**20
 
 
 class DNSService(Service):
@@ -301,7 +304,9 @@ class DNSService(Service):
         self.config = replace(config, max_udp_size=limits.max_udp_size)
         self.what = what or f"DNS {interface}:{port}"
         self.reactor = reactor
-        self.responder = Responder(self.config, self._snapshot, on_error=self._failed)
+        self.responder = Responder(
+            self.config, self._snapshot, max_bytes=limits.cache_size, on_error=self._failed
+        )
         self.factory = DNSStreamFactory(
             self.responder, reactor, limits.idle_timeout, limits.max_connections
         )
