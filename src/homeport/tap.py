@@ -29,7 +29,7 @@ from .http.metrics import Metrics, MetricsResource
 from .http.site import HomeportSite, Root, V1Dispatch
 from .options import Options, Settings
 from .part import IHomeportReactor, Part, attach
-from .services import HangupService, OnStop
+from .services import HangupService, OnStop, TermService
 
 if TYPE_CHECKING:
     from .catalog.api import Agent
@@ -86,7 +86,7 @@ def makeService(options: Options, reactor: IHomeportReactor | None = None) -> IS
     site.serve_fast(cat.api.fast_answer if settings.fast_path else None)
     attach(top, *(part.service for part in parts))
     hangup = HangupService(reactor, [a for p in parts for a in p.on_hangup])
-    attach(top, hangup)
+    attach(top, hangup, TermService(reactor))
     cat.set_reload(hangup.run)  # PUT /v1/agent/reload runs what SIGHUP runs
     # Stopped first (services stop in reverse): answer parked blocking queries.
     attach(top, OnStop(cat.api.close))

@@ -52,6 +52,8 @@ from .model import (
     Catalog,
     Check,
     CheckDefinition,
+    KVEntry,
+    KVOp,
     Node,
     Service,
     aggregate_status,
@@ -877,7 +879,16 @@ class ConsulAPI:
     def txn(self, call: Call) -> Reply:
         """KV operations applied all together or not at all; 409 with the failed op."""
         ops = consul.txn_ops(consul.parse_body(call.body), MAX_TXN_OPS, KV_MAX_VALUE)
-        results, errors = self.catalog.kv_txn(ops)
+        # Consul's kvsPreApply, for every op before any runs: a key, unless deleting all.
+        errors: list[tuple[int, object]] = [
+            (n, "Must provide key")
+            for n, op in enumerate(ops)
+            if isinstance(op, KVOp) and not op.key and op.verb != "delete-tree"
+        ]
+        results: list[KVEntry] = []
+        if not errors:
+            results, kv_errors = self.catalog.kv_txn(ops)
+            errors.extend(kv_errors)
         if errors:
             failed = [{"OpIndex": n, "What": str(what)} for n, what in errors]
             return json_reply({"Results": None, "Errors": failed}, 409, call.pretty)

@@ -716,7 +716,7 @@ def agent_check(fields: Mapping[str, Any], node: str, source: Source = "api") ->
     name = fields.get("Name") or ""
     if not name:
         raise BadRequest("Missing check name")
-    check_id = fields.get("ID") or fields.get("CheckID") or name
+    check_id = limit_name(fields.get("ID") or fields.get("CheckID") or name, "Check ID")
     return Check(
         node=node,
         check_id=check_id,
@@ -729,6 +729,61 @@ def agent_check(fields: Mapping[str, Any], node: str, source: Source = "api") ->
     )
 
 
+#: The longest name or ID homeport stores (bytes of UTF-8).  Consul has no limit (it
+#: warns that a name over 63 bytes cannot be found over DNS), but a name is a DNS label,
+#: a URL segment and a key in every answer: nothing real comes near this.
+MAX_NAME = 512
+#: Consul's limits on service metadata (``structs.ValidateServiceMetadata``).
+META_MAX_PAIRS = 64
+META_KEY_MAX = 128
+META_VALUE_MAX = 512
+_META_KEY = re.compile(r"[a-zA-Z0-9_-]+")
+
+
+def limit_name(value: str, what: str) -> str:
+    """*value*, if it is not longer than :data:`MAX_NAME` bytes (400 if it is)."""
+    size = len(value.encode("utf-8", "surrogatepass"))
+    if size > MAX_NAME:
+        raise BadRequest(f"{what} is too long: {size} bytes (the limit is {MAX_NAME})")
+    return value
+
+
+def validate_service_meta(meta: Mapping[str, str]) -> None:
+    """Consul's ``ValidateServiceMetadata`` for the agent's register, in its words."""
+    if len(meta) > META_MAX_PAIRS:
+        raise BadRequest(
+            "Invalid Service Meta: Node metadata cannot contain more than "
+            f"{META_MAX_PAIRS} key/value pairs"
+        )
+    for key, value in meta.items():
+        why = _meta_pair_error(key, value)
+        if why:
+            raise BadRequest(
+                f"Invalid Service Meta: Couldn't load metadata pair ('{key}', '{value}'): {why}"
+            )
+
+
+def _meta_pair_error(key: str, value: str) -> str | None:
+    if not key:
+        return "Key cannot be blank"
+    if not _META_KEY.fullmatch(key):
+        return "Key contains invalid characters"
+    if len(key) > META_KEY_MAX:
+        return f"Key is too long (limit: {META_KEY_MAX} characters)"
+    if key.startswith("consul-"):
+        return "Key prefix 'consul-' is reserved for internal use"
+    if len(value) > META_VALUE_MAX:
+        return f"Value is too long (limit: {META_VALUE_MAX} characters)"
+    return None
+
+
+def _limit_service(service: Service) -> None:
+    limit_name(service.name, "Service name")
+    limit_name(service.id, "Service ID")
+    for tag in service.tags:
+        limit_name(tag, "Service tag")
+
+
 def agent_service(
     fields: Mapping[str, Any], node: str, source: Source = "api"
 ) -> tuple[Service, list[Check]]:
@@ -736,6 +791,7 @@ def agent_service(
     name = fields.get("Name") or ""
     if not name:
         raise BadRequest("Missing service name")
+    validate_service_meta(fields.get("Meta") or {})
     service_id = fields.get("ID") or name
     port = fields.get("Port") or 0
     if not 0 <= port <= 65535:
@@ -756,6 +812,7 @@ def agent_service(
         ),
         source=source,
     )
+    _limit_service(service)
     definitions = ([fields["Check"]] if fields.get("Check") else []) + list(
         fields.get("Checks") or []
     )
@@ -766,7 +823,9 @@ def agent_service(
         checks.append(
             Check(
                 node=node,
-                check_id=definition.get("ID") or definition.get("CheckID") or check_id,
+                check_id=limit_name(
+                    definition.get("ID") or definition.get("CheckID") or check_id, "Check ID"
+                ),
                 name=definition.get("Name") or f"Service '{name}' check",
                 status=_status(definition),
                 notes=definition.get("Notes") or "",
@@ -845,6 +904,7 @@ def catalog_registration(
     node_name = fields.get("Node") or ""
     if not node_name:
         raise ServerRefusal("Must provide node")
+    limit_name(node_name, "Node name")
     skip = bool(fields.get("SkipNodeUpdate"))
     address = fields.get("Address") or ""
     if not address and not skip:
@@ -878,6 +938,7 @@ def catalog_registration(
                 tagged_addresses=service_addresses(svc.get("TaggedAddresses") or {}),
             )
         )
+        _limit_service(services[-1])
     checks: list[Check] = []
     raw_checks = ([fields["Check"]] if fields.get("Check") else []) + list(
         fields.get("Checks") or []
@@ -886,6 +947,7 @@ def catalog_registration(
         check_id = raw.get("CheckID") or raw.get("Name") or ""
         if not check_id:
             raise BadRequest("Missing check ID")
+        limit_name(check_id, "Check ID")
         checks.append(
             Check(
                 node=node_name,
