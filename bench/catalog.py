@@ -1,17 +1,21 @@
 #!/usr/bin/env python3
 """Catalog reads under load: homeport vs twisted.web's own floor vs nginx, in one run.
 
-Registers 100 instances of ``web`` in a fresh daemon, then runs ``wrk`` against
-``GET /v1/catalog/service/web`` on
+Registers 100 instances of ``web`` (and a KV key) in two fresh daemons, one as it runs
+by default (cached reads answered by the HTTP fast path) and one with
+``--no-fast-path`` (every request through twisted.web), then runs ``wrk`` in
+alternating rounds against three reads a watcher polls:
 
-1. homeport (the real daemon, the real route, cached bytes + Consul headers),
-2. a minimal twisted.web resource returning the same bytes (the framework's floor),
-3. nginx serving the same bytes as a static file (for scale),
+- ``GET /v1/catalog/service/web`` (the 47 KB answer of 100 instances),
+- ``GET /v1/health/service/web?passing``,
+- ``GET /v1/kv/app/config``,
 
-and prints requests/s, latency and the ratios.  Target: homeport >= 0.9 x the minimal
-twisted.web resource.
+on both daemons, on a minimal twisted.web resource returning the same bytes (the
+framework's floor) and on nginx serving them as static files with one worker process,
+and prints requests/s, average and p99 latency and each ratio's range over the rounds.
+Targets (issue #19): homeport >= 0.7x nginx, p99 no worse than twisted.web's.
 
-    python3 bench/catalog.py [--seconds 10] [--connections 50]
+    python3 bench/catalog.py [--seconds 10] [--connections 50] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -26,22 +30,23 @@ import subprocess
 import sys
 import tempfile
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 from benchlib import free_port, wait_http
 
 MINIMAL_SERVER = r"""
-import sys
+import json, sys
 from twisted.internet import reactor
 from twisted.web import resource, server
 
-body = open(sys.argv[1], "rb").read()
+bodies = {p.encode(): open(f, "rb").read() for p, f in json.load(open(sys.argv[1])).items()}
 
 class Bytes(resource.Resource):
     isLeaf = True
     def render_GET(self, request):
         request.setHeader(b"content-type", b"application/json")
-        return body
+        return bodies[request.path]
 
 site = server.Site(Bytes())
 site.log = lambda request: None
@@ -68,7 +73,27 @@ http {{
 """
 
 
-def wrk(url: str, seconds: int, connections: int) -> tuple[float, str]:
+#: The reads measured: URL path (and query) -> the path of its static copy.
+READS = {
+    "/v1/catalog/service/web": "/v1/catalog/service/web",
+    "/v1/health/service/web?passing": "/v1/health/service/web",
+    "/v1/kv/app/config": "/v1/kv/app/config",
+}
+
+
+@dataclass
+class Result:
+    rps: float
+    latency: str
+    p99_ms: float
+
+
+def _ms(text: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()  # type: ignore[union-attr]
+    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def wrk(url: str, seconds: int, connections: int) -> Result:
     out = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", url],
         capture_output=True,
@@ -77,18 +102,19 @@ def wrk(url: str, seconds: int, connections: int) -> tuple[float, str]:
     ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     latency = re.search(r"Latency\s+(\S+)", out).group(1)  # type: ignore[union-attr]
+    p99 = re.search(r"99%\s+(\S+)", out).group(1)  # type: ignore[union-attr]
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if errors:
         raise SystemExit(f"wrk saw {errors.group(1)} error answers from {url}")
-    return rps, latency
+    return Result(rps, latency, _ms(p99))
 
 
-def start_homeport(work: Path, procs: list[subprocess.Popen[bytes]]) -> str:
+def start_homeport(work: Path, procs: list[subprocess.Popen[bytes]], name: str, *extra: str) -> str:
     """homeport on a free port (added to *procs*); its base URL once it answers."""
     port = free_port()
     command = [sys.executable, "-m", "twisted", "homeport", "--http"]
-    command += [f"tcp:{port}:interface=127.0.0.1", "--dns", "none"]
-    command += ["--data-dir", str(work / "data"), "--node", "bench", "--advertise", "10.0.0.1"]
+    command += [f"tcp:{port}:interface=127.0.0.1", "--dns", "none", *extra]
+    command += ["--data-dir", str(work / name), "--node", "bench", "--advertise", "10.0.0.1"]
     procs.append(
         subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=work)
     )
@@ -115,24 +141,31 @@ def register_sample(base: str) -> None:
         ).encode()
         req = urllib.request.Request(base + "/v1/catalog/register", data=body, method="PUT")
         urllib.request.urlopen(req).read()
+    value = json.dumps({"pool": 20, "timeout": "5s"}).encode()
+    req = urllib.request.Request(base + "/v1/kv/app/config", data=value, method="PUT")
+    urllib.request.urlopen(req).read()
 
 
 def start_peers(
-    work: Path, payload: bytes, path: str, procs: list[subprocess.Popen[bytes]]
+    work: Path, payloads: dict[str, bytes], procs: list[subprocess.Popen[bytes]]
 ) -> tuple[int, int]:
-    """A minimal twisted.web resource and nginx serving *payload* at *path*: their ports."""
+    """A minimal twisted.web resource and nginx serving each read's bytes: their ports."""
+    files = {}
+    for query_path, payload in payloads.items():
+        static = work / "www" / READS[query_path].lstrip("/")
+        static.parent.mkdir(parents=True, exist_ok=True)
+        static.write_bytes(payload)
+        files[READS[query_path]] = str(static)
+    (work / "files.json").write_text(json.dumps(files))
     minimal = subprocess.Popen(
-        [sys.executable, "-c", MINIMAL_SERVER, str(work / "payload.json")],
+        [sys.executable, "-c", MINIMAL_SERVER, str(work / "files.json")],
         stdout=subprocess.PIPE,
         cwd=work,
     )
     procs.append(minimal)
     assert minimal.stdout is not None
     minimal_port = int(minimal.stdout.readline())
-    www = work / "www" / "v1" / "catalog" / "service"
-    www.mkdir(parents=True)
     (work / "tmp").mkdir()
-    (www / "web").write_bytes(payload)
     nginx_port = free_port()
     (work / "nginx.conf").write_text(NGINX_CONF.format(dir=work, port=nginx_port))
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -141,25 +174,36 @@ def start_peers(
             [nginx, "-c", str(work / "nginx.conf"), "-e", str(work / "error.log")], cwd=work
         )
     )
-    assert wait_http(f"http://127.0.0.1:{nginx_port}{path}") == payload
-    assert wait_http(f"http://127.0.0.1:{minimal_port}{path}") == payload
+    for query_path, payload in payloads.items():
+        assert wait_http(f"http://127.0.0.1:{nginx_port}{query_path}") == payload
+        assert wait_http(f"http://127.0.0.1:{minimal_port}{query_path}") == payload
     return minimal_port, nginx_port
 
 
 def measure(targets: list[tuple[str, str]], seconds: int, connections: int, rounds: int) -> None:
-    """Alternate the targets for *rounds*; print each round, then each ratio's range."""
+    """Alternate the targets for *rounds*; print each round, then each ratio's range
+    (requests/s of the first target over each other's, and p99 of each over the first's)."""
     for _, url in targets:
         wrk(url, 2, connections)  # warm up
     ratios: dict[str, list[float]] = {name: [] for name, _ in targets[1:]}
+    p99s: dict[str, list[float]] = {name: [] for name, _ in targets[1:]}
     for round_number in range(1, rounds + 1):
         results = {name: wrk(url, seconds, connections) for name, url in targets}
-        ours = results[targets[0][0]][0]
-        for name, (rps, latency) in results.items():
-            print(f"  round {round_number}  {name:30s} {rps:10.0f} req/s   avg {latency}")
+        ours = results[targets[0][0]]
+        for name, r in results.items():
+            print(
+                f"  round {round_number}  {name:30s} {r.rps:10.0f} req/s   "
+                f"avg {r.latency:>8s}   p99 {r.p99_ms:7.2f}ms"
+            )
         for name in ratios:
-            ratios[name].append(ours / results[name][0])
-    for name, seen in ratios.items():
-        print(f"{targets[0][0]} / {name:30s} = {min(seen):.2f} .. {max(seen):.2f}")
+            ratios[name].append(ours.rps / results[name].rps)
+            p99s[name].append(results[name].p99_ms / ours.p99_ms)
+    for name in ratios:
+        print(
+            f"  {targets[0][0]} / {name:30s} = {min(ratios[name]):.2f} .. "
+            f"{max(ratios[name]):.2f} req/s;  p99 {name} / {targets[0][0]} = "
+            f"{min(p99s[name]):.2f} .. {max(p99s[name]):.2f}"
+        )
 
 
 def main() -> None:
@@ -173,6 +217,9 @@ def main() -> None:
         help="alternate the servers this many times; every round's ratios are printed "
         "and summed up as a range (the box's load swings from run to run)",
     )
+    parser.add_argument(
+        "--read", action="append", choices=list(READS), help="only this read (repeatable)"
+    )
     args = parser.parse_args()
     for tool in ("wrk", "nginx"):
         if not shutil.which(tool) and not Path(f"/usr/sbin/{tool}").exists():
@@ -182,25 +229,28 @@ def main() -> None:
     work.chmod(0o755)  # nginx workers may run as another user
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        base = start_homeport(work, procs)
-        register_sample(base)
-        path = "/v1/catalog/service/web"
-        payload = wait_http(base + path)
-        assert len(json.loads(payload)) == 100
-        (work / "payload.json").write_bytes(payload)
-
-        minimal_port, nginx_port = start_peers(work, payload, path, procs)
+        fast = start_homeport(work, procs, "data")
+        slow = start_homeport(work, procs, "data-slow", "--no-fast-path")
+        payloads = {}
+        for base in (fast, slow):
+            register_sample(base)
+        for query_path in READS:
+            payloads[query_path] = wait_http(fast + query_path)
+        assert len(json.loads(payloads["/v1/catalog/service/web"])) == 100
+        minimal_port, nginx_port = start_peers(work, payloads, procs)
         print(
-            f"GET {path}: {len(payload)} bytes, 100 instances; wrk -t1 "
-            f"-c{args.connections} -d{args.seconds}s x {args.rounds} alternating rounds "
-            f"on {os.cpu_count()} cores"
+            f"wrk -t1 -c{args.connections} -d{args.seconds}s x {args.rounds} alternating "
+            f"rounds on {os.cpu_count()} cores"
         )
-        targets = [
-            ("homeport", base + path),
-            ("twisted.web minimal resource", f"http://127.0.0.1:{minimal_port}{path}"),
-            ("nginx static file", f"http://127.0.0.1:{nginx_port}{path}"),
-        ]
-        measure(targets, args.seconds, args.connections, args.rounds)
+        for query_path in args.read or list(READS):
+            print(f"GET {query_path}: {len(payloads[query_path])} bytes")
+            targets = [
+                ("homeport", fast + query_path),
+                ("homeport --no-fast-path", slow + query_path),
+                ("twisted.web minimal resource", f"http://127.0.0.1:{minimal_port}{query_path}"),
+                ("nginx static file", f"http://127.0.0.1:{nginx_port}{query_path}"),
+            ]
+            measure(targets, args.seconds, args.connections, args.rounds)
     finally:
         for proc in procs:
             proc.send_signal(signal.SIGTERM)
