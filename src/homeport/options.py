@@ -97,6 +97,12 @@ OPTION_PARAMETERS: list[list[Any]] = [
     ["agent-ttl", None, "10s", "With etcd: how soon other agents see this one gone."],
     ["reap-after", None, "72h", "With etcd: a dead agent's node is deregistered after this."],
     ["token", None, None, "A secret required for every write (or use --token-file)."],
+    [
+        "acl-default-policy",
+        None,
+        "deny",
+        "With --acl: what a token may do where no rule of its says (deny or allow).",
+    ],
     ["token-file", None, None, "Read the write token from this file."],
     [
         "zmq-curve-server-key",
@@ -188,6 +194,12 @@ class Options(usage.Options):
             "register a check may run commands here.",
         ],
         ["enable-local-script-checks", None, "Run script checks from --config-dir only."],
+        [
+            "acl",
+            None,
+            "Consul's ACL system: tokens, policies and roles decide who may do what "
+            "(PUT /v1/acl/bootstrap makes the first token; --token is a management token).",
+        ],
     ]
     #: Made by postOptions from what was parsed.
     settings: Settings
@@ -400,8 +412,16 @@ def _catalog(
         cors_origins=cors,
         enable_script_checks=bool(options["enable-script-checks"]),
         enable_local_script_checks=bool(options["enable-local-script-checks"]),
+        acl=bool(options["acl"]),
+        acl_default_policy=_acl_default(options["acl-default-policy"]),
         **_etcd(options),
     )
+
+
+def _acl_default(value: str) -> str:
+    if value not in ("allow", "deny"):
+        raise usage.UsageError(f"--acl-default-policy {value!r}: use 'allow' or 'deny'")
+    return value
 
 
 def _etcd(options: Mapping[str, Any]) -> dict[str, Any]:

@@ -55,6 +55,10 @@ class Settings:
     #: node stays before it is deregistered (Consul's reconnect_timeout, 72 h).
     agent_ttl: float = 10.0
     reap_after: float = 72 * 3600.0
+    #: Consul's ACL system (``--acl``): every route enforces its rule; what no rule
+    #: matches, *acl_default_policy* ("allow" or "deny") decides.
+    acl: bool = False
+    acl_default_policy: str = "deny"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -114,6 +118,8 @@ def build(
         agents = [node for node, _, _ in shared.members()] if shared is not None else None
         return dashboard_facts(catalog, agent, reactor.seconds(), agents)
 
+    set_reload = _agent_and_operator(api, catalog, agent, reactor, metrics, service, v1, data_dir)
+    _acl(settings, api, catalog, agent, reactor.seconds)
     return CatalogPart(
         service=service,
         v1=v1,
@@ -122,10 +128,33 @@ def build(
         agent=agent,
         api=api,
         facts=facts,
-        set_reload=_agent_and_operator(
-            api, catalog, agent, reactor, metrics, service, v1, data_dir
-        ),
+        set_reload=set_reload,
     )
+
+
+def _acl(settings: Settings, api: ApiResource, catalog: Catalog, agent: Agent, clock: Any) -> None:
+    """The ACL endpoints and every route's guard; with ``--acl``, the resolver that
+    makes the guards bite (its decisions forgotten on any ACL change, here or from
+    another agent)."""
+    import time
+
+    from ..acl import Resolver
+    from . import acl_api, guards
+    from .acl_records import AclRecords
+
+    records = AclRecords(catalog)
+    acl_api.routes(api, acl_api.AclAPI(catalog, records, time.time), settings.acl)
+    guards.attach(api, catalog, agent)
+    if not settings.acl:
+        return
+    resolver = Resolver(
+        records,
+        default=settings.acl_default_policy,
+        management_secret=settings.token,
+        datacenter=catalog.datacenter,
+    )
+    records.on_change.append(resolver.invalidate)
+    api.acl = resolver
 
 
 def _identity(settings: Settings, catalog: Catalog, data_dir: Path, now: float) -> Agent:
@@ -315,6 +344,7 @@ def _publisher(publish: Callable[[str, Any], object]) -> Callable[[list[Change]]
 
     def changed(changes: list[Change]) -> None:
         for change in changes:
-            publish(change.topic, change.as_event())
+            if change.topic != "acl":  # tokens and policies are nobody's news
+                publish(change.topic, change.as_event())
 
     return changed

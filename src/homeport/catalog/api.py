@@ -9,9 +9,12 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .. import __version__
+from ..acl import PolicyError
 from ..http.api import TEXT, ApiResource, Call, Handler, Reply, json_reply
 from ..http.errors import ErrorTable
 from . import consul
+from .acl_api import AclDisabled, BootstrapDone
+from .acl_api import NotFound as AclNotFound
 from .checks import ScriptChecksDisabled, ScriptPolicy
 from .errors import (
     AgentServiceIDMissing,
@@ -72,6 +75,10 @@ ERRORS = ErrorTable(
     {
         # requests
         BadRequest: (400, str),
+        PolicyError: (400, str),  # a policy's rules, with line and column
+        AclDisabled: (401, str),
+        BootstrapDone: (403, str),
+        AclNotFound: (404, str),
         InvalidFilter: (500, str),  # go-bexpr's error, passed through by Consul
         ServerRefusal: (500, str),
         BodyTooLarge: (413, str),

@@ -13,6 +13,7 @@ Keys under the prefix (default ``/homeport/``)::
 
     node/<node>                 service/<node>/<id>        check/<node>/<id>
     session/<id>                query/<id>                 kv/<the key as it is>
+    acl-token/<accessor>        acl-policy/<id>            acl-role/<id>
     agent/<node>                this agent's liveness, on its lease (not catalog state)
     lockdelay/<key>             a key's lock delay after its session went, on a lease
     revision                    put by every commit: the newest write under the prefix
@@ -77,7 +78,17 @@ ATTEMPTS = 16
 #: How long a write waits for etcd to have a leader (an election takes about a second
 #: with etcd's default timings) before it fails with "No cluster leader".
 HOLD = 3.0
-KINDS: tuple[StoredKind, ...] = ("node", "service", "check", "session", "query", "kv")
+KINDS: tuple[StoredKind, ...] = (
+    "node",
+    "service",
+    "check",
+    "session",
+    "query",
+    "kv",
+    "acl-token",
+    "acl-policy",
+    "acl-role",
+)
 PAIRED = ("service", "check")
 
 

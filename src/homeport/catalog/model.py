@@ -26,6 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, TypeGuard, assert_never, cast, get_args
 
+from ..acl import NodeIdentity, PolicyRecord, RoleRecord, ServiceIdentity, TokenRecord
 from .errors import (
     CatalogError,
     CheckCritical,
@@ -221,9 +222,14 @@ class PreparedQuery:
 
 Kind = Literal["node", "service", "check", "kv", "session"]
 Entity = Node | Service | Check | KVEntry | Session
-#: What the store keeps (and a snapshot holds): the entities, and prepared queries.
-StoredKind = Kind | Literal["query"]
-Stored = Entity | PreparedQuery
+#: ACL tokens (by AccessorID), policies and roles (by ID), as the catalog keeps them.
+AclKind = Literal["acl-token", "acl-policy", "acl-role"]
+AclRecord = TokenRecord | PolicyRecord | RoleRecord
+ACL_KINDS: tuple[AclKind, ...] = ("acl-token", "acl-policy", "acl-role")
+#: What the store keeps: the entities, prepared queries and ACL records (a snapshot
+#: holds all but the ACL records).
+StoredKind = Kind | Literal["query"] | AclKind
+Stored = Entity | PreparedQuery | AclRecord
 
 
 @dataclass(frozen=True)
@@ -239,6 +245,8 @@ class Change:
 
     @property
     def topic(self) -> str:
+        if self.kind in ACL_KINDS:
+            return "acl"
         return "kv" if self.kind in ("kv", "session") else "catalog"
 
     def as_event(self) -> dict[str, Any]:
@@ -310,7 +318,18 @@ def _entity_key(entity: Entity) -> tuple[Kind, tuple[str, ...]]:
 def _stored_key(value: Stored) -> tuple[StoredKind, tuple[str, ...]]:
     if isinstance(value, PreparedQuery):
         return "query", (value.id,)
+    if isinstance(value, AclRecord):
+        return acl_key(value)
     return _entity_key(value)
+
+
+def acl_key(record: AclRecord) -> tuple[AclKind, tuple[str]]:
+    """An ACL record's kind and key: a token by AccessorID, a policy or role by ID."""
+    if isinstance(record, TokenRecord):
+        return "acl-token", (record.accessor,)
+    if isinstance(record, PolicyRecord):
+        return "acl-policy", (record.id,)
+    return "acl-role", (record.id,)
 
 
 # ---------------------------------------------------------------------------
@@ -337,6 +356,10 @@ class Catalog:
         self.sessions: dict[str, Session] = {}
         #: Prepared queries by ID.
         self.queries: dict[str, PreparedQuery] = {}
+        #: ACL tokens by AccessorID, policies and roles by ID.
+        self.acl_tokens: dict[str, TokenRecord] = {}
+        self.acl_policies: dict[str, PolicyRecord] = {}
+        self.acl_roles: dict[str, RoleRecord] = {}
         #: Keys whose holder's session was invalidated -> clock time they are free again.
         self.lock_delays: dict[str, float] = {}
         self._listeners: list[Listener] = []
@@ -439,6 +462,10 @@ class Catalog:
             if isinstance(entity, PreparedQuery):
                 self.queries[entity.id] = entity
                 continue
+            if isinstance(entity, AclRecord):
+                acl_kind, acl_id = acl_key(entity)
+                self.acl_table(acl_kind)[acl_id[0]] = entity
+                continue
             kind, key = _entity_key(entity)
             self._table(kind)[_slot(kind, key)] = entity
         self.index = max(self.index, index)
@@ -461,7 +488,7 @@ class Catalog:
         wanted: dict[StoredKind, dict[Any, Stored]] = {kind: {} for kind in tables}
         for entity in entities:
             kind, key = _stored_key(entity)
-            wanted[kind][key[0] if kind == "query" else _slot(kind, key)] = entity
+            wanted[kind][key[0] if kind == "query" else _slot(cast(Kind, kind), key)] = entity
         if all(tables[kind] == table for kind, table in wanted.items()):
             return
         newest = (e.modify_index for table in wanted.values() for e in table.values())
@@ -945,6 +972,44 @@ class Catalog:
         del self.queries[query.id]
         self._pending.append(Change(self.index + 1, "query", "delete", (query.id,), None, query))
 
+    # -- ACL tokens, policies and roles --------------------------------------------------
+
+    def acl_table(self, kind: AclKind) -> dict[str, Any]:
+        if kind == "acl-token":
+            return self.acl_tokens
+        return self.acl_policies if kind == "acl-policy" else self.acl_roles
+
+    def acl_set(self, record: AclRecord) -> AclRecord:
+        """Store *record* (new, or replacing the one with its ID); :mod:`.acl_api` has
+        checked it.  CreateIndex kept, ModifyIndex the new one."""
+        kind, key = acl_key(record)
+        table = self.acl_table(kind)
+        previous = table.get(key[0])
+        with self._transaction():
+            assert self._pending is not None
+            index = self.index + 1
+            record = replace(
+                record,
+                create_index=previous.create_index if previous is not None else index,
+                modify_index=index,
+            )
+            table[key[0]] = record
+            self._pending.append(Change(index, kind, "set", key, record, previous))
+        return record
+
+    def acl_delete(self, kind: AclKind, record_id: str) -> bool:
+        """Delete the token, policy or role *record_id*; False if there was none."""
+        table = self.acl_table(kind)
+        previous = table.get(record_id)
+        if previous is None:
+            return False
+        with self._transaction():
+            assert self._pending is not None
+            del table[record_id]
+            change = Change(self.index + 1, kind, "delete", (record_id,), None, previous)
+            self._pending.append(change)
+        return True
+
     # -- bulk replacement (service definition files) --------------------------
 
     def replace_source(
@@ -1026,7 +1091,26 @@ def stored_from_dict(kind: str, data: dict[str, Any]) -> Stored:
     """What the store keeps, back: an entity or (kind ``query``) a prepared query."""
     if kind == "query":
         return PreparedQuery(**data)
+    if kind in ACL_KINDS:
+        return acl_from_dict(kind, data)
     return entity_from_dict(cast(Kind, kind), data)
+
+
+def acl_from_dict(kind: AclKind, data: dict[str, Any]) -> AclRecord:
+    """An ACL record back from :func:`entity_to_dict`'s form."""
+    services = tuple(
+        ServiceIdentity(s["name"], tuple(s.get("datacenters", ())))
+        for s in data.pop("service_identities", ())
+    )
+    nodes = tuple(NodeIdentity(n["name"], n["datacenter"]) for n in data.pop("node_identities", ()))
+    if kind == "acl-policy":
+        data["datacenters"] = tuple(data.get("datacenters", ()))
+        return PolicyRecord(**data)
+    data["policies"] = tuple(data.get("policies", ()))
+    if kind == "acl-role":
+        return RoleRecord(**data, service_identities=services, node_identities=nodes)
+    data["roles"] = tuple(data.get("roles", ()))
+    return TokenRecord(**data, service_identities=services, node_identities=nodes)
 
 
 def entity_from_dict(kind: Kind, data: dict[str, Any]) -> Entity:

@@ -19,9 +19,9 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, cast
 
-from .model import Catalog, Change, KVEntry, PreparedQuery, Stored, StoredKind
+from .model import ACL_KINDS, Catalog, Change, Kind, KVEntry, PreparedQuery, Stored, StoredKind
 
 #: A place in the catalog: its kind and its key in the kind's table.
 Slot = tuple[StoredKind, Any]
@@ -77,7 +77,7 @@ class Proposal:
 
 
 def slot_of(kind: StoredKind, key: tuple[str, ...]) -> Slot:
-    return kind, key[0] if kind in ("node", "kv", "session", "query") else key
+    return kind, key[0] if kind in ("node", "kv", "session", "query", *ACL_KINDS) else key
 
 
 class ReplicatedCatalog(Catalog):
@@ -99,6 +99,9 @@ class ReplicatedCatalog(Catalog):
         self.kv = _Tracked("kv")
         self.sessions = _Tracked("session")
         self.queries = _Tracked("query")
+        self.acl_tokens = _Tracked("acl-token")
+        self.acl_policies = _Tracked("acl-policy")
+        self.acl_roles = _Tracked("acl-role")
         self._open: Proposal | None = None
         #: Where proposals made outside :meth:`proposal` go (set by the store).
         self.on_proposal: Callable[[Proposal], object] = lambda proposal: None
@@ -109,8 +112,9 @@ class ReplicatedCatalog(Catalog):
         for table in (self.nodes, self.services, self.checks, self.kv, self.sessions):
             assert isinstance(table, _Tracked)
             yield table
-        assert isinstance(self.queries, _Tracked)
-        yield self.queries
+        for stored in (self.queries, self.acl_tokens, self.acl_policies, self.acl_roles):
+            assert isinstance(stored, _Tracked)
+            yield stored
 
     # -- proposing ----------------------------------------------------------------
 
@@ -171,7 +175,11 @@ class ReplicatedCatalog(Catalog):
                 dict.__setitem__(table, slot, change.previous)
 
     def _table_of(self, kind: StoredKind) -> dict[Any, Any]:
-        return self.queries if kind == "query" else self._table(kind)
+        if kind == "query":
+            return self.queries
+        if kind in ACL_KINDS:
+            return self.acl_table(kind)
+        return self._table(cast(Kind, kind))
 
     # -- applying -----------------------------------------------------------------
 

@@ -368,6 +368,7 @@ def _key(entity: Stored) -> tuple[str, ...]:
         return ("check", entity.node, entity.check_id)
     if isinstance(entity, Session):
         return ("session", entity.id)
+    assert isinstance(entity, KVEntry)  # ACL records are not in a snapshot
     return ("kv", entity.key)
 
 

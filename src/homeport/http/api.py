@@ -31,12 +31,15 @@ from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
+from ..acl import PermissionDenied, Resolver, TokenNotFound
+from ..acl.authorizer import Authorizer
 from ..units import DurationError, parse_duration
 from .args import parse_args
-from .auth import Token
+from .auth import Token, given_token
 from .cors import CORS
 from .errors import ErrorTable, HTTPError
 from .fastpath import status_line
+from .guard import Guard
 from .metrics import Metrics
 
 DEFAULT_WAIT = 300.0
@@ -74,13 +77,15 @@ TEXT = b"text/plain; charset=utf-8"
 class Call:
     """What a handler sees of a request."""
 
-    __slots__ = ("args", "body", "params", "request")
+    __slots__ = ("args", "authz", "body", "params", "request")
 
     def __init__(self, request: Request, params: dict[str, str], args: dict[str, list[str]]):
         self.request = request
         self.params = params
         self.args = args
         self.body = b""
+        #: The token's Authorizer (``--acl``); None with ACLs off.
+        self.authz: Authorizer | None = None
 
     def arg(self, name: str, default: str | None = None) -> str | None:
         values = self.args.get(name)
@@ -125,6 +130,8 @@ class Route:
     #: The handler reads the body itself from ``call.request.content`` (a file: large
     #: bodies are on disk), so it is not read into ``call.body`` first.
     stream: bool = False
+    #: The ACL rule it enforces (``--acl``); None: management tokens only.
+    guard: Guard | None = None
 
     @property
     def specificity(self) -> tuple[bool, int]:
@@ -241,6 +248,10 @@ class ApiResource(Resource):
         self.known_leader: Callable[[], bool] = lambda: True
         #: request URI -> (route name, cache key), so a repeated read skips routing.
         self._prepared: dict[bytes, tuple[str, tuple[Any, ...]]] = {}
+        #: ``--acl``: who a token is.  Set, every request is checked against its route's
+        #: guard, answers are cached per token, and the URI cache and fast path are off
+        #: (they answer without looking at the token).
+        self.acl: Resolver | None = None
 
     # -- routes -----------------------------------------------------------------
 
@@ -271,6 +282,14 @@ class ApiResource(Resource):
         )
         self.routes.setdefault(pattern[0], []).append(route)
 
+    def guard(self, guards: dict[tuple[str, str], Guard]) -> None:
+        """Give routes their ACL guards, by (method, route name) as in ``route``."""
+        for route in all_routes(self):
+            for method in route.methods:
+                found = guards.get((method.decode(), route.name))
+                if found is not None:
+                    route.guard = found
+
     # -- cache ------------------------------------------------------------------
 
     def invalidate(self) -> None:
@@ -300,7 +319,7 @@ class ApiResource(Resource):
         if entry is not None and entry.generation == self.generation and not route.volatile:
             self.cache.move_to_end(key)
             return entry
-        reply = route.handler(call)
+        reply = self._filter(route, call, route.handler(call))
         if entry is None:
             index = self.current_index() if reply.index is None else max(1, reply.index)
             entry = _Entry(reply, index, self.generation)
@@ -332,7 +351,7 @@ class ApiResource(Resource):
         started = time.perf_counter()
         if self.cors.origins:
             self.cors.apply(request, b"GET, PUT, DELETE, OPTIONS")
-        if request.method == b"GET":
+        if request.method == b"GET" and self.acl is None:
             # The hot path: a URI seen before whose cached answer is still fresh.
             hit = self._hit(request.uri)
             if hit is not None:
@@ -349,6 +368,8 @@ class ApiResource(Resource):
             dc = call.arg("dc")
             if dc and dc != self.datacenter:
                 raise HTTPError(500, "No path to datacenter")
+            if self.acl is not None:
+                call.authz = self.acl.resolve(call.arg("token") or given_token(request))
             if route.write:
                 result = self._write(route, call)
             elif self.barrier is not None and "consistent" in call.args:
@@ -384,7 +405,7 @@ class ApiResource(Resource):
         answer is cached and fresh, as the bytes twisted.web would write around the
         ``Date`` value; None when anything could make the answer differ (CORS headers
         to add, a miss), so twisted.web answers it."""
-        if self.cors.origins:
+        if self.cors.origins or self.acl is not None:
             return None
         started = time.perf_counter()
         hit = self._hit(uri)
@@ -425,6 +446,9 @@ class ApiResource(Resource):
         raise HTTPError(404, "Invalid URL path: not a recognized HTTP API endpoint\n")
 
     def _failed(self, request: Request, e: Exception) -> bytes:
+        if isinstance(e, PermissionDenied | TokenNotFound):
+            self._denied(request, e)
+            return self._text(request, 403, str(e))
         answer = self.errors.answer(e)
         if answer is None:
             self.log.failure("Unexpected error serving {path}", Failure(e), path=request.path)
@@ -454,9 +478,54 @@ class ApiResource(Resource):
         request.setHeader(b"content-type", TEXT)
         return text.encode("utf-8") if text else b""
 
+    def _denied(self, request: Request, e: PermissionDenied | TokenNotFound) -> None:
+        """Every ACL denial is logged: who, where, and the rule it lacked."""
+        method = request.method.decode("latin-1")
+        path = request.path.decode("utf-8", "replace")
+        if isinstance(e, TokenNotFound):
+            self.log.warn("ACL: {method} {path}: token not found", method=method, path=path)
+            return
+        rule = f"{e.resource}:{e.need}" + (f' on "{e.name}"' if e.name else "")
+        self.log.warn(
+            "ACL denied {method} {path}: token {accessor} lacks {rule}",
+            method=method,
+            path=path,
+            accessor=e.accessor,
+            rule=rule,
+        )
+
     def check_token(self, call: Call) -> None:
+        if self.acl is not None:
+            return  # the route's guard decides (the secret of --token is management)
         if not self.token.allows(call.request, call.arg("token")):
             raise HTTPError(403, "Permission denied: a valid token is required for writes")
+
+    def _guard(self, route: Route, call: Call) -> None:
+        """Raise PermissionDenied unless the call's token passes the route's guard."""
+        authz = call.authz
+        if authz is None:
+            return
+        if route.guard is None:
+            authz.check("acl", "", "write")
+        elif route.guard.check is not None:
+            route.guard.check(authz, call)
+
+    def _filter(self, route: Route, call: Call, reply: Reply) -> Reply:
+        """The reply without what the call's token may not read (``X-Consul-Results-
+        Filtered-By-ACLs: true`` when something was left out)."""
+        guard = route.guard
+        if call.authz is None or guard is None or guard.filter is None or reply.status != 200:
+            return reply
+        if not reply.content_type.startswith(b"application/json"):
+            return reply
+        kept, dropped = guard.filter(call.authz, json.loads(reply.body))
+        if not dropped:
+            return reply
+        if guard.empty_404 and not kept:
+            return Reply(b"", 404, reply.content_type, reply.headers, reply.index)
+        answer = json_reply(kept, pretty=call.pretty)
+        headers = (*reply.headers, (b"x-consul-results-filtered-by-acls", b"true"))
+        return Reply(answer.body, reply.status, reply.content_type, headers, reply.index)
 
     def _write(self, route: Route, call: Call) -> bytes | int:
         self.check_token(call)
@@ -467,6 +536,7 @@ class ApiResource(Resource):
             request.content.seek(0)
             if not route.stream:
                 call.body = request.content.read()
+        self._guard(route, call)
         if self.writer is None:
             return self._send(request, route.handler(call), None)
         done = self.writer(lambda: route.handler(call))
@@ -491,6 +561,7 @@ class ApiResource(Resource):
         return self._later(request, barrier().addCallback(read).addErrback(failed))
 
     def _read(self, route: Route, call: Call) -> bytes | int:
+        self._guard(route, call)
         args = call.args
         min_index = None
         wait = DEFAULT_WAIT
@@ -517,12 +588,14 @@ class ApiResource(Resource):
                 for k, v in sorted(args.items())
                 if k not in ("index", "wait", "token", "stale", "consistent", "cached")
             ),
+            None if call.authz is None else call.authz.accessor,
         )
         entry = self._fresh(key, route, call)
         if (
             min_index is None
             and call.request.method == b"GET"
             and not route.volatile
+            and self.acl is None
             and not (self.barrier is not None and "consistent" in args)
         ):
             if len(self._prepared) >= CACHE_SIZE:

@@ -1,0 +1,191 @@
+"""Consul's ACL system against the real daemon (issue #18): bootstrap, tokens, policies,
+roles, enforcement and filtering, kept across ``kill -9``."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from tests.daemon import Daemon, DaemonFactory
+
+ANON_DENIED = "Permission denied: anonymous token lacks permission"
+
+
+def call(
+    d: Daemon, method: str, path: str, token: str | None = None, body: Any = None
+) -> tuple[int, dict[str, str], bytes]:
+    headers = {"X-Consul-Token": token} if token else {}
+    return d.request(method, path, body, headers=headers)
+
+
+def filtered(headers: dict[str, str]) -> bool:
+    """Consul's X-Consul-Results-Filtered-By-ACLs (header names are case-blind)."""
+    found = {k.lower(): v for k, v in headers.items()}
+    return found.get("x-consul-results-filtered-by-acls") == "true"
+
+
+def ok(d: Daemon, method: str, path: str, token: str | None = None, body: Any = None) -> Any:
+    status, _, data = call(d, method, path, token, body)
+    assert status == 200, (method, path, status, data)
+    return json.loads(data) if data else None
+
+
+@pytest.fixture
+def acl(daemon_factory: DaemonFactory) -> Daemon:
+    return daemon_factory(["--acl"]).start()
+
+
+def bootstrap(d: Daemon) -> str:
+    token = ok(d, "PUT", "/v1/acl/bootstrap")
+    secret: str = token["SecretID"]
+    return secret
+
+
+def token_for(d: Daemon, root: str, rules: str, name: str) -> dict[str, Any]:
+    policy = ok(d, "PUT", "/v1/acl/policy", root, {"Name": name, "Rules": rules})
+    body = {"Description": name, "Policies": [{"ID": policy["ID"]}]}
+    created: dict[str, Any] = ok(d, "PUT", "/v1/acl/token", root, body)
+    return created
+
+
+def test_bootstrap_once_and_kept_across_kill9(acl: Daemon) -> None:
+    first = ok(acl, "PUT", "/v1/acl/bootstrap")
+    assert first["Policies"] == [
+        {"ID": "00000000-0000-0000-0000-000000000001", "Name": "global-management"}
+    ]
+    status, _, body = call(acl, "PUT", "/v1/acl/bootstrap")
+    assert status == 403
+    assert body.startswith(b"Permission denied: ACL bootstrap no longer allowed")
+    # only the hash is at rest
+    assert first["SecretID"].encode() not in (acl.data_dir / "catalog.sqlite3").read_bytes()
+    acl.kill9()
+    acl.start()
+    assert call(acl, "PUT", "/v1/acl/bootstrap")[0] == 403
+    me = ok(acl, "GET", "/v1/acl/token/self", first["SecretID"])
+    assert me["AccessorID"] == first["AccessorID"]
+    listed = ok(acl, "GET", "/v1/acl/tokens", first["SecretID"])
+    assert {t["SecretID"] for t in listed} == {"<hidden>"}
+
+
+def test_unknown_token_and_anonymous_denied(acl: Daemon) -> None:
+    bootstrap(acl)
+    status, _, body = call(acl, "GET", "/v1/kv/x", "no-such-secret")
+    assert (status, body) == (403, b"ACL not found")
+    status, _, body = call(acl, "PUT", "/v1/kv/x", None, "v")
+    assert status == 403 and body.decode().startswith(ANON_DENIED)
+    assert "ACL denied PUT /v1/kv/x: token 00000000-0000-0000-0000-000000000002" in acl.output()
+
+
+def test_service_write_token(acl: Daemon) -> None:
+    root = bootstrap(acl)
+    ok(
+        acl,
+        "PUT",
+        "/v1/catalog/register",
+        root,
+        {"Node": "n1", "Address": "10.0.0.1", "Service": {"Service": "db"}},
+    )
+    web = token_for(
+        acl, root, 'service "web" { policy = "write" }\nnode_prefix "" { policy = "read" }', "web"
+    )
+    secret = web["SecretID"]
+    assert ok(acl, "PUT", "/v1/agent/service/register", secret, {"Name": "web", "Port": 80}) is None
+    status, _, body = call(acl, "PUT", "/v1/agent/service/register", secret, {"Name": "db"})
+    assert status == 403
+    assert body.decode() == (
+        f"Permission denied: token with AccessorID '{web['AccessorID']}' lacks permission "
+        "'service:write' on \"db\""
+    )
+    status, headers, data = call(acl, "GET", "/v1/catalog/services", secret)
+    assert status == 200 and json.loads(data) == {"web": []}
+    assert filtered(headers)
+    everything = ok(acl, "GET", "/v1/catalog/services", root)
+    assert {"web", "db", "consul"} <= set(everything)
+    assert ok(acl, "GET", "/v1/catalog/service/db", secret) == []
+    assert [e["Service"]["Service"] for e in ok(acl, "GET", "/v1/health/service/web", secret)] == [
+        "web"
+    ]
+    assert ok(acl, "GET", "/v1/health/service/db", secret) == []
+    assert len(ok(acl, "GET", "/v1/health/service/db", root)) == 1
+    assert set(ok(acl, "GET", "/v1/agent/services", secret)) == {"web"}
+
+
+def test_key_prefix_token(acl: Daemon) -> None:
+    root = bootstrap(acl)
+    for key in ("app/a", "app/b", "other/c"):
+        assert ok(acl, "PUT", f"/v1/kv/{key}", root, "v") is True
+    app = token_for(acl, root, 'key_prefix "app/" { policy = "write" }', "app")["SecretID"]
+    assert ok(acl, "PUT", "/v1/kv/app/new", app, "v") is True
+    assert call(acl, "PUT", "/v1/kv/other/new", app, "v")[0] == 403
+    assert call(acl, "GET", "/v1/kv/other/c", app)[0] == 403
+    assert ok(acl, "GET", "/v1/kv/?keys", app) == ["app/a", "app/b", "app/new"]
+    _, headers, data = call(acl, "GET", "/v1/kv/?recurse", app)
+    assert [e["Key"] for e in json.loads(data)] == ["app/a", "app/b", "app/new"]
+    assert filtered(headers)
+    assert call(acl, "GET", "/v1/kv/other/?recurse", app)[0] == 404
+    assert call(acl, "DELETE", "/v1/kv/?recurse", app)[0] == 403
+    assert call(acl, "DELETE", "/v1/kv/app/?recurse", app)[0] == 200
+    assert ok(acl, "GET", "/v1/kv/?keys", root) == ["other/c"]
+
+
+def test_policy_that_does_not_parse(acl: Daemon) -> None:
+    root = bootstrap(acl)
+    status, _, body = call(
+        acl, "PUT", "/v1/acl/policy", root, {"Name": "bad", "Rules": 'key "a" {\n  policy = }'}
+    )
+    assert status == 400
+    assert b"Failed to parse ACL rules" in body and b"line 2" in body
+
+
+def test_policy_change_takes_effect_at_once(acl: Daemon) -> None:
+    root = bootstrap(acl)
+    token = token_for(acl, root, 'key "k" { policy = "read" }', "p")
+    secret = token["SecretID"]
+    assert call(acl, "PUT", "/v1/kv/k", secret, "v")[0] == 403
+    policy_id = token["Policies"][0]["ID"]
+    ok(
+        acl,
+        "PUT",
+        f"/v1/acl/policy/{policy_id}",
+        root,
+        {"Name": "p", "Rules": 'key "k" { policy = "write" }'},
+    )
+    assert ok(acl, "PUT", "/v1/kv/k", secret, "v") is True
+    ok(acl, "DELETE", f"/v1/acl/token/{token['AccessorID']}", root)
+    assert call(acl, "GET", "/v1/kv/k", secret)[:3:2] == (403, b"ACL not found")
+
+
+def test_roles_clone_and_token_self(acl: Daemon) -> None:
+    root = bootstrap(acl)
+    policy = ok(
+        acl,
+        "PUT",
+        "/v1/acl/policy",
+        root,
+        {"Name": "ev", "Rules": 'event_prefix "" { policy = "write" }'},
+    )
+    role = ok(acl, "PUT", "/v1/acl/role", root, {"Name": "events", "Policies": [{"Name": "ev"}]})
+    assert role["Policies"] == [{"ID": policy["ID"], "Name": "ev"}]
+    assert ok(acl, "GET", "/v1/acl/role/name/events", root)["ID"] == role["ID"]
+    token = ok(acl, "PUT", "/v1/acl/token", root, {"Roles": [{"ID": role["ID"]}]})
+    assert ok(acl, "PUT", "/v1/event/fire/deploy", token["SecretID"])["Name"] == "deploy"
+    clone = ok(acl, "PUT", f"/v1/acl/token/{token['AccessorID']}/clone", root, {})
+    assert clone["SecretID"] != token["SecretID"] and clone["Roles"] == token["Roles"]
+    me = ok(acl, "GET", "/v1/acl/token/self", clone["SecretID"])
+    assert me["AccessorID"] == clone["AccessorID"]
+    assert call(acl, "GET", "/v1/acl/tokens", clone["SecretID"])[0] == 403
+    assert ok(acl, "GET", "/v1/acl/policy/name/global-management", root)["Rules"]
+
+
+def test_management_token_option_and_default_allow(daemon_factory: DaemonFactory) -> None:
+    d = daemon_factory(["--acl", "--acl-default-policy", "allow", "--token", "s3cret"]).start()
+    assert ok(d, "PUT", "/v1/kv/a", None, "v") is True  # anonymous, default allow
+    assert call(d, "GET", "/v1/acl/tokens")[0] == 403  # acl takes a rule, never the default
+    assert ok(d, "GET", "/v1/acl/tokens", "s3cret")
+
+
+def test_acl_off_endpoints_say_so(daemon: Daemon) -> None:
+    status, _, body = call(daemon, "PUT", "/v1/acl/bootstrap")
+    assert (status, body) == (401, b"ACL support disabled")
