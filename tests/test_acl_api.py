@@ -189,3 +189,28 @@ def test_management_token_option_and_default_allow(daemon_factory: DaemonFactory
 def test_acl_off_endpoints_say_so(daemon: Daemon) -> None:
     status, _, body = call(daemon, "PUT", "/v1/acl/bootstrap")
     assert (status, body) == (401, b"ACL support disabled")
+
+
+def test_cached_answers_do_not_leak(acl: Daemon) -> None:
+    """What a management token read (and the read cache keeps) is not what the anonymous
+    token is answered, whether by twisted.web or the connection's fast path."""
+    root = bootstrap(acl)
+    assert ok(acl, "PUT", "/v1/kv/secret", root, "s3") is True
+    for _ in range(3):
+        assert call(acl, "GET", "/v1/kv/secret?raw", root)[2] == b"s3"
+        assert len(ok(acl, "GET", "/v1/catalog/services", root)) >= 1
+    for _ in range(3):
+        status, _, body = call(acl, "GET", "/v1/kv/secret?raw")
+        assert status == 403 and body.decode().startswith(ANON_DENIED)
+        status, headers, body = call(acl, "GET", "/v1/catalog/services")
+        assert (status, json.loads(body)) == (200, {}) and filtered(headers)
+    status, _, body = call(acl, "GET", "/v1/agent/monitor")
+    assert status == 403 and b"'agent:read'" in body
+
+
+def test_token_from_bearer_and_query(acl: Daemon) -> None:
+    root = bootstrap(acl)
+    status, _, _ = acl.request("GET", "/v1/acl/tokens", headers={"Authorization": f"Bearer {root}"})
+    assert status == 200
+    assert acl.request("GET", f"/v1/acl/tokens?token={root}")[0] == 200
+    assert acl.request("GET", "/v1/acl/tokens?token=wrong")[:3:2] == (403, b"ACL not found")

@@ -195,7 +195,7 @@ class AgentStreams(Resource):
         assert request.prepath is not None and request.postpath is not None
         request.postpath.insert(0, request.prepath.pop())
         level = self._monitor_level(request)
-        if level is None:
+        if level is None or not self.api.permits(request, "/v1/agent/monitor"):
             return self.api.render(request)
         started = time.perf_counter()
         request.setHeader(b"content-type", TEXT)

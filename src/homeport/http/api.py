@@ -500,12 +500,27 @@ class ApiResource(Resource):
         if not self.token.allows(call.request, call.arg("token")):
             raise HTTPError(403, "Permission denied: a valid token is required for writes")
 
-    def _guard(self, route: Route, call: Call) -> None:
+    def permits(self, request: Request, name: str) -> bool:
+        """Would *request*'s token pass the guard of the GET route *name*?  (For a
+        resource that answers some of the API's paths itself, as a stream.)  True with
+        ``--acl`` off; a False is then answered by the API (its 403, logged)."""
+        if self.acl is None:
+            return True
+        route = next((r for r in all_routes(self) if r.name == name), None)
+        call = Call(request, {}, parse_args(request.uri))
+        try:
+            call.authz = self.acl.resolve(call.arg("token") or given_token(request))
+            self._guard(route, call)
+        except (PermissionDenied, TokenNotFound):
+            return False
+        return True
+
+    def _guard(self, route: Route | None, call: Call) -> None:
         """Raise PermissionDenied unless the call's token passes the route's guard."""
         authz = call.authz
         if authz is None:
             return
-        if route.guard is None:
+        if route is None or route.guard is None:
             authz.check("acl", "", "write")
         elif route.guard.check is not None:
             route.guard.check(authz, call)
