@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from tests.daemon import Daemon, DaemonFactory
+from tests.test_fast_path import exchange, fast_answers, get
 
 ANON_DENIED = "Permission denied: anonymous token lacks permission"
 
@@ -214,3 +215,19 @@ def test_token_from_bearer_and_query(acl: Daemon) -> None:
     assert status == 200
     assert acl.request("GET", f"/v1/acl/tokens?token={root}")[0] == 200
     assert acl.request("GET", "/v1/acl/tokens?token=wrong")[:3:2] == (403, b"ACL not found")
+
+
+def test_the_fast_path_answers_the_anonymous_token_only(acl: Daemon) -> None:
+    """Requests without a token take the fast path (their answer is the anonymous
+    token's); a token's own answer is never served from it."""
+    root = bootstrap(acl)
+    assert ok(acl, "PUT", "/v1/kv/secret", root, "s3") is True
+    with_token = get("/v1/kv/secret?raw", headers=f"Host: x\r\nX-Consul-Token: {root}\r\n")
+    anonymous = get("/v1/kv/secret?raw")
+    services = get("/v1/catalog/services")
+    before = fast_answers(acl)
+    answers = exchange(acl, with_token, with_token, anonymous, anonymous, services, services)
+    assert [a.endswith(b"\r\n\r\ns3") for a in answers[:2]] == [True, True]
+    assert all(a.startswith(b"HTTP/1.1 403") for a in answers[2:4])
+    assert [a.endswith(b"\r\n\r\n{}") for a in answers[4:]] == [True, True]
+    assert fast_answers(acl) == before + 1  # the second anonymous catalog read

@@ -69,9 +69,8 @@ def test_leave_answers_then_stops_the_daemon(daemon: Daemon) -> None:
 
 #: Consul endpoints homeport does not serve (agent/http_register.go), by method.
 NOT_IMPLEMENTED = [
-    ("GET", "/v1/acl/tokens"),
-    ("PUT", "/v1/acl/bootstrap"),
-    ("GET", "/v1/acl/policies"),
+    ("GET", "/v1/acl/auth-methods"),
+    ("POST", "/v1/acl/login"),
     ("PUT", "/v1/agent/join/10.0.0.2"),
     ("PUT", "/v1/agent/force-leave/other"),
     ("PUT", "/v1/agent/token/default"),

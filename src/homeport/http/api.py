@@ -249,8 +249,9 @@ class ApiResource(Resource):
         #: request URI -> (route name, cache key), so a repeated read skips routing.
         self._prepared: dict[bytes, tuple[str, tuple[Any, ...]]] = {}
         #: ``--acl``: who a token is.  Set, every request is checked against its route's
-        #: guard, answers are cached per token, and the URI cache and fast path are off
-        #: (they answer without looking at the token).
+        #: guard and answers are cached per token; the URI cache and the fast path (which
+        #: answer without looking at a token) hold only answers to requests without one,
+        #: the anonymous token's.
         self.acl: Resolver | None = None
 
     # -- routes -----------------------------------------------------------------
@@ -351,8 +352,9 @@ class ApiResource(Resource):
         started = time.perf_counter()
         if self.cors.origins:
             self.cors.apply(request, b"GET, PUT, DELETE, OPTIONS")
-        if request.method == b"GET" and self.acl is None:
-            # The hot path: a URI seen before whose cached answer is still fresh.
+        if request.method == b"GET" and (self.acl is None or given_token(request) is None):
+            # The hot path (with --acl, only for requests without a token: see _read):
+            # a URI seen before whose cached answer is still fresh.
             hit = self._hit(request.uri)
             if hit is not None:
                 body = self._send_cached(request, hit[1])
@@ -405,7 +407,7 @@ class ApiResource(Resource):
         answer is cached and fresh, as the bytes twisted.web would write around the
         ``Date`` value; None when anything could make the answer differ (CORS headers
         to add, a miss), so twisted.web answers it."""
-        if self.cors.origins or self.acl is not None:
+        if self.cors.origins or b"x-consul-token" in headers or b"authorization" in headers:
             return None
         started = time.perf_counter()
         hit = self._hit(uri)
@@ -610,7 +612,7 @@ class ApiResource(Resource):
             min_index is None
             and call.request.method == b"GET"
             and not route.volatile
-            and self.acl is None
+            and self._anonymous(call)
             and not (self.barrier is not None and "consistent" in args)
         ):
             if len(self._prepared) >= CACHE_SIZE:
@@ -629,6 +631,15 @@ class ApiResource(Resource):
         self._parked[key] = (route, call)
         call.request.notifyFinish().addErrback(lambda _: self._gone(key, waiter))
         return NOT_DONE_YET
+
+    def _anonymous(self, call: Call) -> bool:
+        """May *call*'s URI be answered from the cache without looking at a token?  Always
+        with ``--acl`` off; with it, only a call that carries none: its answer is the
+        anonymous token's, and so is every request's that carries none (one that carries
+        a token never takes the URI cache nor the fast path)."""
+        if self.acl is None:
+            return True
+        return "token" not in call.args and given_token(call.request) is None
 
     def _timeout(self, key: tuple[Any, ...], waiter: _Waiter, route: Route, call: Call) -> None:
         waiter.timer = None
