@@ -42,6 +42,15 @@ from .errors import BadRequest, CatalogError
 from .model import Catalog
 
 HIDDEN = "<hidden>"
+#: The fields of Consul's ACL bodies, for its case-blind decoding (Go's encoding/json).
+FIELDS = {
+    name.lower(): name
+    for name in (
+        "AccessorID SecretID Description Policies Roles ServiceIdentities NodeIdentities "
+        "TemplatedPolicies Local ExpirationTime ExpirationTTL ID Name Rules Datacenters "
+        "BootstrapSecret ServiceName NodeName Datacenter Namespace Partition"
+    ).split()
+}
 NAME = re.compile(r"^[A-Za-z0-9\-_]{1,128}$")
 #: Consul's default bounds on ExpirationTTL (acl_token_min/max_expiration_ttl).
 MIN_TTL = 60.0
@@ -235,7 +244,7 @@ class AclAPI:
         done = [t for t in self.catalog.acl_tokens.values() if t.accessor != ANONYMOUS_ACCESSOR]
         if done:
             raise BootstrapDone(min(t.create_index for t in done))
-        given = consul.parse_body(call.body) if call.body.strip() else {}
+        given = _canonical(consul.parse_body(call.body)) if call.body.strip() else {}
         secret = given.get("BootstrapSecret") if isinstance(given, dict) else None
         secret = str(secret) if secret else new_secret()
         token = TokenRecord(
@@ -291,7 +300,7 @@ class AclAPI:
         return token, secret or HIDDEN
 
     def _body(self, call: Call) -> dict[str, Any]:
-        data = consul.parse_body(call.body)
+        data = _canonical(consul.parse_body(call.body))
         if not isinstance(data, dict):
             raise BadRequest("Request decode failed: not an object")
         return data
@@ -552,3 +561,12 @@ def routes(api: ApiResource, face: AclAPI, enabled: bool) -> None:
 
 def _disabled(call: Call) -> Reply:
     raise AclDisabled()
+
+
+def _canonical(value: Any) -> Any:
+    """*value* with its objects' keys spelled as Consul's fields (matched case-blind)."""
+    if isinstance(value, list):
+        return [_canonical(v) for v in value]
+    if isinstance(value, dict):
+        return {FIELDS.get(str(k).lower(), k): _canonical(v) for k, v in value.items()}
+    return value

@@ -465,6 +465,8 @@ CATALOG_REGISTER = Schema(
         "Locality": "any",
         "PeerName": "str",
         "Token": "str",
+        # py-consul sends the token here too (Go's embedded structs.WriteRequest)
+        "WriteRequest": "any",
     },
 )
 
@@ -479,6 +481,8 @@ CATALOG_DEREGISTER = Schema(
         "Partition": "str",
         "PeerName": "str",
         "Token": "str",
+        # py-consul sends the token here too (Go's embedded structs.WriteRequest)
+        "WriteRequest": "any",
     },
 )
 

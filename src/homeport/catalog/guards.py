@@ -88,7 +88,7 @@ class Guards:
                 self._registered_check(authz, node, check)
 
     def _registered_check(self, authz: Authorizer, node: str, check: dict[str, Any]) -> None:
-        service_id = check.get("ServiceID")
+        service_id = field(check, ("ServiceID",))
         if isinstance(service_id, str) and service_id:
             _service_write(authz, self._service_name(service_id, node))
         else:

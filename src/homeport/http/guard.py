@@ -59,10 +59,16 @@ def body(call: Call) -> Any:
 
 
 def field(value: Any, path: Sequence[str]) -> Any:
+    """``value[a][b]…`` for *path*, each name matched case-blind as Consul's decoder
+    does; None where something is missing."""
     for name in path:
         if not isinstance(value, dict):
             return None
-        value = value.get(name)
+        if name in value:
+            value = value[name]
+            continue
+        lower = name.lower()
+        value = next((v for k, v in value.items() if str(k).lower() == lower), None)
     return value
 
 
