@@ -111,6 +111,10 @@ def test_service_write_token(acl: Daemon) -> None:
     assert ok(acl, "GET", "/v1/health/service/db", secret) == []
     assert len(ok(acl, "GET", "/v1/health/service/db", root)) == 1
     assert set(ok(acl, "GET", "/v1/agent/services", secret)) == {"web"}
+    dump = ok(acl, "GET", "/v1/internal/ui/nodes", secret)
+    assert {n["Node"] for n in dump} == {"n1", "testnode"}
+    assert {s["Service"] for n in dump for s in n["Services"]} == {"web"}
+    assert {c["ServiceName"] for n in dump for c in n["Checks"]} <= {"", "web"}
 
 
 def test_key_prefix_token(acl: Daemon) -> None:
@@ -231,3 +235,18 @@ def test_the_fast_path_answers_the_anonymous_token_only(acl: Daemon) -> None:
     assert all(a.startswith(b"HTTP/1.1 403") for a in answers[2:4])
     assert [a.endswith(b"\r\n\r\n{}") for a in answers[4:]] == [True, True]
     assert fast_answers(acl) == before + 1  # the second anonymous catalog read
+
+
+def test_prepared_query_execution_shows_only_readable_nodes(acl: Daemon) -> None:
+    root = bootstrap(acl)
+    ok(acl, "PUT", "/v1/agent/service/register", root, {"Name": "db", "Port": 5432})
+    made = ok(acl, "POST", "/v1/query", root, {"Name": "db", "Service": {"Service": "db"}})
+    rules = 'query_prefix "" { policy = "read" }\nnode_prefix "" { policy = "read" }'
+    reader = token_for(acl, root, rules, "q")["SecretID"]
+    assert len(ok(acl, "GET", f"/v1/query/{made['ID']}/execute", root)["Nodes"]) == 1
+    status, headers, body = call(acl, "GET", f"/v1/query/{made['ID']}/execute", reader)
+    assert status == 200 and json.loads(body)["Nodes"] == [] and filtered(headers)
+    assert (
+        call(acl, "POST", "/v1/query", reader, {"Name": "x", "Service": {"Service": "db"}})[0]
+        == 403
+    )

@@ -18,11 +18,13 @@ from ..http.guard import (
     Guard,
     body,
     checks_filter,
+    each,
     field,
     inside,
     items,
     names,
     need,
+    then,
 )
 from .api import Agent
 from .model import Catalog
@@ -255,7 +257,14 @@ def _health_kv_sessions() -> dict[tuple[str, str], Guard]:
             "service:read or node:read", filter=checks_filter
         ),
         ("GET", "/v1/health/node/*node"): Guard("service:read or node:read", filter=checks_filter),
-        ("GET", "/v1/internal/ui/nodes"): Guard("node:read", filter=items(NODE)),
+        ("GET", "/v1/internal/ui/nodes"): Guard(
+            "node:read, service:read",
+            filter=then(
+                items(NODE),
+                each("Services", items(("service", ("Service",)))),
+                each("Checks", checks_filter),
+            ),
+        ),
         ("GET", "/v1/status/leader"): OPEN,
         ("GET", "/v1/status/peers"): OPEN,
         ("GET", "/v1/kv/*key"): Guard("key:read", kv_read, kv_filter, empty_404=True),
@@ -278,7 +287,14 @@ def _others(g: Guards) -> dict[tuple[str, str], Guard]:
         ("GET", "/v1/event/list"): Guard("event:read", filter=items(("event", ("Name",)))),
         ("POST", "/v1/query"): Guard("query:write", g.query_rule("write")),
         ("GET", "/v1/query"): Guard("query:read", filter=items(("query", ("Name",)))),
-        ("GET", "/v1/query/*id"): Guard("query:read", g.query_rule("read")),
+        ("GET", "/v1/query/*id"): Guard(
+            "query:read; an execution's nodes by service:read, node:read",
+            g.query_rule("read"),
+            inside(
+                "Nodes",
+                items(("service", ("Service", "Service")), ("node", ("Node", "Node"))),
+            ),
+        ),
         ("PUT", "/v1/query/*id"): Guard("query:write", g.query_rule("write")),
         ("DELETE", "/v1/query/*id"): Guard("query:write", g.query_rule("write")),
         ("GET", "/v1/snapshot"): need("acl", "write"),

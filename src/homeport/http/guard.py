@@ -156,3 +156,34 @@ def inside(key: str, inner: Filter, node_path: tuple[str, ...] = ()) -> Filter:
         return {**value, key: kept}, dropped
 
     return filtered
+
+
+def then(*filters: Filter) -> Filter:
+    """*filters* one after the other."""
+
+    def filtered(authz: Authorizer, value: Any) -> tuple[Any, bool]:
+        dropped = False
+        for one in filters:
+            value, more = one(authz, value)
+            dropped = dropped or more
+        return value, dropped
+
+    return filtered
+
+
+def each(key: str, inner: Filter) -> Filter:
+    """Apply *inner* to ``item[key]`` of every item of a list."""
+
+    def filtered(authz: Authorizer, value: Any) -> tuple[Any, bool]:
+        if not isinstance(value, list):
+            return value, False
+        kept, dropped = [], False
+        for item in value:
+            if isinstance(item, dict) and item.get(key) is not None:
+                part, more = inner(authz, item[key])
+                item = {**item, key: part}
+                dropped = dropped or more
+            kept.append(item)
+        return kept, dropped
+
+    return filtered
