@@ -21,13 +21,14 @@ from twisted.python import usage
 
 from . import __version__, catalog, dns, logformat, logs, push, tls, web
 from .errors import fail
+from .http.limits import Limits
 from .units import parse_hostport, parse_seconds, parse_size
 
 DEFAULT_HTTP = "tcp:8500:interface=127.0.0.1"
 ENV_PREFIX = "HOMEPORT_"
 # The options an opt_* method collects into a list (and HOMEPORT_* splits on spaces).
 REPEATABLE: tuple[str, ...] = ("http", "config-dir", "empty-file", "zmq-connect", "zmq-bind")
-REPEATABLE += ("zmq-topic", "cors-origin")
+REPEATABLE += ("zmq-topic", "cors-origin", "allow-host", "allow-origin")
 REPEATABLE += ("syslog", "syslog-tls", "relp", "json-lines")
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("", "0", "false", "no", "off")
@@ -43,6 +44,12 @@ class Settings:
     access_log: bool
     fast_path: bool
     max_body: int
+    #: ``--allow-host`` / ``--allow-origin``: Host names and write origins beyond the
+    #: defaults (``homeport.http.hosts``).
+    allow_hosts: tuple[str, ...]
+    allow_origins: tuple[str, ...]
+    #: ``--header-timeout``, ``--body-timeout``, ``--max-client-connections``.
+    limits: Limits
     token: str | None
     catalog: catalog.Settings
     dns: dns.Settings | None  # None: no DNS (--dns none)
@@ -119,6 +126,19 @@ OPTION_PARAMETERS: list[list[Any]] = [
         "(read again when it changes).",
     ],
     ["max-body-size", None, "1MiB", "Largest request body accepted (413 beyond)."],
+    ["header-timeout", None, "60s", "Time a request's head may take to arrive (408 beyond)."],
+    [
+        "body-timeout",
+        None,
+        "60s",
+        "Time a request's body may take to arrive after its head (408 beyond).",
+    ],
+    [
+        "max-client-connections",
+        None,
+        "256",
+        "HTTP connections one client address may hold open at once (503 beyond).",
+    ],
     [
         "log-retention",
         None,
@@ -232,6 +252,15 @@ class Options(usage.Options):
         """Browser origin allowed to read event streams ('*': any; repeatable)."""
         self["cors-origin"].append(value)
 
+    def opt_allow_host(self, value: str) -> None:
+        """Host name HTTP answers to besides the node's, localhost, IPs and single-label
+        names ('.example.com': any under it; '*': any; repeatable)."""
+        self["allow-host"].append(value)
+
+    def opt_allow_origin(self, value: str) -> None:
+        """Browser origin allowed to write besides the daemon's own ('*': any; repeatable)."""
+        self["allow-origin"].append(value)
+
     def opt_http(self, value: str) -> None:
         """HTTP on this Twisted endpoint (repeatable). [default: tcp:8500:interface=127.0.0.1]"""
         self["http"].append(value)
@@ -327,6 +356,9 @@ def make_settings(options: Mapping[str, Any]) -> Settings:
         access_log=bool(options["access-log"]),
         fast_path=not options["no-fast-path"],
         max_body=convert(options, "max-body-size", parse_size, "a size like 1MiB or 65536"),
+        allow_hosts=tuple(_host(h) for h in options["allow-host"]),
+        allow_origins=tuple(_origin(o, "--allow-origin") for o in options["allow-origin"]),
+        limits=_limits(options),
         token=token,
         catalog=_catalog(options, token, cors),
         dns=_dns(options),
@@ -346,12 +378,39 @@ def convert(options: Mapping[str, Any], name: str, parse: Callable[[str], T], ex
         raise usage.UsageError(f"--{name} {text!r}: expected {expected}") from None
 
 
-def _origin(text: str) -> str:
+def _limits(options: Mapping[str, Any]) -> Limits:
+    seconds = "a duration like 60s or 2m"
+    return Limits(
+        header_timeout=convert(options, "header-timeout", _positive_seconds, seconds),
+        body_timeout=convert(options, "body-timeout", _positive_seconds, seconds),
+        max_client_connections=convert(
+            options, "max-client-connections", _at_least_one, "a whole number of at least 1"
+        ),
+    )
+
+
+def _at_least_one(text: str) -> int:
+    if int(text) < 1:
+        raise ValueError(text)
+    return int(text)
+
+
+def _host(text: str) -> str:
+    """An ``--allow-host`` name (``homeport.example``, ``.example.com``, ``*``)."""
+    if re.fullmatch(r"\*|\.?[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.?", text):
+        return text
+    raise usage.UsageError(
+        f"--allow-host {text!r}: expected a host name like homeport.example, "
+        "'.example.com' (any name under it) or '*'"
+    )
+
+
+def _origin(text: str, option: str = "--cors-origin") -> str:
     """A browser origin (``https://ci.example``, ``http://localhost:8000``) or ``*``."""
     if text == "*" or re.fullmatch(r"https?://[^/\s:]+(:\d{1,5})?/?", text):
         return text
     raise usage.UsageError(
-        f"--cors-origin {text!r}: expected an origin like https://ci.example "
+        f"{option} {text!r}: expected an origin like https://ci.example "
         "(scheme, host and port, no path) or '*'"
     )
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import gc
 import os
+import re
+import socket
 import sqlite3
 import sys
 from collections.abc import Iterator, Sequence
@@ -24,6 +26,7 @@ from twisted.web.resource import IResource, Resource
 from . import __version__, catalog, dns, logs, push, tls, web
 from .errors import StartupError, fail
 from .files import PRIVATE_DIR, create_private, private_dir, tighten_tree
+from .http.hosts import Names
 from .http.listen import Listener
 from .http.metrics import Metrics, MetricsResource
 from .http.site import HomeportSite, Root, V1Dispatch
@@ -72,7 +75,7 @@ def makeService(options: Options, reactor: IHomeportReactor | None = None) -> IS
     with opening(data_dir, "logs.sqlite3"):
         sink = logs.build(settings.logs, reactor, data_dir, pushed.hub.publish, metrics)
     root = Root()
-    site = http_site(settings, root, metrics)
+    site = http_site(settings, root, metrics, host_names(settings, cat.agent.node))
     try:
         https = tls.build(settings.tls, reactor, settings.http, site, partial(http_site, settings))
     except StartupError as e:
@@ -136,15 +139,35 @@ def opening(data_dir: Path, name: str) -> Iterator[None]:
 
 
 def http_site(
-    settings: Settings, resource: Resource, metrics: Metrics | None = None
+    settings: Settings,
+    resource: Resource,
+    metrics: Metrics | None = None,
+    names: Names | None = None,
 ) -> HomeportSite:
+    """A site for *resource*; *names* checks Host and Origin (none on the site that only
+    redirects to HTTPS and answers ACME challenges, which must answer any name)."""
     return HomeportSite(
         resource,
         access_log=settings.access_log,
         max_body=settings.max_body,
         metrics=metrics,
+        names=names,
+        limits=settings.limits,
         parsePOSTFormSubmission=False,  # /log parses its own bodies; nothing else wants it
     )
+
+
+def host_names(settings: Settings, node: str) -> Names:
+    """The ``Host`` names the API answers (``http.hosts``: besides IPs, localhost and
+    single-label names): the node's, the machine's, the ``--http`` interfaces' and
+    ``--allow-host``; the write origins besides its own: ``--allow-origin`` and
+    ``--cors-origin`` (already trusted to read with credentials)."""
+    domain = settings.dns.domain if settings.dns is not None else "consul"
+    hosts = [node, f"{node}.node.{domain}", f"{node}.node.{settings.catalog.datacenter}.{domain}"]
+    hosts.append(socket.gethostname())
+    hosts += [i for d in settings.http for i in re.findall(r"interface=([^:\\]+)", d)]
+    origins = settings.allow_origins + settings.push.cors_origins
+    return Names(hosts + list(settings.allow_hosts), origins)
 
 
 def listen(

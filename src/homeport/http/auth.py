@@ -5,8 +5,14 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+from http.cookies import SimpleCookie
 
 from twisted.web.server import Request
+
+from .hosts import same_origin
+
+#: The dashboard's HttpOnly, ``SameSite=Strict`` cookie holding the token.
+COOKIE = "homeport_token"
 
 
 class Token:
@@ -14,7 +20,8 @@ class Token:
 
     A request carries it as Consul's clients do: ``?token=`` (where the face allows it),
     ``X-Consul-Token``, ``Authorization: Bearer``, or Basic auth's password (what
-    ``HTTPHandler(credentials=(user, TOKEN))`` sends).
+    ``HTTPHandler(credentials=(user, TOKEN))`` sends); or, from the dashboard's own
+    pages, in its cookie (see :func:`given_token`).
     """
 
     def __init__(self, secret: str | None) -> None:
@@ -42,13 +49,20 @@ class Token:
 
 
 def given_token(request: Request) -> bytes | None:
-    """The token in *request*'s headers: ``X-Consul-Token``, else Bearer or Basic."""
+    """The token *request* carries: ``X-Consul-Token``, else Bearer or Basic, else the
+    dashboard's cookie when the request says it comes from a page of this same origin.
+
+    The cookie is ``SameSite=Strict`` (another site's page never sends it) and HttpOnly
+    (no script reads it); ``Origin`` must name the ``Host`` the request went to, since
+    another port of the same host is the same *site* and does get the cookie.  Browsers
+    send ``Origin`` with every ``POST``/``PUT``/``DELETE``, so the dashboard's writes
+    carry the token without a page ever holding it."""
     header = request.getHeader(b"x-consul-token")
     if header is not None:
         return header
     auth = request.getHeader(b"authorization")
     if auth is None:
-        return None
+        return cookie_token(request)
     scheme, _, value = auth.strip().partition(b" ")
     scheme = scheme.lower()
     if scheme == b"bearer":
@@ -60,3 +74,16 @@ def given_token(request: Request) -> bytes | None:
             return None
         return decoded.partition(b":")[2]
     return None
+
+
+def cookie_token(request: Request) -> bytes | None:
+    """The dashboard cookie's token, if *request* comes from a page of this origin."""
+    origin = request.getHeader(b"origin")
+    if origin is None or not same_origin(origin, request.getHeader(b"host")):
+        return None
+    value = request.getCookie(COOKIE.encode())
+    if not value:
+        return None
+    # The dashboard (werkzeug) quotes a value with characters a cookie cannot hold.
+    text = SimpleCookie().value_decode(value.decode("latin-1"))[0]
+    return text.encode("latin-1", "replace")

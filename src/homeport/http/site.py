@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.error import UnsupportedMethod
@@ -17,6 +18,8 @@ from twisted.web.util import Redirect
 
 from .api import ApiResource, all_routes
 from .fastpath import Answerer, Date, simple_get
+from .hosts import Names
+from .limits import Clients, Limits
 from .metrics import Metrics
 
 DEFAULT_MAX_BODY = 1024 * 1024
@@ -95,6 +98,29 @@ class HomeportRequest(Request):
         if self.channel is not None and self.channel.transport is not None:
             self.channel.transport.loseConnection()
 
+    def process(self) -> None:
+        """As Twisted processes a request, unless the site's :class:`~.hosts.Names`
+        refuse its ``Host`` (DNS rebinding) or, for a write, its ``Origin``: then a
+        plain ``403`` with the reason on one line."""
+        site = getattr(self.channel, "site", None)
+        names: Names | None = getattr(site, "names", None)
+        reason = None
+        if names is not None:
+            # Over TLS the certificate is the name check: a rebound name fails it.
+            host = None if cast(Any, self).isSecure() else self.getHeader(b"host")
+            reason = names.refusal(self.method, host, self.getHeader(b"origin"))
+        if reason is None:
+            Request.process(self)
+            return
+        self.site = site
+        body = (reason + "\n").encode()
+        me = cast(Any, self)  # twisted.web's Request is not annotated
+        me.setResponseCode(403)
+        me.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        me.setHeader(b"content-length", str(len(body)).encode())
+        me.write(body)
+        me.finish()
+
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
         self.started = time.perf_counter()
         if self.too_large:
@@ -159,24 +185,88 @@ class HomeportChannel(HTTPChannel):
     HEAD_LIMIT = 256 * 1024
     totalHeadersSize = 2 * HEAD_LIMIT
 
+    head_bytes = 0
+    #: The client address counted against ``max_client_connections``, if any.
+    client: str | None = None
+    refused = False
+    _deadline: IDelayedCall | None = None
+
     def connectionMade(self) -> None:
         HTTPChannel.connectionMade(self)
         self.head_bytes = 0
+        site: HomeportSite | None = getattr(self, "site", None)
+        if site is None:
+            return
+        peer = self.transport.getPeer() if self.transport is not None else None
+        address = getattr(peer, "host", None)
+        if isinstance(address, str):
+            if not site.clients.admit(address):
+                self.refused = True
+                self._answer_and_close(
+                    b"503 Service Unavailable",
+                    b"Too many connections from this address: the limit is %d\n"
+                    % site.limits.max_client_connections,
+                )
+                return
+            self.client = address
+        self._start_deadline("head", site.limits.header_timeout)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._stop_deadline()
+        site: HomeportSite | None = getattr(self, "site", None)
+        if self.client is not None and site is not None:
+            site.clients.release(self.client)
+            self.client = None
+        HTTPChannel.connectionLost(self, reason)
 
     def dataReceived(self, data: bytes) -> None:
         """Answer a plain cached read at once (``http.fastpath``); else twisted.web."""
+        if self.refused:
+            return
         site: HomeportSite | None = getattr(self, "site", None)
         if site is not None and site.fast is not None and self._idle():
             simple = simple_get(data)
-            answer = site.fast(*simple) if simple is not None else None
+            answer = site.fast(*simple) if simple is not None and site.may_fast(simple) else None
             if answer is not None:
                 transport = self.transport
                 assert transport is not None  # data just came in
+                self._stop_deadline()
                 cast(Any, self).resetTimeout()  # the idle timeout, as any request
                 transport.writeSequence((answer[0], site.date(), answer[1]))
                 site.fast_answers += 1
                 return
+        if site is not None and self._deadline is None and not self._handlingRequest:
+            # The first byte of a request's head: the head deadline runs from here.
+            self._start_deadline("head", site.limits.header_timeout)
         HTTPChannel.dataReceived(self, data)
+
+    def _start_deadline(self, what: str, seconds: float) -> None:
+        self._stop_deadline()
+        if seconds > 0:
+            self._deadline = cast(Any, self).callLater(seconds, self._expired, what, seconds)
+
+    def _stop_deadline(self) -> None:
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        self._deadline = None
+
+    def _expired(self, what: str, seconds: float) -> None:
+        """The request's *what* (head or body) did not arrive in time: 408 and close."""
+        self._deadline = None
+        text = f"Request Timeout: the request's {what} took longer than {seconds:g} s\n"
+        self._answer_and_close(b"408 Request Timeout", text.encode())
+
+    def _answer_and_close(self, status: bytes, body: bytes) -> None:
+        transport = self.transport
+        if transport is None:
+            return
+        transport.write(
+            b"HTTP/1.1 " + status + b"\r\n"
+            b"Content-Type: text/plain; charset=utf-8\r\n"
+            b"Content-Length: " + str(len(body)).encode() + b"\r\n"
+            b"Connection: close\r\n\r\n" + body
+        )
+        transport.loseConnection()
 
     def _idle(self) -> bool:
         """Between requests, with nothing buffered and the client reading its answers:
@@ -201,7 +291,16 @@ class HomeportChannel(HTTPChannel):
 
     def allHeadersReceived(self) -> None:
         self.head_bytes = 0
+        self._stop_deadline()
         HTTPChannel.allHeadersReceived(self)
+        site: HomeportSite | None = getattr(self, "site", None)
+        if site is not None and self.length != 0:  # a body follows (None: chunked)
+            self._start_deadline("body", site.limits.body_timeout)
+
+    def allContentReceived(self) -> None:
+        # The request is in: answering it (a stream, a blocking query) has no deadline.
+        self._stop_deadline()
+        HTTPChannel.allContentReceived(self)
 
     def lineLengthExceeded(self, line: bytes) -> None:
         self._too_long(request_line=self.head_bytes == 0)
@@ -238,12 +337,18 @@ class HomeportSite(Site):
         access_log: bool = False,
         max_body: int = DEFAULT_MAX_BODY,
         metrics: Metrics | None = None,
+        names: Names | None = None,
+        limits: Limits | None = None,
         **kw: Any,
     ) -> None:
         Site.__init__(self, resource, **kw)
         self.access_log = access_log
         self.max_body = max_body
         self.metrics = metrics
+        #: The ``Host``/``Origin`` checks (None: none, as on the redirect-to-HTTPS site).
+        self.names = names
+        self.limits = limits or Limits()
+        self.clients = Clients(self.limits.max_client_connections)
         #: The read fast path's answerer (``ApiResource.fast_answer``), or None.
         self.fast: Answerer | None = None
         self.fast_answers = 0
@@ -254,6 +359,11 @@ class HomeportSite(Site):
                 "HTTP reads answered by the fast path (also counted on their route).",
                 lambda: self.fast_answers,
             )
+
+    def may_fast(self, simple: tuple[bytes, bytes, dict[bytes, bytes]]) -> bool:
+        """May this plain read take the fast path?  Only when its ``Host`` is allowed:
+        else twisted.web answers it (and refuses it)."""
+        return self.names is None or self.names.host_allowed(simple[2].get(b"host"))
 
     def serve_fast(self, answerer: Answerer | None) -> None:
         """Let the channels answer plain cached reads with *answerer* (none with access

@@ -10,9 +10,12 @@ Templates and static files are read through the package (Jinja's ``PackageLoader
 works the same from a checkout, an installed wheel and a pex.
 
 With a token (``--token``) every page asks for it once: the login form checks it and
-keeps it in a ``SameSite=Strict`` cookie on ``/``, so the browser also sends it with
-the dashboard's event stream.  Scripts that write (publishing a test event) get it
-from the page and send it as ``X-Consul-Token``.
+keeps it in an HttpOnly, ``SameSite=Strict`` cookie on ``/``.  No page and no script
+ever holds the token: the scripts' writes (publishing a test event, the KV editor) are
+same-origin requests the browser sends the cookie with, and the daemon takes the
+token from that cookie only when the request's ``Origin`` is its own
+(:func:`homeport.http.auth.given_token`).  Wrong tokens are throttled per client
+address (:mod:`.throttle`).
 """
 
 from __future__ import annotations
@@ -29,9 +32,10 @@ from flask import Flask, Response, abort, redirect, render_template, request, ur
 from jinja2 import PackageLoader
 from werkzeug.wrappers.response import Response as BaseResponse
 
-from ..http.auth import Token
+from ..http.auth import COOKIE, Token
+from .throttle import Throttle
 
-COOKIE = "homeport_token"
+__all__ = ["COOKIE", "create_app", "format_uptime", "safe_next"]
 COOKIE_MAX_AGE = 400 * 24 * 3600  # Chromium's upper bound for a cookie's lifetime
 PAGES = ("services", "logs", "events", "kv")
 
@@ -112,6 +116,7 @@ class Views:
         self.token = token
         self.secret = Token(token)
         self.static = Static()
+        self.throttle = Throttle()
 
     def authorised(self) -> bool:
         return self.secret.matches(request.cookies.get(COOKIE, ""))
@@ -134,7 +139,6 @@ class Views:
             page=name,
             pages=PAGES,
             info=self.facts(),
-            write_token=self.token or "",
             **extra,
         )
         response = Response(html, content_type="text/html; charset=utf-8")
@@ -162,23 +166,38 @@ class Views:
         if not self.secret.required:
             return redirect(target)
         error = None
+        status, wait = 200, 0
         if request.method == "POST":
-            given = request.form.get("token", "").strip()
-            if self.secret.matches(given):
-                response = redirect(target, code=303)
-                response.set_cookie(
-                    COOKIE,
-                    given,
-                    max_age=COOKIE_MAX_AGE,
-                    path="/",  # the event stream (/v1/events) gets it too
-                    httponly=True,
-                    samesite="Strict",
-                    secure=request.scheme == "https",
-                )
-                return response
-            error = "That is not the token this homeport was started with."
+            address = request.remote_addr or "-"
+            wait = self.throttle.wait(address)
+            if wait:
+                status = 429
+                error = f"Too many wrong tokens from this address: try again in {wait} s."
+            elif self.secret.matches(request.form.get("token", "").strip()):
+                self.throttle.succeeded(address)
+                return self.logged_in(target, request.form.get("token", "").strip())
+            else:
+                self.throttle.failed(address)
+                status = 403
+                error = "That is not the token this homeport was started with."
         html = render_template("login.html", next=target, error=error, page="login", pages=())
-        return Response(html, 403 if error else 200, content_type="text/html; charset=utf-8")
+        response = Response(html, status, content_type="text/html; charset=utf-8")
+        if wait:
+            response.headers["Retry-After"] = str(wait)
+        return response
+
+    def logged_in(self, target: str, token: str) -> BaseResponse:
+        response = redirect(target, code=303)
+        response.set_cookie(
+            COOKIE,
+            token,
+            max_age=COOKIE_MAX_AGE,
+            path="/",  # the API's writes (/v1/kv, /v1/events) get it too
+            httponly=True,
+            samesite="Strict",
+            secure=request.scheme == "https",
+        )
+        return response
 
     def logout(self) -> BaseResponse:
         response = redirect(url_for("login"), code=303)

@@ -4,7 +4,6 @@
 const HP = (() => {
   const body = document.body;
   const base = body.dataset.base || "/ui";
-  const token = body.dataset.token || "";
 
   /** An element with attributes and children (strings become text nodes: never HTML). */
   function el(tag, attrs, ...children) {
@@ -24,10 +23,11 @@ const HP = (() => {
     return node;
   }
 
+  // No token here: with --token the page never holds it.  The browser sends the
+  // dashboard's HttpOnly cookie with these same-origin requests, and the daemon takes
+  // it from a request whose Origin is its own.
   function headers(extra) {
-    const out = Object.assign({}, extra || {});
-    if (token) out["X-Consul-Token"] = token;
-    return out;
+    return Object.assign({}, extra || {});
   }
 
   async function getJSON(path) {
@@ -275,5 +275,5 @@ const HP = (() => {
   const factsSoon = debounce(refreshFacts, 300);
   if (document.getElementById("facts")) setInterval(refreshFacts, 15000);
 
-  return { base, token, el, headers, getJSON, clock, uptime, debounce, stream, anyStream, refreshFacts: factsSoon };
+  return { base, el, headers, getJSON, clock, uptime, debounce, stream, anyStream, refreshFacts: factsSoon };
 })();
