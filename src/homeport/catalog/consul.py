@@ -921,28 +921,34 @@ def catalog_registration(
         tagged_addresses=fields.get("TaggedAddresses") or {},
         meta=fields.get("NodeMeta") or {},
     )
-    services: list[Service] = []
     svc = fields.get("Service") or {}
-    if svc:
-        name = svc.get("Service") or ""
-        if not name:
-            raise BadRequest("Must provide service name with ID")
-        services.append(
-            Service(
-                node=node_name,
-                id=svc.get("ID") or name,
-                name=name,
-                tags=tuple(svc.get("Tags") or ()),
-                address=svc.get("Address") or "",
-                port=svc.get("Port") or 0,
-                meta=svc.get("Meta") or {},
-                weights=_weights(svc.get("Weights")),
-                enable_tag_override=bool(svc.get("EnableTagOverride")),
-                kind=svc.get("Kind") or "",
-                tagged_addresses=service_addresses(svc.get("TaggedAddresses") or {}),
-            )
-        )
-        _limit_service(services[-1])
+    services = [_catalog_service(svc, node_name)] if svc else []
+    checks = _catalog_checks(fields, node_name)
+    return node, services, checks, skip
+
+
+def _catalog_service(svc: Mapping[str, Any], node_name: str) -> Service:
+    name = svc.get("Service") or ""
+    if not name:
+        raise BadRequest("Must provide service name with ID")
+    service = Service(
+        node=node_name,
+        id=svc.get("ID") or name,
+        name=name,
+        tags=tuple(svc.get("Tags") or ()),
+        address=svc.get("Address") or "",
+        port=svc.get("Port") or 0,
+        meta=svc.get("Meta") or {},
+        weights=_weights(svc.get("Weights")),
+        enable_tag_override=bool(svc.get("EnableTagOverride")),
+        kind=svc.get("Kind") or "",
+        tagged_addresses=service_addresses(svc.get("TaggedAddresses") or {}),
+    )
+    _limit_service(service)
+    return service
+
+
+def _catalog_checks(fields: Mapping[str, Any], node_name: str) -> list[Check]:
     checks: list[Check] = []
     raw_checks = ([fields["Check"]] if fields.get("Check") else []) + list(
         fields.get("Checks") or []
@@ -963,7 +969,7 @@ def catalog_registration(
                 service_id=raw.get("ServiceID") or "",
             )
         )
-    return node, services, checks, skip
+    return checks
 
 
 def valid_ip(address: str) -> bool:
