@@ -18,8 +18,11 @@ import pytest
 import socketio  # type: ignore[import-untyped]  # python-socketio ships no types
 from playwright.sync_api import Playwright, expect, sync_playwright
 
+from homeport.http.limits import Limits
+
 from .browser import CHROMIUM, CHROMIUM_FLAGS
 from .daemon import Daemon, DaemonFactory, wait_for
+from .test_options import parse as parse_options
 
 TOKEN = "s3cret-w3b-token"
 
@@ -374,3 +377,38 @@ def test_connections_per_client_address_are_capped(daemon_factory: DaemonFactory
     finally:
         for sock in held:
             sock.close()
+
+
+# -- the options ---------------------------------------------------------------------------
+
+
+def test_the_hardening_options_become_settings_from_argv_and_environment() -> None:
+    options = parse_options(
+        ["--allow-origin", "https://ci.example", "--header-timeout", "5s"],
+        {"HOMEPORT_ALLOW_HOST": "api.example .lan.example", "HOMEPORT_BODY_TIMEOUT": "2m"},
+    )
+    settings = options.settings
+    assert settings.allow_hosts == ("api.example", ".lan.example")
+    assert settings.allow_origins == ("https://ci.example",)
+    assert settings.limits == Limits(header_timeout=5.0, body_timeout=120.0)
+    assert parse_options([], {}).settings.limits == Limits()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--allow-host", "a b"], "--allow-host 'a b': expected a host name"),
+        (["--allow-host", "http://a.example"], "--allow-host 'http://a.example'"),
+        (["--allow-origin", "ftp://x"], "--allow-origin 'ftp://x': expected an origin"),
+        (["--header-timeout", "0"], "--header-timeout '0': expected a duration"),
+        (["--body-timeout", "soon"], "--body-timeout 'soon': expected a duration"),
+        (["--max-client-connections", "0"], "--max-client-connections '0': expected"),
+    ],
+)
+def test_bad_hardening_options_are_one_line_naming_the_option(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        parse_options(argv, {})
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith("homeport: error: ") and message in line
