@@ -295,7 +295,7 @@ class HomeportChannel(HTTPChannel):
         HTTPChannel.allHeadersReceived(self)
         site: HomeportSite | None = getattr(self, "site", None)
         if site is not None and self.length != 0:  # a body follows (None: chunked)
-            self._start_deadline("body", site.limits.body_timeout)
+            self._start_deadline("body", site.limits.body_deadline(self.length))
 
     def allContentReceived(self) -> None:
         # The request is in: answering it (a stream, a blocking query) has no deadline.
