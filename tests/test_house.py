@@ -16,8 +16,9 @@ import pytest
 SRC = Path(__file__).resolve().parent.parent / "src"
 PACKAGE = SRC / "homeport"
 MAX_FUNCTION_LINES = 60
-#: The wiring: the options that make every part's settings, and tap.py that builds them.
-WIRING = ("homeport.tap", "homeport.options")
+#: The wiring: the options that make every part's settings, tap.py that builds them, and
+#: worker.py that builds a ``--workers`` process.
+WIRING = ("homeport.tap", "homeport.options", "homeport.worker")
 #: The parts: each is built by its own ``build()`` and wired only by the wiring.
 PARTS = ("catalog", "dns", "logs", "push", "tls", "web")
 #: The modules of a part that face the network; the rest of a part is its core.
@@ -68,13 +69,13 @@ GRAPH = {name: imports(name, path) for name, path in modules()}
 
 
 def test_nothing_imports_the_wiring() -> None:
-    """No part imports tap.py or the options: the wiring depends on the parts, never the
-    reverse (tap.py itself reads the options)."""
+    """No part imports tap.py, worker.py or the options: the wiring depends on the parts,
+    never the reverse (the wiring itself reads the options)."""
     offenders = sorted(
         f"{n} -> {w}"
         for n, deps in GRAPH.items()
         for w in WIRING
-        if w in deps and n != "homeport.tap"
+        if w in deps and n not in WIRING
     )
     assert offenders == []
 

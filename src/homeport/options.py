@@ -43,6 +43,8 @@ class Settings:
     http: tuple[str, ...]
     access_log: bool
     fast_path: bool
+    #: Processes sharing the HTTP and DNS ports, this one included (``--workers``).
+    workers: int
     max_body: int
     #: ``--allow-host`` / ``--allow-origin``: Host names and write origins beyond the
     #: defaults (``homeport.http.hosts``).
@@ -75,6 +77,13 @@ OPTION_PARAMETERS: list[list[Any]] = [
         "SOA minimum TTL in seconds: how long resolvers may cache 'no such name'.",
     ],
     ["dns-cache-size", None, "64MiB", "Memory the precomputed DNS replies may take."],
+    [
+        "workers",
+        None,
+        "1",
+        "Processes serving catalog, health, KV and DNS reads on the same ports "
+        "(SO_REUSEPORT): a number, or 'auto' for one per core.",
+    ],
     ["data-dir", None, "./homeport-data", "Where the SQLite files live (created if missing)."],
     ["datacenter", None, "dc1", "This agent's datacenter name."],
     [
@@ -355,6 +364,7 @@ def make_settings(options: Mapping[str, Any]) -> Settings:
         http=http,
         access_log=bool(options["access-log"]),
         fast_path=not options["no-fast-path"],
+        workers=convert(options, "workers", _workers, "a number of processes (1-64) or 'auto'"),
         max_body=convert(options, "max-body-size", parse_size, "a size like 1MiB or 65536"),
         allow_hosts=tuple(_host(h) for h in options["allow-host"]),
         allow_origins=tuple(_origin(o, "--allow-origin") for o in options["allow-origin"]),
@@ -376,6 +386,13 @@ def convert(options: Mapping[str, Any], name: str, parse: Callable[[str], T], ex
         return parse(text)
     except ValueError:
         raise usage.UsageError(f"--{name} {text!r}: expected {expected}") from None
+
+
+def _workers(text: str) -> int:
+    count = (os.cpu_count() or 1) if text.strip().lower() == "auto" else int(text)
+    if not 1 <= count <= 64:
+        raise ValueError(text)
+    return count
 
 
 def _limits(options: Mapping[str, Any]) -> Limits:

@@ -15,9 +15,10 @@ import sqlite3
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from twisted.application.service import IService, MultiService
 from twisted.logger import Logger
@@ -82,9 +83,15 @@ def makeService(options: Options, reactor: IHomeportReactor | None = None) -> IS
         fail(str(e))
     top = HomeportService(site, cat)
     parts = [cat, pushed, sink, web.build(settings.web, reactor, cat.facts), https]
-    parts.append(listen(https.listeners, reactor, top.listeners))
+    listenings, shared = (https.listeners, []) if settings.workers == 1 else share(https, reactor)
+    parts.append(listen(listenings, reactor, top.listeners))
+    dns_part = None
     if settings.dns is not None:
-        parts.append(dns.build(settings.dns, reactor, cat.catalog, metrics))
+        dns_settings = replace(settings.dns, reuse_port=settings.workers > 1)
+        dns_part = dns.build(dns_settings, reactor, cat.catalog, metrics)
+        parts.append(dns_part)
+    if settings.workers > 1:
+        parts.append(workers(settings, reactor, site, cat, top, shared, dns_part))
     mount(root, V1Dispatch(cat.api), parts, MetricsResource(metrics))
     site.serve_fast(cat.api.fast_answer if settings.fast_path else None)
     attach(top, *(part.service for part in parts))
@@ -98,6 +105,67 @@ def makeService(options: Options, reactor: IHomeportReactor | None = None) -> IS
         reactor.callWhenRunning(_print_ports, top)
     reactor.callWhenRunning(reactor.callLater, 1.0, settle_heap)
     return top
+
+
+def share(https: tls.TLSPart, reactor: IHomeportReactor) -> tuple[list[tls.Listening], list[int]]:
+    """``--workers``: each plain ``tcp:`` listener bound to be shared (``SO_REUSEPORT``);
+    the listeners, and the positions of the shared ones among them."""
+    from .http.reuseport import SharedTCPEndpoint
+
+    listenings: list[tls.Listening] = []
+    shared: list[int] = []
+    for listening in https.listeners:
+        address = plain_tcp(listening.description)
+        if address is not None:
+            endpoint = SharedTCPEndpoint(reactor, address[1], address[0], backlog=1024)
+            listening = replace(listening, endpoint=endpoint)
+            shared.append(len(listenings))
+        listenings.append(listening)
+    return listenings, shared
+
+
+def plain_tcp(description: str) -> tuple[str, int] | None:
+    """(interface, port) of a ``tcp:PORT[:interface=HOST]`` endpoint string, else None."""
+    fields = description.replace("\\:", "\0").split(":")
+    if fields[0] != "tcp" or len(fields) < 2 or not fields[1].isdigit():
+        return None
+    options = dict(f.split("=", 1) for f in fields[2:] if "=" in f)
+    if set(options) - {"interface", "backlog"}:
+        return None
+    return options.get("interface", "").replace("\0", ":"), int(fields[1])
+
+
+def workers(
+    settings: Settings,
+    reactor: IHomeportReactor,
+    site: HomeportSite,
+    cat: catalog.CatalogPart,
+    top: HomeportService,
+    shared: list[int],
+    dns_part: Part | None,
+) -> Part:
+    """The primary's internal socket (PROXY protocol, for the connections workers hand
+    over) and the pool of ``--workers`` processes sharing its ports."""
+    from twisted.internet.endpoints import serverFromString
+
+    from .worker import Hello, WorkerPool
+
+    path = settings.data_dir.resolve() / "primary.sock"
+    path.unlink(missing_ok=True)
+    escaped = str(path).replace(":", "\\:")
+    internal = serverFromString(reactor, f"haproxy:unix:address={escaped}:mode=0600")
+    service = MultiService()
+    attach(service, Listener("the workers' socket", internal, site, reactor))
+
+    def hello() -> Hello:
+        ports = [top.listeners[n].port for n in shared]
+        hosts = [cast(Any, p.getHost()) for p in ports if p is not None]
+        http = tuple((h.host, h.port) for h in hosts)
+        dns_port = getattr(dns_part.service, "port", None) if dns_part is not None else None
+        return Hello(settings, cat.agent, http, dns_port, str(path), reads=not settings.catalog.acl)
+
+    attach(service, WorkerPool(reactor, settings.workers - 1, cat.catalog, hello))
+    return Part(service=service)
 
 
 def writable(data_dir: Path) -> Path:

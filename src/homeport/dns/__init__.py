@@ -29,6 +29,8 @@ class Settings:
     soa_min_ttl: int = 0
     #: Memory the precomputed replies may take (``--dns-cache-size``).
     cache_size: int = 64 * 2**20
+    #: Bind with ``SO_REUSEPORT``, sharing the port with ``--workers``.
+    reuse_port: bool = False
 
 
 def build(
@@ -47,7 +49,7 @@ def build(
         settings.port,
         config,
         reactor,
-        limits=Limits(cache_size=settings.cache_size),
+        limits=Limits(cache_size=settings.cache_size, reuse_port=settings.reuse_port),
         what=f"--dns {where}:{settings.port}",
     )
     if metrics is not None:

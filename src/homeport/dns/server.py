@@ -28,6 +28,7 @@ from twisted.python.failure import Failure
 
 from homeport.catalog.model import Catalog, Change
 from homeport.errors import StartupError
+from homeport.http.reuseport import SharedTCPPort, share
 
 from .answer import Responder
 from .config import Config
@@ -74,9 +75,15 @@ class _AnsweringPort(udp.Port):
     """A UDP port that answers queries itself, cache hits first, straight from its read loop."""
 
     protocol: DNSDatagramProtocol
+    #: Bind with ``SO_REUSEPORT`` (``--workers``).
+    reuse_port = False
 
     def __init__(self, port: int, protocol: DNSDatagramProtocol, interface: str, reactor: Any):
         udp.Port.__init__(self, port, protocol, interface, maxPacketSize=65535, reactor=reactor)
+
+    def createInternetSocket(self) -> socket.socket:
+        sock = udp.Port.createInternetSocket(self)
+        return share(sock) if self.reuse_port else sock
 
     def listen(self) -> int:
         """Start listening, with roomy socket buffers; the bound port number."""
@@ -272,6 +279,8 @@ class Limits:
     #: What the precomputed replies may hold in memory (``--dns-cache-size``): past it
     #: the caches start again from empty.
     cache_size: int = 64 * 2**20
+    #: Bind with ``SO_REUSEPORT`` (the primary and ``--workers`` share the port).
+    reuse_port: bool = False
 
 
 class DNSService(Service):
@@ -311,6 +320,7 @@ class DNSService(Service):
             self.responder, reactor, limits.idle_timeout, limits.max_connections
         )
         self._requested_port = port
+        self._reuse_port = limits.reuse_port
         self._udp: IListeningPort | None = None
         self._tcp: IListeningPort | None = None
         self._unsubscribe: Callable[[], None] | None = None
@@ -349,12 +359,10 @@ class DNSService(Service):
                 self.interface,
                 reactor=self.reactor,
             )
+            udp_port.reuse_port = self._reuse_port
             number = udp_port.listen()
-            tcp_reactor: IReactorTCP = self.reactor
             try:
-                self._tcp = tcp_reactor.listenTCP(
-                    number, self.factory, backlog=128, interface=self.interface
-                )
+                self._tcp = self._listen_tcp(number)
             except CannotListenError:
                 udp.Port.stopListening(udp_port)
                 if attempt == attempts - 1:
@@ -369,6 +377,16 @@ class DNSService(Service):
                 port=number,
             )
             return
+
+    def _listen_tcp(self, number: int) -> IListeningPort:
+        if not self._reuse_port:
+            tcp_reactor: IReactorTCP = self.reactor
+            return tcp_reactor.listenTCP(
+                number, self.factory, backlog=128, interface=self.interface
+            )
+        port = SharedTCPPort(number, self.factory, 128, self.interface, self.reactor)
+        port.startListening()
+        return port
 
     def stopService(self) -> Deferred[Any]:
         Service.stopService(self)
