@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Catalog reads under load: homeport vs twisted.web's own floor vs nginx, in one run.
 
-Registers 100 instances of ``web`` (and a KV key) in two fresh daemons, one as it runs
+Registers 100 instances of ``web`` (and a KV key) in three fresh daemons, one as it runs
 by default (cached reads answered by the HTTP fast path) and one with
-``--no-fast-path`` (every request through twisted.web), then runs ``wrk`` in
+``--no-fast-path`` (every request through twisted.web) and one with ``--workers auto``, then runs ``wrk`` in
 alternating rounds against three reads a watcher polls:
 
 - ``GET /v1/catalog/service/web`` (the 47 KB answer of 100 instances),
@@ -13,7 +13,9 @@ alternating rounds against three reads a watcher polls:
 on both daemons, on a minimal twisted.web resource returning the same bytes (the
 framework's floor) and on nginx serving them as static files with one worker process,
 and prints requests/s, average and p99 latency and each ratio's range over the rounds.
-Targets (issue #19): homeport >= 0.7x nginx, p99 no worse than twisted.web's.
+Then ``homeport --workers auto`` against nginx with ``worker_processes auto``.
+Targets (issue #19): homeport >= 0.7x nginx with one worker process, ``--workers auto``
+>= 1.0x nginx with one per core, p99 no worse than twisted.web's.
 
     python3 bench/catalog.py [--seconds 10] [--connections 50] [--rounds 3]
 """
@@ -56,7 +58,7 @@ reactor.run()
 """
 
 NGINX_CONF = """
-worker_processes 1;
+worker_processes {workers};
 daemon off;
 pid {dir}/nginx.pid;
 error_log {dir}/error.log;
@@ -148,8 +150,9 @@ def register_sample(base: str) -> None:
 
 def start_peers(
     work: Path, payloads: dict[str, bytes], procs: list[subprocess.Popen[bytes]]
-) -> tuple[int, int]:
-    """A minimal twisted.web resource and nginx serving each read's bytes: their ports."""
+) -> tuple[int, int, int]:
+    """A minimal twisted.web resource, nginx with one worker process and nginx with one
+    per core, serving each read's bytes: their ports."""
     files = {}
     for query_path, payload in payloads.items():
         static = work / "www" / READS[query_path].lstrip("/")
@@ -166,18 +169,27 @@ def start_peers(
     assert minimal.stdout is not None
     minimal_port = int(minimal.stdout.readline())
     (work / "tmp").mkdir()
-    nginx_port = free_port()
-    (work / "nginx.conf").write_text(NGINX_CONF.format(dir=work, port=nginx_port))
+    nginx_port = start_nginx(work, "1", procs)
+    nginx_all = start_nginx(work, "auto", procs)
+    for query_path, payload in payloads.items():
+        for port in (nginx_port, nginx_all, minimal_port):
+            assert wait_http(f"http://127.0.0.1:{port}{query_path}") == payload
+    return minimal_port, nginx_port, nginx_all
+
+
+def start_nginx(work: Path, workers: str, procs: list[subprocess.Popen[bytes]]) -> int:
+    """nginx with *workers* worker processes serving ``work/www``: its port."""
+    port = free_port()
+    conf = work / f"nginx-{workers}.conf"
+    pid_dir = work / f"nginx-{workers}"
+    pid_dir.mkdir()
+    text = NGINX_CONF.format(dir=work, port=port, workers=workers)
+    conf.write_text(text.replace(f"pid {work}/nginx.pid", f"pid {pid_dir}/nginx.pid"))
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     procs.append(
-        subprocess.Popen(
-            [nginx, "-c", str(work / "nginx.conf"), "-e", str(work / "error.log")], cwd=work
-        )
+        subprocess.Popen([nginx, "-c", str(conf), "-e", str(work / "error.log")], cwd=work)
     )
-    for query_path, payload in payloads.items():
-        assert wait_http(f"http://127.0.0.1:{nginx_port}{query_path}") == payload
-        assert wait_http(f"http://127.0.0.1:{minimal_port}{query_path}") == payload
-    return minimal_port, nginx_port
+    return port
 
 
 def measure(targets: list[tuple[str, str]], seconds: int, connections: int, rounds: int) -> None:
@@ -231,13 +243,14 @@ def main() -> None:
     try:
         fast = start_homeport(work, procs, "data")
         slow = start_homeport(work, procs, "data-slow", "--no-fast-path")
+        every = start_homeport(work, procs, "data-workers", "--workers", "auto")
         payloads = {}
-        for base in (fast, slow):
+        for base in (fast, slow, every):
             register_sample(base)
         for query_path in READS:
             payloads[query_path] = wait_http(fast + query_path)
         assert len(json.loads(payloads["/v1/catalog/service/web"])) == 100
-        minimal_port, nginx_port = start_peers(work, payloads, procs)
+        minimal_port, nginx_port, nginx_all = start_peers(work, payloads, procs)
         print(
             f"wrk -t1 -c{args.connections} -d{args.seconds}s x {args.rounds} alternating "
             f"rounds on {os.cpu_count()} cores"
@@ -251,6 +264,11 @@ def main() -> None:
                 ("nginx static file", f"http://127.0.0.1:{nginx_port}{query_path}"),
             ]
             measure(targets, args.seconds, args.connections, args.rounds)
+            every_core = [
+                ("homeport --workers auto", every + query_path),
+                ("nginx worker_processes auto", f"http://127.0.0.1:{nginx_all}{query_path}"),
+            ]
+            measure(every_core, args.seconds, args.connections, args.rounds)
     finally:
         for proc in procs:
             proc.send_signal(signal.SIGTERM)
