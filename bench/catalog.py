@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """Catalog reads under load: homeport vs twisted.web's own floor vs nginx, in one run.
 
-Registers 100 instances of ``web`` (and a KV key) in three fresh daemons, one as it runs
-by default (cached reads answered by the HTTP fast path) and one with
-``--no-fast-path`` (every request through twisted.web) and one with ``--workers auto``, then runs ``wrk`` in
-alternating rounds against three reads a watcher polls:
+Registers 100 instances of ``web`` (and a KV key) in three fresh daemons: one as it
+runs by default (cached reads answered by the HTTP fast path), one with
+``--no-fast-path`` (every request through twisted.web) and one with ``--workers auto``;
+then runs ``wrk`` in alternating rounds against three reads a watcher polls:
 
 - ``GET /v1/catalog/service/web`` (the 47 KB answer of 100 instances),
 - ``GET /v1/health/service/web?passing``,
