@@ -4,6 +4,8 @@ roles, enforcement and filtering, kept across ``kill -9``."""
 from __future__ import annotations
 
 import json
+import threading
+import time
 from typing import Any
 
 import pytest
@@ -250,3 +252,30 @@ def test_prepared_query_execution_shows_only_readable_nodes(acl: Daemon) -> None
         call(acl, "POST", "/v1/query", reader, {"Name": "x", "Service": {"Service": "db"}})[0]
         == 403
     )
+
+
+def test_a_parked_blocking_query_loses_its_token(acl: Daemon) -> None:
+    """A token deleted while its blocking query waits: the query is answered 403 then,
+    not with the data once the wait is over."""
+    root = bootstrap(acl)
+    ok(acl, "PUT", "/v1/kv/k", root, "v")
+    token = token_for(acl, root, 'key "k" { policy = "read" }', "kr")
+    _, headers, _ = call(acl, "GET", "/v1/kv/k", token["SecretID"])
+    index = headers["X-Consul-Index"]
+    answers: list[tuple[int, bytes]] = []
+
+    def block() -> None:
+        got = acl.request(
+            "GET",
+            f"/v1/kv/k?index={index}&wait=5m",
+            headers={"X-Consul-Token": token["SecretID"]},
+            timeout=120,
+        )
+        answers.append((got[0], got[2]))
+
+    waiting = threading.Thread(target=block)
+    waiting.start()
+    time.sleep(0.5)  # let it park; had it not yet, it is refused the same way
+    ok(acl, "DELETE", f"/v1/acl/token/{token['AccessorID']}", root)
+    waiting.join(100)
+    assert answers == [(403, b"ACL not found")]

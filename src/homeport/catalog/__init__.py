@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from twisted.web.resource import IResource
 
     from ..http.api import ApiResource
+    from .acl_records import AclRecords
     from .api import Agent
     from .checks import ScriptPolicy
     from .config import ConfigService
@@ -88,6 +89,7 @@ def build(
     from ..http.api import ApiResource
     from ..http.auth import Token
     from ..http.cors import CORS
+    from .acl_records import AclRecords
     from .api import ERRORS, ConsulAPI
     from .checks import ScriptPolicy
     from .summary import dashboard_facts
@@ -108,6 +110,9 @@ def build(
     )
     if shared is not None:
         _serve_shared(api, shared)
+    # Before the API's listener: a change forgets the ACL decisions before parked
+    # queries are asked again (see _acl).
+    records = AclRecords(catalog)
     face = ConsulAPI(api, catalog, agent, reactor, scripts=scripts)
     face.cluster = shared
     v1 = _events_and_snapshots(api, catalog, agent.node, reactor, publish, service)
@@ -119,7 +124,7 @@ def build(
         return dashboard_facts(catalog, agent, reactor.seconds(), agents)
 
     set_reload = _agent_and_operator(api, catalog, agent, reactor, metrics, service, v1, data_dir)
-    _acl(settings, api, catalog, agent, reactor.seconds)
+    _acl(settings, api, records, agent)
     return CatalogPart(
         service=service,
         v1=v1,
@@ -132,7 +137,7 @@ def build(
     )
 
 
-def _acl(settings: Settings, api: ApiResource, catalog: Catalog, agent: Agent, clock: Any) -> None:
+def _acl(settings: Settings, api: ApiResource, records: AclRecords, agent: Agent) -> None:
     """The ACL endpoints and every route's guard; with ``--acl``, the resolver that
     makes the guards bite (its decisions forgotten on any ACL change, here or from
     another agent)."""
@@ -140,9 +145,8 @@ def _acl(settings: Settings, api: ApiResource, catalog: Catalog, agent: Agent, c
 
     from ..acl import Resolver
     from . import acl_api, guards
-    from .acl_records import AclRecords
 
-    records = AclRecords(catalog)
+    catalog = records.catalog
     acl_api.routes(api, acl_api.AclAPI(catalog, records, time.time), settings.acl)
     guards.attach(api, catalog, agent)
     if not settings.acl:

@@ -302,6 +302,9 @@ class ApiResource(Resource):
                 self._parked.pop(key, None)
                 continue
             route, call = self._parked[key]
+            if self._revoked(entry, route, call):
+                self._parked.pop(key, None)
+                continue
             try:
                 entry = self._fresh(key, route, call)
             except Exception:  # noqa: BLE001 - one broken watcher must not stop the rest
@@ -314,6 +317,28 @@ class ApiResource(Resource):
                     self._finish_waiter(waiter, route, call, entry)
             if not entry.waiters:
                 self._parked.pop(key, None)
+
+    def _revoked(self, entry: _Entry, route: Route, call: Call) -> bool:
+        """With ``--acl``, a parked query is asked again whether its token may still make
+        it (its token, policies or roles may have changed); if not, each of its waiters
+        is answered the 403 now.  True then."""
+        if self.acl is None or call.authz is None:
+            return False
+        try:
+            call.authz = self.acl.resolve(call.arg("token") or given_token(call.request))
+            self._guard(route, call)
+        except (PermissionDenied, TokenNotFound) as denied:
+            waiters, entry.waiters = entry.waiters, []
+            for waiter in waiters:
+                if waiter.done:
+                    continue
+                waiter.done = True
+                if waiter.timer is not None and waiter.timer.active():
+                    waiter.timer.cancel()
+                waiter.request.write(self._failed(waiter.request, denied))
+                waiter.request.finish()
+            return True
+        return False
 
     def _fresh(self, key: tuple[Any, ...], route: Route, call: Call) -> _Entry:
         entry = self.cache.get(key)
