@@ -72,10 +72,7 @@ def test_nothing_imports_the_wiring() -> None:
     """No part imports tap.py, worker.py or the options: the wiring depends on the parts,
     never the reverse (the wiring itself reads the options)."""
     offenders = sorted(
-        f"{n} -> {w}"
-        for n, deps in GRAPH.items()
-        for w in WIRING
-        if w in deps and n not in WIRING
+        f"{n} -> {w}" for n, deps in GRAPH.items() for w in WIRING if w in deps and n not in WIRING
     )
     assert offenders == []
 

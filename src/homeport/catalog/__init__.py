@@ -86,11 +86,8 @@ def build(
     Changes go to *publish*'s topics ``catalog`` and ``kv``, user events to ``consul-event``.
     Raises what opening the database raises (``sqlite3.Error``, ``OSError``).
     """
-    from ..http.api import ApiResource
-    from ..http.auth import Token
-    from ..http.cors import CORS
     from .acl_records import AclRecords
-    from .api import ERRORS, ConsulAPI
+    from .api import ConsulAPI
     from .checks import ScriptPolicy
     from .summary import dashboard_facts
 
@@ -99,15 +96,7 @@ def build(
     on = _on_etcd if settings.etcd_endpoints else _on_sqlite
     catalog, agent, config, shared = on(settings, reactor, data_dir, scripts, service)
     _gauges(metrics, catalog)
-    api = ApiResource(
-        reactor,
-        lambda: catalog.index,
-        metrics,
-        Token(settings.token),
-        catalog.datacenter,
-        cors=CORS(settings.cors_origins),
-        errors=ERRORS,
-    )
+    api = _api_resource(settings, reactor, catalog, metrics)
     if shared is not None:
         _serve_shared(api, shared)
     # Before the API's listener: a change forgets the ACL decisions before parked
@@ -134,6 +123,26 @@ def build(
         api=api,
         facts=facts,
         set_reload=set_reload,
+    )
+
+
+def _api_resource(
+    settings: Settings, reactor: IHomeportReactor, catalog: Catalog, metrics: Metrics
+) -> ApiResource:
+    """The ``/v1/`` resource: Consul's headers, errors, token and CORS rules."""
+    from ..http.api import ApiResource
+    from ..http.auth import Token
+    from ..http.cors import CORS
+    from .api import ERRORS
+
+    return ApiResource(
+        reactor,
+        lambda: catalog.index,
+        metrics,
+        Token(settings.token),
+        catalog.datacenter,
+        cors=CORS(settings.cors_origins),
+        errors=ERRORS,
     )
 
 
