@@ -88,7 +88,9 @@ def makeService(options: Options, reactor: IHomeportReactor | None = None) -> IS
     dns_part = None
     if settings.dns is not None:
         dns_settings = replace(settings.dns, reuse_port=settings.workers > 1)
-        dns_part = dns.build(dns_settings, reactor, cat.catalog, metrics)
+        # With --acl, DNS answers what the anonymous token may read (as Consul's).
+        dns_acl = dns.Acl(cat.anonymous, cat.on_acl_change.append) if cat.anonymous else None
+        dns_part = dns.build(dns_settings, reactor, cat.catalog, metrics, dns_acl)
         parts.append(dns_part)
     if settings.workers > 1:
         parts.append(workers(settings, reactor, site, cat, top, shared, dns_part))

@@ -214,7 +214,9 @@ def serve(hello: Hello, reactor: IHomeportReactor) -> Callable[[bytes], None]:
     site.serve_fast(reader.api.fast_answer if settings.fast_path else None)
     for interface, port in hello.http:
         SharedTCPEndpoint(reactor, port, interface, backlog=1024).listen(site)
-    if settings.dns is not None and hello.dns_port is not None:
+    # With --acl (no reads here) DNS is the primary's alone: this copy holds no ACL
+    # records, so it could not filter answers to what the anonymous token may read.
+    if settings.dns is not None and hello.dns_port is not None and hello.reads:
         shared = replace(settings.dns, port=hello.dns_port, reuse_port=True)
         dns.build(shared, reactor, reader.catalog, metrics).service.startService()
     log.info("serving reads on {ports} (pid {pid})", ports=hello.http, pid=os.getpid())

@@ -22,6 +22,7 @@ from . import story
 if TYPE_CHECKING:
     from twisted.web.resource import IResource
 
+    from ..acl import Authorizer
     from ..http.api import ApiResource
     from .acl_records import AclRecords
     from .api import Agent
@@ -72,6 +73,11 @@ class CatalogPart(Part):
     facts: Callable[[], dict[str, Any]] = field(default=dict)
     #: Give ``PUT /v1/agent/reload`` what SIGHUP runs (the wiring calls it once).
     set_reload: Callable[[Callable[[], None]], None] = field(default=lambda reload: None)
+    #: With ``--acl``: the anonymous token's Authorizer now (what DNS answers under).
+    anonymous: Callable[[], Authorizer] | None = None
+    #: Called after any token, policy or role change, here or from another agent
+    #: (after the Resolver has forgotten its decisions).
+    on_acl_change: list[Callable[[], None]] = field(default_factory=list)
 
 
 def build(
@@ -113,7 +119,7 @@ def build(
         return dashboard_facts(catalog, agent, reactor.seconds(), agents)
 
     set_reload = _agent_and_operator(api, catalog, agent, reactor, metrics, service, v1, data_dir)
-    _acl(settings, api, records, agent)
+    anonymous = _acl(settings, api, records, agent)
     return CatalogPart(
         service=service,
         v1=v1,
@@ -123,6 +129,8 @@ def build(
         api=api,
         facts=facts,
         set_reload=set_reload,
+        anonymous=anonymous,
+        on_acl_change=records.on_change,
     )
 
 
@@ -146,20 +154,22 @@ def _api_resource(
     )
 
 
-def _acl(settings: Settings, api: ApiResource, records: AclRecords, agent: Agent) -> None:
+def _acl(
+    settings: Settings, api: ApiResource, records: AclRecords, agent: Agent
+) -> Callable[[], Authorizer] | None:
     """The ACL endpoints and every route's guard; with ``--acl``, the resolver that
     makes the guards bite (its decisions forgotten on any ACL change, here or from
-    another agent)."""
+    another agent), and what gives the anonymous token's Authorizer (None without)."""
     import time
 
-    from ..acl import Resolver
+    from ..acl import ANONYMOUS_ACCESSOR, Resolver, TokenNotFound, compile_rules
     from . import acl_api, guards
 
     catalog = records.catalog
     acl_api.routes(api, acl_api.AclAPI(catalog, records, time.time), settings.acl)
     guards.attach(api, catalog, agent)
     if not settings.acl:
-        return
+        return None
     resolver = Resolver(
         records,
         default=settings.acl_default_policy,
@@ -168,6 +178,14 @@ def _acl(settings: Settings, api: ApiResource, records: AclRecords, agent: Agent
     )
     records.on_change.append(resolver.invalidate)
     api.acl = resolver
+
+    def anonymous() -> Authorizer:
+        try:
+            return resolver.resolve(None)
+        except TokenNotFound:  # an expired anonymous token: nothing may be read
+            return compile_rules((), "deny", ANONYMOUS_ACCESSOR)
+
+    return anonymous
 
 
 def _identity(settings: Settings, catalog: Catalog, data_dir: Path, now: float) -> Agent:

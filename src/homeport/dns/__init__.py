@@ -15,8 +15,22 @@ from typing import TYPE_CHECKING
 from ..part import IHomeportReactor, Part
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ..acl import Authorizer
     from ..catalog.model import Catalog
     from ..http.metrics import Metrics
+
+
+@dataclass(frozen=True)
+class Acl:
+    """What DNS needs of the ACL system (``--acl``), given by the wiring so that DNS
+    never reaches into the catalog's face: the anonymous token's Authorizer (asked
+    afresh for each snapshot), and *watch*, which calls its argument after any token,
+    policy or role change, here or from another agent."""
+
+    authorizer: Callable[[], Authorizer]
+    watch: Callable[[Callable[[], None]], object]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -34,10 +48,14 @@ class Settings:
 
 
 def build(
-    settings: Settings, reactor: IHomeportReactor, catalog: Catalog, metrics: Metrics | None = None
+    settings: Settings,
+    reactor: IHomeportReactor,
+    catalog: Catalog,
+    metrics: Metrics | None = None,
+    acl: Acl | None = None,
 ) -> Part:
     """DNS for *catalog* on ``settings.host:port`` (UDP and TCP), once started; its
-    query counts on *metrics*."""
+    query counts on *metrics*; with *acl*, only what the anonymous token may read."""
     from .config import Config
     from .server import DNSService, Limits
 
@@ -51,7 +69,10 @@ def build(
         reactor,
         limits=Limits(cache_size=settings.cache_size, reuse_port=settings.reuse_port),
         what=f"--dns {where}:{settings.port}",
+        authorizer=acl.authorizer if acl is not None else None,
     )
+    if acl is not None:
+        acl.watch(service.acl_changed)
     if metrics is not None:
         responder = service.responder
         metrics.counter(

@@ -26,6 +26,7 @@ from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 
+from homeport.acl import Authorizer
 from homeport.catalog.model import Catalog, Change
 from homeport.errors import StartupError
 from homeport.http.reuseport import SharedTCPPort, share
@@ -288,7 +289,10 @@ class DNSService(Service):
 
     ``port`` 0 picks a free port for both; :attr:`port` is the bound one once started.
     Every catalog change that can change an answer clears the reply cache, so the next
-    query sees it.  A port that cannot be bound stops start-up with one line
+    query sees it.  With *authorizer* (``--acl``: the anonymous token's rules, asked
+    afresh for each snapshot) the snapshot holds only what it may read; call
+    :meth:`acl_changed` on any ACL change so the next query is answered under the new
+    rules.  A port that cannot be bound stops start-up with one line
     (:class:`~homeport.errors.StartupError`) naming *what* (``--dns 127.0.0.1:8600``).
     """
 
@@ -302,12 +306,14 @@ class DNSService(Service):
         *,
         limits: Limits = Limits(),
         what: str | None = None,
+        authorizer: Callable[[], Authorizer] | None = None,
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor as default_reactor
 
             reactor = default_reactor
         self.catalog = catalog
+        self.authorizer = authorizer
         self.interface = interface
         self.port = port
         self.config = replace(config, max_udp_size=limits.max_udp_size)
@@ -326,7 +332,12 @@ class DNSService(Service):
         self._unsubscribe: Callable[[], None] | None = None
 
     def _snapshot(self) -> Snapshot:
-        return take_snapshot(self.catalog, serial=int(self.reactor.seconds()))
+        may = self.authorizer() if self.authorizer is not None else None
+        return take_snapshot(self.catalog, serial=int(self.reactor.seconds()), may=may)
+
+    def acl_changed(self) -> None:
+        """A token, policy or role changed: answer the next query under the new rules."""
+        self.responder.invalidate()
 
     def _changed(self, changes: list[Change]) -> None:
         if affects_dns(changes):

@@ -2,15 +2,20 @@
 
 :func:`take_snapshot` makes one from a :class:`~homeport.catalog.model.Catalog`, so
 that answering a name costs nothing that grows with the catalog; :func:`affects_dns`
-says whether catalog changes make the current one stale.
+says whether catalog changes make the current one stale.  With ``--acl`` it is taken
+through the anonymous token's :class:`~homeport.acl.Authorizer`, as Consul's DNS asks
+with the agent's token: what that token may not read is not in it, so it is answered
+as a name that does not exist (NXDOMAIN, Consul's answer when its filtered lookup
+comes back empty).
 """
 
 from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+from homeport.acl import Authorizer
 from homeport.catalog import queries
 from homeport.catalog.errors import CatalogError
 from homeport.catalog.model import (
@@ -19,6 +24,7 @@ from homeport.catalog.model import (
     Change,
     Check,
     Node,
+    PreparedQuery,
     Service,
     aggregate_status,
 )
@@ -62,38 +68,67 @@ def parse_address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | 
         return None
 
 
-def take_snapshot(catalog: Catalog, serial: int) -> Snapshot:
+def take_snapshot(catalog: Catalog, serial: int, may: Authorizer | None = None) -> Snapshot:
     """Read the catalog once: nodes and non-critical instances by lower-case name.
 
     One pass over checks, services and nodes, so that answering a name costs nothing
-    that grows with the catalog.
+    that grows with the catalog.  With *may* (``--acl``: the anonymous token's rules)
+    only what it may read: nodes by ``node:read``, instances and the services of
+    reverse names by ``service:read`` and their node's ``node:read`` (Consul's
+    Health.ServiceNodes filter), prepared queries by ``query:read`` and their results
+    as instances are.
     """
+    if may is not None and may.management:
+        may = None
     nodes: dict[str, Node] = {}
     for node in sorted(catalog.nodes.values(), key=lambda n: n.name):
-        nodes.setdefault(node.name.lower(), node)
+        if may is None or may.allows("node", node.name, "read"):
+            nodes.setdefault(node.name.lower(), node)
     ordered = sorted(catalog.services.values(), key=lambda s: (s.node, s.id))
+    if may is not None:
+        ordered = [s for s in ordered if _may_read(may, s.name, s.node)]
     return Snapshot(
         datacenter=catalog.datacenter,
         serial=serial & 0xFFFFFFFF,
         nodes=nodes,
         services=_instances(catalog, ordered),
         reverse=_reverse(nodes.values(), ordered),
-        prepared=_prepared(catalog),
+        prepared=_prepared(catalog, may),
     )
 
 
-def _prepared(catalog: Catalog) -> Callable[[str], queries.Result | None]:
+def _may_read(may: Authorizer, service: str, node: str) -> bool:
+    """May *may* read this instance: ``service:read`` on it and ``node:read`` on its node?"""
+    return may.allows("service", service, "read") and may.allows("node", node, "read")
+
+
+def _prepared(catalog: Catalog, may: Authorizer | None) -> Callable[[str], queries.Result | None]:
     """Run a prepared query by name as Consul's DNS does: from this agent (the node of
-    its built-in ``consul`` service), with no ``?near``."""
+    its built-in ``consul`` service), with no ``?near``; with *may*, only a query it may
+    read (``query:read``, as the HTTP guard asks), and only the instances it may read."""
     agent = next((s.node for s in catalog.services.values() if s.source == "builtin"), "")
 
     def run(name: str) -> queries.Result | None:
         try:
-            return queries.execute(catalog, name, queries.Source(agent_node=agent))
+            result = queries.execute(catalog, name, queries.Source(agent_node=agent))
         except CatalogError:
             return None
+        if may is None:
+            return result
+        if not may.allows("query", _query_name(result.query, name), "read"):
+            return None
+        kept = tuple(e for e in result.entries if _may_read(may, e.service.name, e.node.name))
+        return replace(result, entries=kept)
 
     return run
+
+
+def _query_name(query: PreparedQuery, asked: str) -> str:
+    """The name the ``query`` rules judge: the stored query's (asked by ID or by its
+    own name), else the name asked (a template's match), as the HTTP guard does."""
+    if asked in (query.id, query.name.lower()):
+        return query.name
+    return asked
 
 
 def _instances(catalog: Catalog, services: Iterable[Service]) -> dict[str, tuple[Instance, ...]]:
