@@ -16,8 +16,11 @@ and prints requests/s, average and p99 latency and each ratio's range over the r
 Then ``homeport --workers auto`` against nginx with ``worker_processes auto``.
 Targets (issue #19): homeport >= 0.7x nginx with one worker process, ``--workers auto``
 >= 1.0x nginx with one per core, p99 no worse than twisted.web's.
+Last, the ACL leg (issue #18, alone with ``--acl-only``): the same reads against
+``homeport --acl`` with an ``X-Consul-Token`` whose policy reads everything, against
+the default daemon without ACLs; target >= 0.9x.
 
-    python3 bench/catalog.py [--seconds 10] [--connections 50] [--rounds 3]
+    python3 bench/catalog.py [--seconds 10] [--connections 50] [--rounds 3] [--acl-only]
 """
 
 from __future__ import annotations
@@ -98,9 +101,11 @@ def _ms(text: str) -> float:
     return float(number) * {"us": 0.001, "ms": 1.0, "s": 1e3, "m": 6e4, "h": 3.6e6}[unit]
 
 
-def wrk(url: str, seconds: int, connections: int) -> Result:
+def wrk(url: str, seconds: int, connections: int, headers: tuple[str, ...] = ()) -> Result:
+    """*headers* (``Name: value``) go with every request."""
+    extra = [arg for header in headers for arg in ("-H", header)]
     out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", url],
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", *extra, url],
         capture_output=True,
         text=True,
         check=True,
@@ -128,8 +133,9 @@ def start_homeport(work: Path, procs: list[subprocess.Popen[bytes]], name: str, 
     return base
 
 
-def register_sample(base: str) -> None:
+def register_sample(base: str, token: str = "") -> None:
     """100 instances of ``web`` on 100 nodes: the catalog read the bench serves."""
+    headers = {"X-Consul-Token": token} if token else {}
     for n in range(100):
         body = json.dumps(
             {
@@ -144,11 +150,36 @@ def register_sample(base: str) -> None:
                 },
             }
         ).encode()
-        req = urllib.request.Request(base + "/v1/catalog/register", data=body, method="PUT")
+        url = base + "/v1/catalog/register"
+        req = urllib.request.Request(url, data=body, method="PUT", headers=headers)
         urllib.request.urlopen(req).read()
     value = json.dumps({"pool": 20, "timeout": "5s"}).encode()
-    req = urllib.request.Request(base + "/v1/kv/app/config", data=value, method="PUT")
+    url = base + "/v1/kv/app/config"
+    req = urllib.request.Request(url, data=value, method="PUT", headers=headers)
     urllib.request.urlopen(req).read()
+
+
+#: The ACL leg's management token (``--token``) and its reader's policy.
+ACL_ROOT = "bench-root"
+READ_ALL = 'service_prefix "" { policy = "read" }\nnode_prefix "" { policy = "read" }\n'
+READ_ALL += 'key_prefix "" { policy = "read" }'
+
+
+def reader_token(base: str) -> str:
+    """A token whose policy reads every service, node and key: its SecretID."""
+    made = {}
+    for path, body in (
+        ("/v1/acl/policy", {"Name": "read-all", "Rules": READ_ALL}),
+        ("/v1/acl/token", {"Description": "bench", "Policies": [{"Name": "read-all"}]}),
+    ):
+        req = urllib.request.Request(
+            base + path,
+            data=json.dumps(body).encode(),
+            method="PUT",
+            headers={"X-Consul-Token": ACL_ROOT},
+        )
+        made = json.loads(urllib.request.urlopen(req).read())
+    return str(made["SecretID"])
 
 
 def start_peers(
@@ -195,15 +226,21 @@ def start_nginx(work: Path, workers: str, procs: list[subprocess.Popen[bytes]]) 
     return port
 
 
-def measure(targets: list[tuple[str, str]], seconds: int, connections: int, rounds: int) -> None:
-    """Alternate the targets for *rounds*; print each round, then each ratio's range
-    (requests/s of the first target over each other's, and p99 of each over the first's)."""
-    for _, url in targets:
-        wrk(url, 2, connections)  # warm up
-    ratios: dict[str, list[float]] = {name: [] for name, _ in targets[1:]}
-    p99s: dict[str, list[float]] = {name: [] for name, _ in targets[1:]}
+Target = tuple[str, str] | tuple[str, str, tuple[str, ...]]
+
+
+def measure(targets: list[Target], seconds: int, connections: int, rounds: int) -> None:
+    """Alternate the targets (name, URL and maybe headers) for *rounds*; print each
+    round, then each ratio's range (requests/s of the first target over each other's,
+    and p99 of each over the first's)."""
+    for _, url, *headers in targets:
+        wrk(url, 2, connections, *headers)  # warm up
+    ratios: dict[str, list[float]] = {t[0]: [] for t in targets[1:]}
+    p99s: dict[str, list[float]] = {t[0]: [] for t in targets[1:]}
     for round_number in range(1, rounds + 1):
-        results = {name: wrk(url, seconds, connections) for name, url in targets}
+        results = {
+            name: wrk(url, seconds, connections, *headers) for name, url, *headers in targets
+        }
         ours = results[targets[0][0]]
         for name, r in results.items():
             print(
@@ -221,6 +258,54 @@ def measure(targets: list[tuple[str, str]], seconds: int, connections: int, roun
         )
 
 
+def against_peers(
+    work: Path, procs: list[subprocess.Popen[bytes]], fast: str, args: argparse.Namespace
+) -> None:
+    """homeport, --no-fast-path, twisted.web and nginx; --workers auto and nginx auto."""
+    slow = start_homeport(work, procs, "data-slow", "--no-fast-path")
+    every = start_homeport(work, procs, "data-workers", "--workers", "auto")
+    for base in (slow, every):
+        register_sample(base)
+    payloads = {query_path: wait_http(fast + query_path) for query_path in READS}
+    assert len(json.loads(payloads["/v1/catalog/service/web"])) == 100
+    minimal_port, nginx_port, nginx_all = start_peers(work, payloads, procs)
+    for query_path in args.read or list(READS):
+        print(f"GET {query_path}: {len(payloads[query_path])} bytes")
+        targets: list[Target] = [
+            ("homeport", fast + query_path),
+            ("homeport --no-fast-path", slow + query_path),
+            ("twisted.web minimal resource", f"http://127.0.0.1:{minimal_port}{query_path}"),
+            ("nginx static file", f"http://127.0.0.1:{nginx_port}{query_path}"),
+        ]
+        measure(targets, args.seconds, args.connections, args.rounds)
+        every_core: list[Target] = [
+            ("homeport --workers auto", every + query_path),
+            ("nginx worker_processes auto", f"http://127.0.0.1:{nginx_all}{query_path}"),
+        ]
+        measure(every_core, args.seconds, args.connections, args.rounds)
+
+
+def with_acl(
+    work: Path, procs: list[subprocess.Popen[bytes]], fast: str, args: argparse.Namespace
+) -> None:
+    """The ACL leg: ``--acl`` and a reader's token against the default daemon."""
+    acl = start_homeport(work, procs, "data-acl", "--acl", "--token", ACL_ROOT)
+    register_sample(acl, ACL_ROOT)
+    secret = reader_token(acl)
+    header = ("X-Consul-Token: " + secret,)
+    for query_path in args.read or list(READS):
+        plain = wait_http(fast + query_path)
+        request = urllib.request.Request(acl + query_path, headers={"X-Consul-Token": secret})
+        answer = urllib.request.urlopen(request).read()
+        assert len(json.loads(answer)) == len(json.loads(plain)), query_path  # nothing hidden
+        print(f"GET {query_path} with ACLs: {len(plain)} bytes")
+        targets: list[Target] = [
+            ("homeport --acl, a reader's token", acl + query_path, header),
+            ("homeport without ACLs", fast + query_path),
+        ]
+        measure(targets, args.seconds, args.connections, args.rounds)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=10)
@@ -235,6 +320,9 @@ def main() -> None:
     parser.add_argument(
         "--read", action="append", choices=list(READS), help="only this read (repeatable)"
     )
+    parser.add_argument(
+        "--acl-only", action="store_true", help="only the ACL leg: --acl with a token vs off"
+    )
     args = parser.parse_args()
     for tool in ("wrk", "nginx"):
         if not shutil.which(tool) and not Path(f"/usr/sbin/{tool}").exists():
@@ -245,33 +333,14 @@ def main() -> None:
     procs: list[subprocess.Popen[bytes]] = []
     try:
         fast = start_homeport(work, procs, "data")
-        slow = start_homeport(work, procs, "data-slow", "--no-fast-path")
-        every = start_homeport(work, procs, "data-workers", "--workers", "auto")
-        payloads = {}
-        for base in (fast, slow, every):
-            register_sample(base)
-        for query_path in READS:
-            payloads[query_path] = wait_http(fast + query_path)
-        assert len(json.loads(payloads["/v1/catalog/service/web"])) == 100
-        minimal_port, nginx_port, nginx_all = start_peers(work, payloads, procs)
+        register_sample(fast)
         print(
             f"wrk -t1 -c{args.connections} -d{args.seconds}s x {args.rounds} alternating "
             f"rounds on {os.cpu_count()} cores"
         )
-        for query_path in args.read or list(READS):
-            print(f"GET {query_path}: {len(payloads[query_path])} bytes")
-            targets = [
-                ("homeport", fast + query_path),
-                ("homeport --no-fast-path", slow + query_path),
-                ("twisted.web minimal resource", f"http://127.0.0.1:{minimal_port}{query_path}"),
-                ("nginx static file", f"http://127.0.0.1:{nginx_port}{query_path}"),
-            ]
-            measure(targets, args.seconds, args.connections, args.rounds)
-            every_core = [
-                ("homeport --workers auto", every + query_path),
-                ("nginx worker_processes auto", f"http://127.0.0.1:{nginx_all}{query_path}"),
-            ]
-            measure(every_core, args.seconds, args.connections, args.rounds)
+        if not args.acl_only:
+            against_peers(work, procs, fast, args)
+        with_acl(work, procs, fast, args)
     finally:
         for proc in procs:
             proc.send_signal(signal.SIGTERM)
