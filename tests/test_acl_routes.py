@@ -1,6 +1,8 @@
 """No endpoint is left unguarded (issue #18): every route of the API, as the daemon wires
-it (:func:`homeport.http.site.faces`), declares its ACL rule, and every other face is
-listed here with what guards it.  A route or face added later without one fails."""
+it (:func:`homeport.http.site.faces`), declares its ACL rule, and every other face
+declares the rule it enforces (its resource's ``acl_rule``, checked against the table
+here) or is listed with why it needs none.  A route or face added later without one
+fails.  (tests/test_acl_faces.py proves the faces' rules bite.)"""
 
 from __future__ import annotations
 
@@ -15,18 +17,22 @@ from homeport.http.site import faces
 from homeport.part import IHomeportReactor
 from homeport.tap import Options, makeService
 
-#: Faces that are not API routes, and why each is safe or what is still to come.
-NOT_ROUTES = {
+#: Faces that are not API routes and enforce a rule of their own: the rule.
+GUARDED = {
+    "/metrics": "agent:read",
+    "/log": "log:write",
+    "/v1/logs": "log:read",
+    "/ui": "ui:read",
+    "/socket.io": "topic read (push.access)",
+    "/v1/events": "topic read (push.access); POST: event:write",
+}
+#: Faces that are not API routes and declare no rule, and why each is safe.
+UNGUARDED = {
     "/.well-known": "ACME challenges: public by design",
-    "/metrics": "Prometheus metrics: --token for now; an ACL rule is to come",
-    "/log": "log ingest: --token for now; the 'log' rule is to come",
-    "/v1/logs": "log search: --token for now; the 'log' rule is to come",
-    "/ui": "the dashboard: its login and the 'ui' rule are to come",
-    "/socket.io": "push: --token for now; service/key/event read rights are to come",
-    "/v1/events": "push (SSE): --token for now; service/key/event read rights are to come",
     "/v1/agent": "the monitor stream, guarded as GET /v1/agent/monitor; else the API",
     "/v1/event": "the blocking event list, answered (and filtered) by the API",
 }
+NOT_ROUTES = {**GUARDED, **UNGUARDED}
 
 
 def _site() -> Any:
@@ -54,6 +60,27 @@ def test_every_face_is_a_route_or_listed() -> None:
     paths = {face.path for face in faces(SITE) if not face.methods}
     assert paths - set(NOT_ROUTES) == set(), "a new face: guard it, then list it here"
     assert set(NOT_ROUTES) - paths == set(), "a listed face is gone: drop it from the list"
+
+
+def _resource(path: str) -> Any:
+    """The resource the site serves *path* with (``/name`` or ``/v1/name``)."""
+    node = SITE
+    for name in path.strip("/").split("/"):
+        node = node.children[name.encode()]
+    return node
+
+
+@pytest.mark.parametrize("path", sorted(GUARDED))
+def test_every_other_face_declares_its_rule(path: str) -> None:
+    """Each face outside the API says which ACL rule it enforces, the one listed."""
+    rule = getattr(_resource(path), "acl_rule", None)
+    assert rule == GUARDED[path], f"{path}: its resource's acl_rule"
+
+
+def test_the_unguarded_faces_declare_no_rule() -> None:
+    """A face listed as needing no rule does not claim one (else list it as guarded)."""
+    for path in UNGUARDED:
+        assert getattr(_resource(path), "acl_rule", None) is None, path
 
 
 def test_there_are_routes_to_check() -> None:

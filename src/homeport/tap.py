@@ -27,6 +27,7 @@ from twisted.web.resource import IResource, Resource
 from . import __version__, catalog, dns, logs, push, tls, web
 from .errors import StartupError, fail
 from .files import PRIVATE_DIR, create_private, private_dir, tighten_tree
+from .http.auth import Access, Token
 from .http.hosts import Names
 from .http.listen import Listener
 from .http.metrics import Metrics, MetricsResource
@@ -69,12 +70,16 @@ def makeService(options: Options, reactor: IHomeportReactor | None = None) -> IS
     settings = options.settings
     data_dir = writable(settings.data_dir)
     metrics = Metrics()
+    # Who a request is, for every face: --token, and with --acl the catalog's Resolver
+    # (bound below, once the catalog has made it).
+    access = Access(Token(settings.token))
     with opening(data_dir, "events.sqlite3"):
-        pushed = push.build(settings.push, reactor, data_dir, metrics)
+        pushed = push.build(settings.push, reactor, data_dir, metrics, access)
     with opening(data_dir, "catalog.sqlite3"):
         cat = catalog.build(settings.catalog, reactor, data_dir, metrics, pushed.hub.publish)
     with opening(data_dir, "logs.sqlite3"):
-        sink = logs.build(settings.logs, reactor, data_dir, pushed.hub.publish, metrics)
+        sink = logs.build(settings.logs, reactor, data_dir, pushed.hub.publish, metrics, access)
+    access.bind(cat.api.acl)
     root = Root()
     site = http_site(settings, root, metrics, host_names(settings, cat.agent.node))
     try:
@@ -82,7 +87,7 @@ def makeService(options: Options, reactor: IHomeportReactor | None = None) -> IS
     except StartupError as e:
         fail(str(e))
     top = HomeportService(site, cat)
-    parts = [cat, pushed, sink, web.build(settings.web, reactor, cat.facts), https]
+    parts = [cat, pushed, sink, web.build(settings.web, reactor, cat.facts, access), https]
     listenings, shared = (https.listeners, []) if settings.workers == 1 else share(https, reactor)
     parts.append(listen(listenings, reactor, top.listeners))
     dns_part = None
@@ -94,7 +99,7 @@ def makeService(options: Options, reactor: IHomeportReactor | None = None) -> IS
         parts.append(dns_part)
     if settings.workers > 1:
         parts.append(workers(settings, reactor, site, cat, top, shared, dns_part))
-    mount(root, V1Dispatch(cat.api), parts, MetricsResource(metrics))
+    mount(root, V1Dispatch(cat.api), parts, MetricsResource(metrics, access, cat.agent.node))
     site.serve_fast(cat.api.fast_answer if settings.fast_path else None)
     attach(top, *(part.service for part in parts))
     hangup = HangupService(reactor, [a for p in parts for a in p.on_hangup])

@@ -1,6 +1,8 @@
 """``/metrics`` in Prometheus text format, on prometheus_client.
 
-Each daemon has its own registry (no global state, so tests can run several).
+Each daemon has its own registry (no global state, so tests can run several).  With
+``--acl`` a scrape needs what Consul's ``/v1/agent/metrics`` needs: agent read on this
+agent's node (``agent "NODE" { policy = "read" }``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,10 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 from twisted.web.resource import Resource
 from twisted.web.server import Request
+
+from ..acl import PermissionDenied, TokenNotFound
+from .args import parse_args
+from .auth import Access
 
 CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 
@@ -114,11 +120,23 @@ class Metrics:
 
 class MetricsResource(Resource):
     isLeaf = True
+    #: What ``--acl`` asks of the token (tests/test_acl_routes.py lists every face's).
+    acl_rule = "agent:read"
 
-    def __init__(self, metrics: Metrics) -> None:
+    def __init__(self, metrics: Metrics, access: Access | None = None, node: str = "") -> None:
         Resource.__init__(self)
         self.metrics = metrics
+        self.access = access
+        self.node = node
 
     def render_GET(self, request: Request) -> bytes:
+        if self.access is not None and self.access.acl:
+            given = parse_args(request.uri).get("token")
+            try:
+                self.access.check(request, "agent", self.node, "read", given[-1] if given else None)
+            except (PermissionDenied, TokenNotFound) as e:
+                request.setResponseCode(403)
+                request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+                return str(e).encode()
         request.setHeader(b"content-type", CONTENT_TYPE)
         return self.metrics.render()

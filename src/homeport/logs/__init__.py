@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     # Only for annotations: importing this package (as ``python -m
     # homeport.logs.writer`` does) imports no Twisted.
+    from ..http.auth import Access
     from ..http.metrics import Metrics
     from ..part import IHomeportReactor, Part
     from .service import LogSink, Publish
@@ -53,11 +54,13 @@ def build(
     data_dir: Path,
     publish: Publish | None = None,
     metrics: Metrics | None = None,
+    access: Access | None = None,
 ) -> Part:
     """The sink on ``<data_dir>/logs.sqlite3``; every stored record is published on
-    *publish*'s topic ``logs``; the syslog listeners' counts go on *metrics*.  Raises
-    what opening the database raises."""
-    from ..http.auth import Token
+    *publish*'s topic ``logs``; the syslog listeners' counts go on *metrics*; *access*
+    (else ``--token`` alone) says who may ingest and search.  Raises what opening the
+    database raises."""
+    from ..http.auth import Access, Token
     from ..part import Part
     from .http import LogIngestResource, LogSearchResource
     from .service import LogSink
@@ -70,8 +73,9 @@ def build(
         max_records=settings.max_records,
         console=settings.console,
     )
-    ingest = LogIngestResource(sink.store.add, reactor.seconds, Token(settings.token))
-    search = LogSearchResource(sink.store.search, reactor.seconds)
+    access = access or Access(Token(settings.token))
+    ingest = LogIngestResource(sink.store.add, reactor.seconds, access)
+    search = LogSearchResource(sink.store.search, reactor.seconds, access)
     exposed, reloads = _syslog(settings, sink, reactor, metrics)
     return Part(
         service=sink,

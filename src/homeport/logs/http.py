@@ -5,6 +5,9 @@ here, not by twisted (the site is built with ``parsePOSTFormSubmission=False``),
 twisted's ``parse_qs`` would cost as much again and cannot say what was wrong with it.
 An ingest request is answered only when its records are committed (see
 :mod:`homeport.logs.store`).
+
+With ``--acl`` ingest needs the ``log`` rule's ``write`` and search its ``read``
+(``log = "read"``); a token without it gets Consul's 403.
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
-from ..http.auth import Token
+from ..acl import PermissionDenied, TokenNotFound
+from ..http.args import parse_args
+from ..http.auth import Access, Token
 from .query import BadQuery, LogQuery, parse_query
 from .record import BadInput, Record, parse_form, record_from_fields, records_from_body
 
@@ -41,8 +46,12 @@ class LogIngestResource(Resource):
 
     isLeaf = True
     log = Logger()
+    #: What ``--acl`` asks of the token (tests/test_acl_routes.py lists every face's).
+    acl_rule = "log:write"
 
-    def __init__(self, sink: Sink, now: Callable[[], float], token: Token | None = None) -> None:
+    def __init__(
+        self, sink: Sink, now: Callable[[], float], token: Token | Access | None = None
+    ) -> None:
         Resource.__init__(self)
         self.sink = sink
         self.now = now
@@ -55,11 +64,9 @@ class LogIngestResource(Resource):
         if method not in (b"POST", b"GET"):
             request.setHeader(b"allow", b"GET, POST")
             return _text(request, 405, f"method {method.decode('latin-1')} not allowed")
-        if not self.token.allows(request):
-            request.responseHeaders.setRawHeaders(
-                b"www-authenticate", [b'Basic realm="homeport"', b'Bearer realm="homeport"']
-            )
-            return _text(request, 401, "Unauthorized: this homeport requires a token")
+        refused = self._refused(request)
+        if refused is not None:
+            return refused
         if getattr(request, "too_large", False):
             return _text(request, 413, "Request body too large")
         try:
@@ -89,6 +96,17 @@ class LogIngestResource(Resource):
             return _text(request, 503, "The log store is shutting down")
         return NOT_DONE_YET
 
+    def _refused(self, request: Request) -> bytes | None:
+        """The answer to a request that may not ingest (None: it may)."""
+        if isinstance(self.token, Access) and self.token.acl:
+            return _refused(request, self.token, "write")
+        if self.token.allows(request):
+            return None
+        request.responseHeaders.setRawHeaders(
+            b"www-authenticate", [b'Basic realm="homeport"', b'Bearer realm="homeport"']
+        )
+        return _text(request, 401, "Unauthorized: this homeport requires a token")
+
     def _stored(self, request: Request, result: list[int] | BaseException) -> None:
         if request.channel is None:  # the client went away meanwhile
             return
@@ -102,16 +120,34 @@ class LogIngestResource(Resource):
         request.finish()
 
 
+def _refused(request: Request, access: Access, need: str) -> bytes | None:
+    """Consul's 403 unless *request*'s token has *need* on ``log`` (``--acl``)."""
+    try:
+        access.check(request, "log", "", need, _query_token(request))
+    except (PermissionDenied, TokenNotFound) as e:
+        return _text(request, 403, str(e))
+    return None
+
+
+def _query_token(request: Request) -> str | None:
+    given = parse_args(request.uri).get("token")
+    return given[-1] if given else None
+
+
 class LogSearchResource(Resource):
     """``GET /v1/logs``: search stored records (see :mod:`homeport.logs.query`)."""
 
     isLeaf = True
     log = Logger()
+    acl_rule = "log:read"
 
-    def __init__(self, search: Searcher, now: Callable[[], float]) -> None:
+    def __init__(
+        self, search: Searcher, now: Callable[[], float], access: Access | None = None
+    ) -> None:
         Resource.__init__(self)
         self.search = search
         self.now = now
+        self.access = access
 
     def render(self, request: Request) -> bytes | int:
         if request.postpath not in ([], [b""]):
@@ -121,6 +157,10 @@ class LogSearchResource(Resource):
             if request.method == b"OPTIONS":
                 return b""
             return _text(request, 405, f"method {request.method.decode('latin-1')} not allowed")
+        if self.access is not None and self.access.acl:
+            refused = _refused(request, self.access, "read")
+            if refused is not None:
+                return refused
         args = {
             k.decode("utf-8", "replace"): [v.decode("utf-8", "replace") for v in vs]
             for k, vs in (request.args or {}).items()

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from twisted.application.service import MultiService
 
+from ..http.auth import Access
 from ..http.metrics import Metrics
 from ..part import IHomeportReactor, Part, attach
 
@@ -48,9 +49,14 @@ class PushPart(Part):
 
 
 def build(
-    settings: Settings, reactor: IHomeportReactor, data_dir: Path, metrics: Metrics
+    settings: Settings,
+    reactor: IHomeportReactor,
+    data_dir: Path,
+    metrics: Metrics,
+    access: Access | None = None,
 ) -> PushPart:
-    """Every push part; nothing runs until started.  Raises what opening
+    """Every push part; nothing runs until started; *access* (else ``--token`` alone)
+    says who may read and publish what.  Raises what opening
     ``<data_dir>/events.sqlite3`` raises (``sqlite3.Error``, ``OSError``)."""
     from ..http.auth import Token
     from ..http.cors import CORS
@@ -63,7 +69,8 @@ def build(
     hub = Hub(history, reactor.seconds)
     cors = CORS(settings.cors_origins)
     sse = SSEService(hub, reactor, queue_limit=settings.sse_queue_limit)
-    events = EventsResource(sse, reactor.seconds, Token(settings.token), cors)
+    access = access or Access(Token(settings.token))
+    events = EventsResource(sse, reactor.seconds, access, cors)
     zmq = None
     if settings.zmq_connect or settings.zmq_bind:
         from .zmq import Curve, ZmqSubscriber
@@ -87,6 +94,7 @@ def build(
         ping_timeout=settings.ping_timeout,
         max_payload=settings.max_payload,
         cors=cors,
+        access=access,
     )
     attach(service, HubService(hub, reactor), sse, *([zmq] if zmq else []), engine)
     _gauges(metrics, hub, sse, zmq, engine)

@@ -18,6 +18,13 @@ Every bad input is an error for that client only: an unknown ``sid``, a malforme
 packet, a second concurrent polling GET or an oversized payload end that session (HTTP
 400 or 413, or the WebSocket closed); nothing else is touched.  A client that does not
 read is cut off once ``queue_limit`` bytes wait for it.
+
+With ``--acl`` the token is Socket.IO's ``auth`` (CONNECT data ``{"token": SECRET}``),
+else the one the polling handshake's request carried (``?token=``, ``X-Consul-Token``,
+Bearer, the dashboard's cookie).  An unknown token's CONNECT is refused
+(CONNECT_ERROR "ACL not found"); a subscription to a topic the token may not read
+(``logs``, a user topic: :func:`.access.topic_rule`) is answered with Consul's denial;
+``catalog``, ``kv`` and user events are filtered per event (:func:`.access.readable`).
 """
 
 from __future__ import annotations
@@ -36,8 +43,11 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from .. import strictjson
+from ..acl import PermissionDenied, TokenNotFound
 from ..http.args import parse_args
+from ..http.auth import Access, Grant, given_token
 from ..http.cors import CORS
+from .access import readable, topic_rule
 from .hub import BadTopic, Event, Hub, Subscription, check_topic
 
 if TYPE_CHECKING:
@@ -170,6 +180,9 @@ class Session:
         self._attachments: list[bytes] = []
         self._ping: IDelayedCall | None = None
         self._pong: IDelayedCall | None = None
+        #: ``--acl``: the token of the handshake's request, and the connection's grant.
+        self.secret: str | bytes | None = None
+        self.grant: Grant | None = None
         self.schedule_ping()
 
     # -- heartbeat -------------------------------------------------------------
@@ -212,10 +225,21 @@ class Session:
     def send_event(self, event: Event) -> None:
         if self.closed:
             return
+        if self.grant is not None and not self.may_read(event):
+            return
         if self.transport == "websocket" and self.ws is not None:
             self.ws.send_prepared(event)
         else:
             self.send(event.cached("eio", event_packet))
+
+    def may_read(self, event: Event) -> bool:
+        """May the connection's token read *event*?  A token gone ends the session."""
+        assert self.grant is not None
+        try:
+            return readable(self.grant.current(), event)
+        except TokenNotFound:
+            self.close("ACL not found")
+            return False
 
     def flush_poll(self, packets: list[str] | None = None) -> None:
         request, self.poll = self.poll, None
@@ -299,6 +323,15 @@ class Session:
             return
         if data is not None and not isinstance(data, dict):
             raise ProtocolError("CONNECT data must be an object")
+        access = self.engine.access
+        if access is not None and access.acl:
+            given = (data or {}).get("token")
+            secret = given if isinstance(given, str) and given else self.secret
+            try:
+                self.grant = access.grant(secret, "CONNECT /socket.io/")
+            except TokenNotFound as e:
+                self.send("4" + encode_socketio(4, {"message": str(e)}))
+                return
         if self.socket_sid is None:
             self.socket_sid = secrets.token_urlsafe(15)
         self.connected = True
@@ -326,7 +359,7 @@ class Session:
                 reply = self.unsubscribe(args[0] if args else None)
             else:
                 reply = {"error": f"unknown event {name!r}: use subscribe or unsubscribe"}
-        except BadTopic as e:
+        except (BadTopic, PermissionDenied, TokenNotFound) as e:
             reply = {"error": str(e)}
         if ack is not None:
             self.send("4" + encode_socketio(3, [reply], ack=ack))
@@ -353,6 +386,12 @@ class Session:
 
     def subscribe(self, value: Any) -> dict[str, Any]:
         topics, last_id = self._topics(value)
+        if self.grant is not None:
+            for topic in topics:
+                rule = None if topic.endswith("*") else topic_rule(topic)
+                if rule is not None:
+                    where = f"subscribe /socket.io/{topic}"
+                    Access.check_grant(self.grant, rule[0], rule[1], "read", where)
         current = list(self.subscription.patterns) if self.subscription else []
         self._unsubscribe()
         patterns = list(dict.fromkeys(current + topics))
@@ -430,8 +469,11 @@ class EngineIO(Service):
         max_payload: int = 1_000_000,
         cors: CORS | None = None,
         queue_limit: int = DEFAULT_QUEUE_LIMIT,
+        access: Access | None = None,
     ) -> None:
         self.hub = hub
+        #: Who a connection is (``--acl``); None: anyone may subscribe.
+        self.access = access
         self.reactor = reactor
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
@@ -483,6 +525,8 @@ class EngineIOResource(Resource):
 
     isLeaf = True
     log = Logger()
+    #: What ``--acl`` asks of the token (see the module's docstring).
+    acl_rule = "topic read (push.access)"
 
     def __init__(self, engine: EngineIO) -> None:
         Resource.__init__(self)
@@ -529,6 +573,8 @@ class EngineIOResource(Resource):
             if request.method != b"GET":
                 return self._refuse(request, BAD_HANDSHAKE_METHOD)
             session = engine.new_session("polling")
+            if engine.access is not None and engine.access.acl:
+                session.secret = _last(parse_args(request.uri), "token") or given_token(request)
             request.setHeader(b"content-type", TEXT)
             return engine.open_packet(session, upgrades=["websocket"]).encode()
         found = engine.sessions.get(sid)

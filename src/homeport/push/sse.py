@@ -25,6 +25,10 @@ reconnects with ``Last-Event-ID`` and resumes from the history.  One slow reader
 costs at most the limit, never more.
 
 One timer for all connections writes the heartbeat comment every 15 s.
+
+With ``--acl`` a stream delivers only the events its token may read (:mod:`.access`:
+a topic whose rule the topic alone decides is refused up front with Consul's 403,
+the others are filtered per event), and publishing needs event write on the topic.
 """
 
 from __future__ import annotations
@@ -45,11 +49,13 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from .. import strictjson
+from ..acl import PermissionDenied, TokenNotFound
 from ..http.args import parse_args
-from ..http.auth import Token
+from ..http.auth import Access, Grant, Token, given_token
 from ..http.cors import CORS
 from ..http.errors import ErrorTable
 from ..logs.query import BadQuery, LogQuery, parse_query
+from .access import readable, topic_rule
 from .errors import (
     BadBody,
     BadLastEventID,
@@ -128,6 +134,7 @@ class SSEConnection:
         "closed",
         "direct",
         "flow",
+        "grant",
         "held",
         "log_query",
         "request",
@@ -137,8 +144,16 @@ class SSEConnection:
         "transport",
     )
 
-    def __init__(self, service: SSEService, request: Request, log_query: LogQuery | None) -> None:
+    def __init__(
+        self,
+        service: SSEService,
+        request: Request,
+        log_query: LogQuery | None,
+        grant: Grant | None = None,
+    ) -> None:
         self.service = service
+        #: ``--acl``: the token whose read rights filter the events; None: all pass.
+        self.grant = grant
         self.request = request
         self.chunked = bool(request.chunked)
         channel = request.channel
@@ -159,6 +174,8 @@ class SSEConnection:
     # -- writing ----------------------------------------------------------------
 
     def deliver(self, event: Event) -> None:
+        if self.grant is not None and not self.may_read(event):
+            return
         if self.log_query is not None and event.topic == "logs":
             if not record_matches(self.log_query, event.data):
                 return
@@ -166,6 +183,16 @@ class SSEConnection:
             self.write(event.cached("sse-chunked", _chunked))
         else:
             self.write(event.cached("sse", _plain))
+
+    def may_read(self, event: Event) -> bool:
+        """May the stream's token read *event*?  A token gone (deleted, expired) ends
+        the stream."""
+        assert self.grant is not None
+        try:
+            return readable(self.grant.current(), event)
+        except TokenNotFound:
+            self.abort()
+            return False
 
     def heartbeat(self) -> None:
         self.write(HEARTBEAT_CHUNKED if self.chunked else HEARTBEAT)
@@ -335,9 +362,11 @@ class SSEService(Service):
         patterns: Sequence[str],
         last_id: int | None,
         log_query: LogQuery | None,
+        grant: Grant | None = None,
     ) -> SSEConnection:
-        """Start the stream on *request*: replay from *last_id*, then follow live."""
-        connection = SSEConnection(self, request, log_query)
+        """Start the stream on *request*: replay from *last_id*, then follow live (only
+        what *grant*'s token may read, when given)."""
+        connection = SSEConnection(self, request, log_query, grant)
         self.connections[connection] = None
         request.registerProducer(connection.flow, True)
         request.notifyFinish().addBoth(lambda _: connection.close())
@@ -370,10 +399,12 @@ ERRORS = ErrorTable(
         ReservedTopic: (400, str),
         BodyTooLarge: (413, str),
         BadBody: (400, str),
+        PermissionDenied: (403, str),
+        TokenNotFound: (403, str),
     }
 )
 #: What the resource refuses a request with (every kind has a row in :data:`ERRORS`).
-REFUSALS = (EventsError, BadTopic, BadQuery)
+REFUSALS = (EventsError, BadTopic, BadQuery, PermissionDenied, TokenNotFound)
 
 
 def _text(request: Request, status: int, text: str) -> bytes:
@@ -397,12 +428,14 @@ class EventsResource(Resource):
 
     isLeaf = True
     log = Logger()
+    #: What ``--acl`` asks of the token (:mod:`.access` maps each topic to its rule).
+    acl_rule = "topic read (push.access); POST: event:write"
 
     def __init__(
         self,
         service: SSEService,
         now: Callable[[], float],
-        token: Token | None = None,
+        token: Token | Access | None = None,
         cors: CORS | None = None,
     ) -> None:
         Resource.__init__(self)
@@ -445,15 +478,35 @@ class EventsResource(Resource):
             log_query = parse_query(args, self.now())
             if not is_filtering(log_query):
                 log_query = None
+        grant = self._grant(request, args, patterns)
         request.setHeader(b"content-type", b"text/event-stream; charset=utf-8")
         request.setHeader(b"cache-control", b"no-cache")
         request.setHeader(b"x-accel-buffering", b"no")
         request.write(f"retry: {RETRY_MS}\n".encode())  # and the head: the rest follows
-        self.service.open(request, patterns, last_id, log_query)
+        self.service.open(request, patterns, last_id, log_query, grant)
         return NOT_DONE_YET
 
+    def _grant(
+        self, request: Request, args: dict[str, list[str]], patterns: Sequence[str]
+    ) -> Grant | None:
+        """``--acl``: the stream's token, which must read every topic it names exactly
+        whose rule the topic alone decides (``logs``, a user topic); else None."""
+        access = self.token
+        if not isinstance(access, Access) or not access.acl:
+            return None
+        where = f"GET {request.path.decode('utf-8', 'replace')}"
+        grant = access.grant(_last(args.get("token")) or given_token(request), where)
+        for pattern in patterns:
+            rule = None if pattern.endswith("*") else topic_rule(pattern)
+            if rule is not None:
+                access.check_grant(grant, rule[0], rule[1], "read", where)
+        return grant
+
     def publish(self, request: Request, topic: str) -> bytes:
-        if not self.token.allows(request, _last(parse_args(request.uri).get("token"))):
+        query_token = _last(parse_args(request.uri).get("token"))
+        if isinstance(self.token, Access) and self.token.acl:
+            self.token.check(request, "event", topic, "write", query_token)
+        elif not self.token.allows(request, query_token):
             raise WriteDenied()
         check_topic(topic)
         if topic in RESERVED_TOPICS or topic.startswith(ZMQ_PREFIX):

@@ -16,6 +16,11 @@ same-origin requests the browser sends the cookie with, and the daemon takes the
 token from that cookie only when the request's ``Origin`` is its own
 (:func:`homeport.http.auth.given_token`).  Wrong tokens are throttled per client
 address (:mod:`.throttle`).
+
+With ``--acl`` (*check* given) the login form takes an ACL token's SecretID, kept in
+the same cookie, and every page needs the ``ui`` rule's read (``ui = "read"``;
+without a cookie the anonymous token's, so a deployment may open the dashboard to
+all).  What the pages' scripts read and write is the API's business: its own rules.
 """
 
 from __future__ import annotations
@@ -35,9 +40,13 @@ from werkzeug.wrappers.response import Response as BaseResponse
 from ..http.auth import COOKIE, Token
 from .throttle import Throttle
 
-__all__ = ["COOKIE", "create_app", "format_uptime", "safe_next"]
+__all__ = ["COOKIE", "Check", "create_app", "format_uptime", "safe_next"]
+#: ``--acl``: (SecretID or None, "METHOD /path") -> None if its token may read the
+#: dashboard, else the 403's text (Consul's words).  Safe to call on a WSGI thread.
+Check = Callable[[str | None, str], str | None]
 COOKIE_MAX_AGE = 400 * 24 * 3600  # Chromium's upper bound for a cookie's lifetime
 PAGES = ("services", "logs", "events", "kv")
+WRONG = "That is not the token this homeport was started with."
 
 
 def format_uptime(seconds: float) -> str:
@@ -88,16 +97,19 @@ class Static:
         return self.cache[name]
 
 
-def create_app(info: Callable[[], dict[str, Any]], token: str | None = None) -> Flask:
+def create_app(
+    info: Callable[[], dict[str, Any]], token: str | None = None, check: Check | None = None
+) -> Flask:
     """The dashboard app.
 
     *info* gives the header facts (``node``, ``datacenter``, ``version``,
     ``uptime_seconds``, ``counts``, ``services``); it is called on a WSGI thread, so
-    it must be safe there.  *token*, when given, is asked for before any page shows.
+    it must be safe there.  *token*, when given, is asked for before any page shows;
+    *check* (``--acl``) decides instead, from an ACL token's SecretID.
     """
     app = Flask("homeport.web", static_folder=None)
     app.jinja_loader = PackageLoader("homeport.web", "templates")
-    views = Views(info, token)
+    views = Views(info, token, check)
     for name in PAGES:
         app.add_url_rule("/" if name == "services" else f"/{name}", name, views.pager(name))
     app.add_url_rule("/logs/<int:record_id>", "log_record", views.log_record)
@@ -111,15 +123,31 @@ def create_app(info: Callable[[], dict[str, Any]], token: str | None = None) -> 
 class Views:
     """The dashboard's views, over the facts function and the token."""
 
-    def __init__(self, info: Callable[[], dict[str, Any]], token: str | None) -> None:
+    def __init__(
+        self, info: Callable[[], dict[str, Any]], token: str | None, check: Check | None = None
+    ) -> None:
         self.info = info
         self.token = token
         self.secret = Token(token)
+        self.check = check
         self.static = Static()
         self.throttle = Throttle()
 
     def authorised(self) -> bool:
-        return self.secret.matches(request.cookies.get(COOKIE, ""))
+        return self.denial() is None
+
+    def given(self) -> str | None:
+        """The SecretID the request carries: the cookie, else ``X-Consul-Token``."""
+        return request.cookies.get(COOKIE) or request.headers.get("X-Consul-Token") or None
+
+    def denial(self) -> str | None:
+        """Why this request may not see the dashboard, or None when it may."""
+        if self.check is not None:
+            where = f"{request.method} {request.script_root}{request.path}"
+            return self.check(self.given(), where)
+        if self.secret.matches(request.cookies.get(COOKIE, "")):
+            return None
+        return "token required"
 
     def facts(self) -> dict[str, Any]:
         data = dict(self.info())
@@ -131,8 +159,11 @@ class Views:
         return data
 
     def page(self, name: str, **extra: Any) -> Response | BaseResponse:
-        if not self.authorised():
+        denial = self.denial()
+        if denial is not None:
             here = request.script_root + request.full_path.rstrip("?")
+            if self.check is not None and self.given() is not None:
+                return self.login_form(here, denial, 403)
             return redirect(url_for("login", next=here))
         html = render_template(
             f"{name}.html",
@@ -153,8 +184,10 @@ class Views:
         return self.page("record", record_id=record_id)
 
     def info_json(self) -> Response | BaseResponse:
-        if not self.authorised():
-            return Response('{"error":"token required"}\n', 403, mimetype="application/json")
+        denial = self.denial()
+        if denial is not None:
+            body = json.dumps({"error": denial}) + "\n"
+            return Response(body, 403, mimetype="application/json")
         data = self.facts()
         keys = ("node", "datacenter", "version", "uptime_seconds", "counts")
         response = Response(json.dumps({k: data[k] for k in keys}), mimetype="application/json")
@@ -163,7 +196,7 @@ class Views:
 
     def login(self) -> Response | BaseResponse:
         target = safe_next(request.values.get("next")) or url_for("services")
-        if not self.secret.required:
+        if not self.secret.required and self.check is None:
             return redirect(target)
         error = None
         status, wait = 200, 0
@@ -173,18 +206,31 @@ class Views:
             if wait:
                 status = 429
                 error = f"Too many wrong tokens from this address: try again in {wait} s."
-            elif self.secret.matches(request.form.get("token", "").strip()):
-                self.throttle.succeeded(address)
-                return self.logged_in(target, request.form.get("token", "").strip())
             else:
-                self.throttle.failed(address)
+                given = request.form.get("token", "").strip()
+                error = self.refused(given)
+                if error is None:
+                    self.throttle.succeeded(address)
+                    return self.logged_in(target, given)
+                if error in (WRONG, "ACL not found"):  # a guess; a real token is no guess
+                    self.throttle.failed(address)
                 status = 403
-                error = "That is not the token this homeport was started with."
-        html = render_template("login.html", next=target, error=error, page="login", pages=())
-        response = Response(html, status, content_type="text/html; charset=utf-8")
+        response = self.login_form(target, error, status)
         if wait:
             response.headers["Retry-After"] = str(wait)
         return response
+
+    def refused(self, given: str) -> str | None:
+        """Why *given* (the login form's) does not open the dashboard; None: it does."""
+        if self.check is not None:
+            return self.check(given, "POST /ui/login") if given else "ACL not found"
+        return None if self.secret.matches(given) else WRONG
+
+    def login_form(self, target: str, error: str | None, status: int) -> Response:
+        html = render_template(
+            "login.html", next=target, error=error, page="login", pages=(), acl=bool(self.check)
+        )
+        return Response(html, status, content_type="text/html; charset=utf-8")
 
     def logged_in(self, target: str, token: str) -> BaseResponse:
         response = redirect(target, code=303)
