@@ -207,6 +207,23 @@ class TestSQLiteHistory(HistoryContract):
         history.close()
         assert Hub(SQLiteHistory(tmp_path / "events.sqlite3")).publish("x", 0).id == 4
 
+    def test_logs_events_stay_in_memory_but_their_ids_are_never_reused(
+        self, tmp_path: Path
+    ) -> None:
+        """``logs`` events (records already in logs.sqlite3) are replayed from memory and
+        not written to the file; the last id they took is, so numbering goes on after."""
+        path = tmp_path / "events.sqlite3"
+        history = SQLiteHistory(path)
+        hub = Hub(history)
+        hub.publish("a", 0)
+        for i in range(3):
+            hub.publish("logs", {"message": str(i)})
+        assert [e.id for e in hub.replay(0, ["logs"])] == [2, 3, 4]
+        history.close()
+        again = Hub(SQLiteHistory(path))
+        assert [e.data for e in again.replay(0, ["*"])] == [0]
+        assert again.publish("logs", {}).id == 5
+
     def test_a_batch_is_prepared_here_and_written_in_one_go(self, tmp_path: Path) -> None:
         """prepare() takes the pending events as one batch; write() stores them all."""
         path = tmp_path / "events.sqlite3"

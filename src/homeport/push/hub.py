@@ -47,6 +47,11 @@ DEFAULT_PER_TOPIC = 1000
 DEFAULT_TOTAL = 100_000
 DEFAULT_TOTAL_BYTES = 64 * 1024 * 1024
 RESERVED_TOPICS = ("catalog", "kv", "logs")
+# Topics a SQLiteHistory keeps in memory only, not in its file.  ``logs``: each of its
+# events is a log record the log sink has already committed to logs.sqlite3 (searchable
+# there after a restart); copying a flood of them into events.sqlite3 as well, only to
+# trim them again, took ~12% of the daemon's CPU per syslog record (bench/syslog.py).
+MEMORY_ONLY_TOPICS = frozenset({"logs"})
 ZMQ_PREFIX = "zmq/"
 
 
@@ -295,9 +300,10 @@ INSERT_ROWS = (
 class SQLiteHistory:
     """:class:`MemoryHistory` mirrored to ``events.sqlite3``, loaded at start.
 
-    New events are written in batches by :meth:`flush` (the hub's service calls it a few
-    times a second and at stop); trimmed topics are trimmed on disk in the same
-    transaction, so the file stays as bounded as the memory.
+    New events (but those of :data:`MEMORY_ONLY_TOPICS`: only the last id they took) are
+    written in batches by :meth:`flush` (the hub's service calls it a few times a second
+    and at stop); trimmed topics are trimmed on disk in the same transaction, so the file
+    stays as bounded as the memory.
     """
 
     def __init__(
@@ -314,6 +320,7 @@ class SQLiteHistory:
         self.db.executescript(SCHEMA)
         self._pending: list[Event] = []
         self._load()
+        self._prepared_last_id = self.last_id()
 
     def _load(self) -> None:
         row = self.db.execute("SELECT value FROM meta WHERE key = 'last_id'").fetchone()
@@ -337,7 +344,8 @@ class SQLiteHistory:
 
     def add(self, event: Event) -> None:
         self.memory.add(event)
-        self._pending.append(event)
+        if event.topic not in MEMORY_ONLY_TOPICS:
+            self._pending.append(event)
 
     def after(self, last_id: int, patterns: Sequence[str], limit: int) -> list[Event]:
         return self.memory.after(last_id, patterns, limit)
@@ -357,8 +365,9 @@ class SQLiteHistory:
         publishes; :meth:`write` may then run on another thread.
         """
         pending, self._pending = self._pending, []
-        if not pending:
-            return None
+        if not pending and self.last_id() == self._prepared_last_id:
+            return None  # (memory-only events still move the stored last id on)
+        self._prepared_last_id = self.last_id()
         # Only what memory still keeps is worth writing (a flood may have pushed most of
         # the batch out already).  Each event's JSON is the text transports already made
         # (Event.data_text), not a second encoding; the rows go to SQLite as one JSON
