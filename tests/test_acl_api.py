@@ -4,6 +4,7 @@ roles, enforcement and filtering, kept across ``kill -9``."""
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 import pytest
 
 from tests.daemon import Daemon, DaemonFactory
-from tests.test_fast_path import exchange, fast_answers, get
+from tests.test_fast_path import exchange, get
 
 ANON_DENIED = "Permission denied: anonymous token lacks permission"
 
@@ -223,20 +224,31 @@ def test_token_from_bearer_and_query(acl: Daemon) -> None:
     assert acl.request("GET", "/v1/acl/tokens?token=wrong")[:3:2] == (403, b"ACL not found")
 
 
+def fast_answers_seen_by(d: Daemon, token: str) -> int:
+    """The fast path's answer count, from /metrics (agent:read under --acl)."""
+    status, _, text = call(d, "GET", "/metrics", token)
+    assert status == 200, text
+    found = re.search(rb"^homeport_http_fast_answers_total (\S+)$", text, re.MULTILINE)
+    assert found is not None
+    return int(float(found.group(1)))
+
+
 def test_the_fast_path_answers_the_anonymous_token_only(acl: Daemon) -> None:
     """Requests without a token take the fast path (their answer is the anonymous
-    token's); a token's own answer is never served from it."""
+    token's); a token's own answer is served from it to that token alone (cached per
+    AccessorID: tests/test_acl_fast_path.py)."""
     root = bootstrap(acl)
     assert ok(acl, "PUT", "/v1/kv/secret", root, "s3") is True
     with_token = get("/v1/kv/secret?raw", headers=f"Host: x\r\nX-Consul-Token: {root}\r\n")
     anonymous = get("/v1/kv/secret?raw")
     services = get("/v1/catalog/services")
-    before = fast_answers(acl)
+    before = fast_answers_seen_by(acl, root)
     answers = exchange(acl, with_token, with_token, anonymous, anonymous, services, services)
     assert [a.endswith(b"\r\n\r\ns3") for a in answers[:2]] == [True, True]
     assert all(a.startswith(b"HTTP/1.1 403") for a in answers[2:4])
     assert [a.endswith(b"\r\n\r\n{}") for a in answers[4:]] == [True, True]
-    assert fast_answers(acl) == before + 1  # the second anonymous catalog read
+    # the token's second read and the second anonymous catalog read
+    assert fast_answers_seen_by(acl, root) == before + 2
 
 
 def test_prepared_query_execution_shows_only_readable_nodes(acl: Daemon) -> None:

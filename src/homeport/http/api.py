@@ -248,6 +248,11 @@ class ApiResource(Resource):
         self.known_leader: Callable[[], bool] = lambda: True
         #: request URI -> (route name, cache key), so a repeated read skips routing.
         self._prepared: dict[bytes, tuple[str, tuple[Any, ...]]] = {}
+        #: ``--acl``: (AccessorID, URI) of a GET that carried its token in
+        #: ``X-Consul-Token`` -> its cache key (which holds the AccessorID), for the fast
+        #: path: the token is resolved on every request, so an answer cached for one
+        #: token never reaches another, nor an expired or deleted one.
+        self._prepared_tokens: dict[tuple[str, bytes], tuple[str, tuple[Any, ...]]] = {}
         #: ``--acl``: who a token is.  Set, every request is checked against its route's
         #: guard and answers are cached per token; the URI cache and the fast path (which
         #: answer without looking at a token) hold only answers to requests without one,
@@ -425,6 +430,23 @@ class ApiResource(Resource):
             return None
         return prepared[0], entry
 
+    def _token_hit(self, secret: bytes, uri: bytes) -> tuple[str, _Entry] | None:
+        """As :meth:`_hit` for a GET carrying *secret* in ``X-Consul-Token`` (``--acl``):
+        the token resolved now (its cached decision), the answer cached for its
+        AccessorID at this generation (any ACL change is a catalog change)."""
+        assert self.acl is not None
+        try:
+            accessor = self.acl.resolve(secret).accessor
+        except TokenNotFound:
+            return None
+        prepared = self._prepared_tokens.get((accessor, uri))
+        if prepared is None:
+            return None
+        entry = self.cache.get(prepared[1])
+        if entry is None or entry.generation != self.generation:
+            return None
+        return prepared[0], entry
+
     def fast_answer(
         self, method: bytes, uri: bytes, headers: dict[bytes, bytes]
     ) -> tuple[bytes, bytes] | None:
@@ -432,10 +454,16 @@ class ApiResource(Resource):
         answer is cached and fresh, as the bytes twisted.web would write around the
         ``Date`` value; None when anything could make the answer differ (CORS headers
         to add, a miss), so twisted.web answers it."""
-        if self.cors.origins or b"x-consul-token" in headers or b"authorization" in headers:
+        if self.cors.origins or b"authorization" in headers:
             return None
         started = time.perf_counter()
-        hit = self._hit(uri)
+        secret = headers.get(b"x-consul-token")
+        if secret is None:
+            hit = self._hit(uri)
+        elif self.acl is None:
+            return None
+        else:
+            hit = self._token_hit(secret, uri)
         if hit is None:
             return None
         name, entry = hit
@@ -633,16 +661,8 @@ class ApiResource(Resource):
             None if call.authz is None else call.authz.accessor,
         )
         entry = self._fresh(key, route, call)
-        if (
-            min_index is None
-            and call.request.method == b"GET"
-            and not route.volatile
-            and self._anonymous(call)
-            and not (self.barrier is not None and "consistent" in args)
-        ):
-            if len(self._prepared) >= CACHE_SIZE:
-                self._prepared.clear()
-            self._prepared[call.request.uri] = (route.name, key)
+        if min_index is None:
+            self._remember(route, call, key)
         if min_index is None or min_index == 0 or entry.index > min_index or wait <= 0:
             return self._send(call.request, entry.reply, entry.index)
         if min_index > entry.index and min_index > self.current_index():
@@ -656,6 +676,36 @@ class ApiResource(Resource):
         self._parked[key] = (route, call)
         call.request.notifyFinish().addErrback(lambda _: self._gone(key, waiter))
         return NOT_DONE_YET
+
+    def _remember(self, route: Route, call: Call, key: tuple[Any, ...]) -> None:
+        """A plain read's URI, for the hot path and the fast path to answer it again:
+        by URI alone without a token, by (AccessorID, URI) with one in a header."""
+        if (
+            call.request.method == b"GET"
+            and not route.volatile
+            and self._anonymous(call)
+            and not (self.barrier is not None and "consistent" in call.args)
+        ):
+            if len(self._prepared) >= CACHE_SIZE:
+                self._prepared.clear()
+            self._prepared[call.request.uri] = (route.name, key)
+        elif self._by_header(route, call):
+            assert call.authz is not None
+            if len(self._prepared_tokens) >= CACHE_SIZE:
+                self._prepared_tokens.clear()
+            self._prepared_tokens[call.authz.accessor, call.request.uri] = (route.name, key)
+
+    def _by_header(self, route: Route, call: Call) -> bool:
+        """May the fast path answer *call*'s URI again for its token?  With ``--acl``, a
+        plain cacheable GET whose token came in ``X-Consul-Token`` (not ``?token=``)."""
+        return (
+            call.authz is not None
+            and call.request.method == b"GET"
+            and not route.volatile
+            and "token" not in call.args
+            and not (self.barrier is not None and "consistent" in call.args)
+            and call.request.getHeader(b"x-consul-token") is not None
+        )
 
     def _anonymous(self, call: Call) -> bool:
         """May *call*'s URI be answered from the cache without looking at a token?  Always
