@@ -226,3 +226,19 @@ def test_without_acl_the_faces_keep_the_token_rules(daemon_factory: DaemonFactor
     assert publish(d, "demo", None, 1)[0] == 403
     assert publish(d, "demo", "s3cret", 1)[0] == 200
     assert d.request("POST", "/log", b"msg=x&name=y")[0] == 401
+
+
+def test_the_dashboard_s_reads_carry_its_login(acl: Daemon) -> None:
+    """A page's own GETs (no ``Origin``, ``Sec-Fetch-Site: same-origin`` from the
+    browser) read with the logged-in token; the cookie from another origin of the same
+    site (``same-site``) or with no such header is not taken: the anonymous token reads."""
+    root = bootstrap(acl)
+    reader = secret(acl, root, 'log = "read"', "dashboard")
+    cookie = {"Cookie": f"homeport_token={reader}"}
+    status, _, _ = acl.request(
+        "GET", "/v1/logs", headers={**cookie, "Sec-Fetch-Site": "same-origin"}
+    )
+    assert status == 200
+    for other in ({"Sec-Fetch-Site": "same-site"}, {"Sec-Fetch-Site": "cross-site"}, {}):
+        status, _, body = acl.request("GET", "/v1/logs", headers={**cookie, **other})
+        assert status == 403 and "lacks permission 'log:read'" in body.decode(), other

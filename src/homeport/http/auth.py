@@ -84,9 +84,15 @@ def given_token(request: Request) -> bytes | None:
 
 
 def cookie_token(request: Request) -> bytes | None:
-    """The dashboard cookie's token, if *request* comes from a page of this origin."""
+    """The dashboard cookie's token, if *request* comes from a page of this origin: its
+    ``Origin`` names the host it was sent to, or (a browser's same-origin ``GET``, which
+    carries no ``Origin``) the browser says ``Sec-Fetch-Site: same-origin``, a header no
+    page can set; another port of this host is ``same-site`` and is refused."""
     origin = request.getHeader(b"origin")
-    if origin is None or not same_origin(origin, request.getHeader(b"host")):
+    if origin is None:
+        if request.getHeader(b"sec-fetch-site") != b"same-origin":
+            return None
+    elif not same_origin(origin, request.getHeader(b"host")):
         return None
     value = request.getCookie(COOKIE.encode())
     if not value:
