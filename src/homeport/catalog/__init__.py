@@ -93,7 +93,7 @@ def build(
     Raises what opening the database raises (``sqlite3.Error``, ``OSError``).
     """
     from .acl_records import AclRecords
-    from .api import ConsulAPI
+    from .api import ConsulAPI, api_resource
     from .checks import ScriptPolicy
     from .summary import dashboard_facts
 
@@ -102,7 +102,7 @@ def build(
     on = _on_etcd if settings.etcd_endpoints else _on_sqlite
     catalog, agent, config, shared = on(settings, reactor, data_dir, scripts, service)
     _gauges(metrics, catalog)
-    api = _api_resource(settings, reactor, catalog, metrics)
+    api = api_resource(settings, reactor, catalog, metrics)
     if shared is not None:
         _serve_shared(api, shared)
     # Before the API's listener: a change forgets the ACL decisions before parked
@@ -131,26 +131,6 @@ def build(
         set_reload=set_reload,
         anonymous=anonymous,
         on_acl_change=records.on_change,
-    )
-
-
-def _api_resource(
-    settings: Settings, reactor: IHomeportReactor, catalog: Catalog, metrics: Metrics
-) -> ApiResource:
-    """The ``/v1/`` resource: Consul's headers, errors, token and CORS rules."""
-    from ..http.api import ApiResource
-    from ..http.auth import Token
-    from ..http.cors import CORS
-    from .api import ERRORS
-
-    return ApiResource(
-        reactor,
-        lambda: catalog.index,
-        metrics,
-        Token(settings.token),
-        catalog.datacenter,
-        cors=CORS(settings.cors_origins),
-        errors=ERRORS,
     )
 
 

@@ -6,7 +6,7 @@ import socket
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .. import __version__
 from ..acl import PolicyError
@@ -61,6 +61,11 @@ from .model import (
     Service,
     aggregate_status,
 )
+
+if TYPE_CHECKING:
+    from ..http.metrics import Metrics
+    from ..part import IHomeportReactor
+    from . import Settings
 
 #: Consul's checkUpdate (agent/agent_endpoint.go), PUT /v1/agent/check/update/:id.
 CHECK_UPDATE = consul.Schema("agent.checkUpdate", {"Status": "str", "Output": "str"})
@@ -938,3 +943,22 @@ class ConsulAPI:
 
     def session_list(self, call: Call) -> Reply:
         return self._sessions(call, lambda s: True)
+
+
+def api_resource(
+    settings: Settings, reactor: IHomeportReactor, catalog: Catalog, metrics: Metrics
+) -> ApiResource:
+    """The ``/v1/`` resource over *catalog*: Consul's headers, errors, token and CORS
+    rules (the primary's and a worker's alike)."""
+    from ..http.auth import Token
+    from ..http.cors import CORS
+
+    return ApiResource(
+        reactor,
+        lambda: catalog.index,
+        metrics,
+        Token(settings.token),
+        catalog.datacenter,
+        cors=CORS(settings.cors_origins),
+        errors=ERRORS,
+    )

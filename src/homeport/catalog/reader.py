@@ -86,22 +86,11 @@ def build_reader(
     settings: Settings, reactor: IHomeportReactor, agent: Agent, metrics: Metrics
 ) -> Reader:
     """Consul's routes over a copy of the primary's catalog (fed by :meth:`Reader.receive`)."""
-    from ..http.api import ApiResource
-    from ..http.auth import Token
-    from ..http.cors import CORS
-    from .api import ERRORS, ConsulAPI
+    from .api import ConsulAPI, api_resource
     from .checks import ScriptPolicy
 
     catalog = ReplicatedCatalog(settings.datacenter, clock=reactor.seconds)
-    api = ApiResource(
-        reactor,
-        lambda: catalog.index,
-        metrics,
-        Token(settings.token),
-        catalog.datacenter,
-        cors=CORS(settings.cors_origins),
-        errors=ERRORS,
-    )
+    api = api_resource(settings, reactor, catalog, metrics)
     ConsulAPI(api, catalog, agent, reactor, scripts=ScriptPolicy.from_settings(settings))
     return Reader(catalog, api)
 
