@@ -210,7 +210,12 @@ def test_a_worker_killed_with_9_is_started_again(pool: Daemon) -> None:
         20,
         "a new worker",
     )
-    assert "worker 1 ended" in pool.output() or "worker 2 ended" in pool.output()
+    # the primary logs the end once it has reaped the worker: wait for the line too
+    wait_for(
+        lambda: "worker 1 ended" in pool.output() or "worker 2 ended" in pool.output(),
+        20,
+        "the primary's log line",
+    )
     wait_for(lambda: len(answered_while_stopped(pool, "/v1/kv/x?raw", 12)) >= 1, 20, "answers")
     for answer in answered_while_stopped(pool, "/v1/kv/x?raw"):
         assert answer.endswith(b"\r\n\r\n1")
