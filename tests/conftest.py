@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import logging
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -7,6 +9,7 @@ from typing import Any
 import pytest
 
 from .daemon import Daemon, DaemonFactory
+from .etcd_cluster import Cluster
 
 
 @pytest.fixture
@@ -43,3 +46,24 @@ def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
         yield daemon
     finally:
         daemon.stop()
+
+
+@pytest.fixture(scope="module")
+def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    cluster = Cluster(tmp_path_factory.mktemp("etcd")).start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def logger() -> Iterator[logging.Logger]:
+    """A fresh logger that only talks to the handlers a test adds."""
+    log = logging.getLogger(f"app.t{uuid.uuid4().hex[:8]}")
+    log.setLevel(logging.DEBUG)
+    log.propagate = False
+    yield log
+    for handler in list(log.handlers):
+        log.removeHandler(handler)
+        handler.close()

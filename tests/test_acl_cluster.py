@@ -3,24 +3,12 @@ on another at once, and a policy change there forgets the other agent's decision
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from .daemon import wait_for
 from .etcd_cluster import Cluster
 from .test_acl_api import call, ok
 from .test_cluster import start_agent
-
-
-@pytest.fixture(scope="module")
-def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    cluster = Cluster(tmp_path_factory.mktemp("etcd")).start()
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
 
 
 def test_tokens_and_policies_reach_every_agent(tmp_path: Path, etcd: Cluster) -> None:

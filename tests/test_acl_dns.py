@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -174,15 +173,6 @@ def test_workers_leave_dns_to_the_primary_under_acl(daemon_factory: DaemonFactor
     anonymous_gets(d, policy(d, "all", EVERYTHING))
     for _ in range(6):
         assert answers(d, "web.service.consul") == ["10.7.0.1"]
-
-
-@pytest.fixture(scope="module")
-def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    cluster = Cluster(tmp_path_factory.mktemp("etcd")).start()
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
 
 
 def test_a_policy_changed_on_another_agent_changes_the_answers(

@@ -11,8 +11,6 @@ import json
 import logging
 import logging.handlers
 import urllib.parse
-import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -27,17 +25,6 @@ from tests.test_push_sse import SSEClient
 @pytest.fixture
 def acl(daemon_factory: DaemonFactory) -> Daemon:
     return daemon_factory(["--acl"]).start()
-
-
-@pytest.fixture
-def logger() -> Iterator[logging.Logger]:
-    log = logging.getLogger(f"acl-faces-{uuid.uuid4().hex[:8]}")
-    log.setLevel(logging.DEBUG)
-    log.propagate = False
-    yield log
-    for handler in list(log.handlers):
-        log.removeHandler(handler)
-        handler.close()
 
 
 def secret(d: Daemon, root: str, rules: str, name: str) -> str:

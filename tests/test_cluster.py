@@ -26,15 +26,6 @@ from .test_push_sse import SSEClient
 TTL = 3  # --agent-ttl: short, so that a dead agent is noticed quickly
 
 
-@pytest.fixture(scope="module")
-def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    cluster = Cluster(tmp_path_factory.mktemp("etcd")).start()
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
-
-
 def start_agent(workdir: Path, name: str, etcd: Cluster, *extra: str) -> Daemon:
     workdir.mkdir(parents=True, exist_ok=True)
     hosts = ",".join(e.split("://", 1)[1] for e in etcd.endpoints)

@@ -13,13 +13,10 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
-
-import pytest
 
 from homeport.logging import FormattedHTTPHandler, HomeportHandler
 
@@ -27,18 +24,6 @@ from .daemon import Daemon
 
 # What the conftest's daemon_factory fixture gives: Daemon's fields but workdir.
 DaemonFactory = Callable[..., Daemon]
-
-
-@pytest.fixture
-def logger() -> Iterator[logging.Logger]:
-    """A fresh logger that only talks to the handlers a test adds."""
-    log = logging.getLogger(f"app.t{uuid.uuid4().hex[:8]}")
-    log.setLevel(logging.DEBUG)
-    log.propagate = False
-    yield log
-    for handler in list(log.handlers):
-        log.removeHandler(handler)
-        handler.close()
 
 
 def search(daemon: Daemon, query: str = "") -> list[dict[str, Any]]:

@@ -422,13 +422,7 @@ class ApiResource(Resource):
 
     def _hit(self, uri: bytes) -> tuple[str, _Entry] | None:
         """The route name and fresh cached answer of a GET of *uri* seen before, if any."""
-        prepared = self._prepared.get(uri)
-        if prepared is None:
-            return None
-        entry = self.cache.get(prepared[1])
-        if entry is None or entry.generation != self.generation:
-            return None
-        return prepared[0], entry
+        return self._current(self._prepared.get(uri))
 
     def _token_hit(self, secret: bytes, uri: bytes) -> tuple[str, _Entry] | None:
         """As :meth:`_hit` for a GET carrying *secret* in ``X-Consul-Token`` (``--acl``):
@@ -439,7 +433,10 @@ class ApiResource(Resource):
             accessor = self.acl.resolve(secret).accessor
         except TokenNotFound:
             return None
-        prepared = self._prepared_tokens.get((accessor, uri))
+        return self._current(self._prepared_tokens.get((accessor, uri)))
+
+    def _current(self, prepared: tuple[str, tuple[Any, ...]] | None) -> tuple[str, _Entry] | None:
+        """*prepared*'s route name and its cached answer, if that is of this generation."""
         if prepared is None:
             return None
         entry = self.cache.get(prepared[1])
