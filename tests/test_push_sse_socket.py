@@ -17,8 +17,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from twisted.internet import tcp
-from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.ssl import optionsForClientTLS
@@ -27,35 +25,11 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from twisted.web.server import Site
 
+from homeport.http.direct import plain_socket
 from homeport.push.hub import Hub
-from homeport.push.sse import EventsResource, SSEService, plain_socket
+from homeport.push.sse import EventsResource, SSEService
 
-ADDRESS = IPv4Address("TCP", "127.0.0.1", 0)
-
-
-class LoopbackConnection(tcp.Connection):
-    """Twisted's TCP transport on an accepted socket (``tcp.Server`` without a port)."""
-
-    def __init__(self, skt: socket.socket, protocol: Protocol, reactor: MemoryReactorClock):
-        tcp.Connection.__init__(self, skt, protocol, reactor)
-        self.connected = True  # as tcp.Server, once accepted
-
-    def getPeer(self) -> IPv4Address:
-        return ADDRESS
-
-    def getHost(self) -> IPv4Address:
-        return ADDRESS
-
-
-def socket_pair() -> tuple[socket.socket, socket.socket]:
-    """(server end, client end) of a loopback TCP connection."""
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(1)
-        client = socket.create_connection(listener.getsockname())
-        server, _ = listener.accept()
-    client.settimeout(5)
-    return server, client
+from .loopback import ADDRESS, LoopbackConnection, socket_pair
 
 
 class Stream:

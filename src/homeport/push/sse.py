@@ -41,7 +41,6 @@ from typing import Any
 from urllib.parse import unquote
 
 from twisted.application.service import Service
-from twisted.internet.interfaces import ISSLTransport, ISystemHandle, ITCPTransport
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.web.http import HTTPChannel
@@ -53,6 +52,7 @@ from ..acl import PermissionDenied, TokenNotFound
 from ..http.args import parse_args
 from ..http.auth import Access, Grant, Token, given_token
 from ..http.cors import CORS
+from ..http.direct import plain_socket, send_now
 from ..http.errors import ErrorTable
 from ..logs.query import BadQuery, LogQuery, parse_query
 from .access import readable, topic_rule
@@ -104,25 +104,9 @@ def _chunked(event: Event) -> bytes:
 
 HEARTBEAT = b": heartbeat\n\n"
 HEARTBEAT_CHUNKED = chunk(HEARTBEAT)
-#: Buffers one ``sendmsg`` takes at most (Linux's UIO_MAXIOV).
-IOV_MAX = 1024
 #: The stream's first frame after ``retry:`` (before any replayed event).
 OPENED = b": homeport events\n\n"
 OPENED_CHUNKED = chunk(OPENED)
-
-
-def plain_socket(transport: Any) -> socket.socket | None:
-    """*transport*'s socket when it is plain TCP whose send buffer tells its producer
-    when it fills (a ``bufferSize``); None for TLS and anything else."""
-    system: Any = transport  # the interfaces below are checked on it, not narrowed
-    if not (ITCPTransport.providedBy(transport) and ISystemHandle.providedBy(transport)):
-        return None
-    if ISSLTransport.providedBy(transport) or not isinstance(
-        getattr(system, "bufferSize", None), int
-    ):
-        return None
-    handle = system.getHandle()
-    return handle if isinstance(handle, socket.socket) else None
 
 
 class SSEConnection:
@@ -244,14 +228,7 @@ class SSEConnection:
     def send(self, sock: socket.socket, data: bytes) -> None:
         """Send *data* on *sock* now (the transport holds nothing); the transport gets
         what the socket does not take, and pauses us until it has sent it."""
-        try:
-            sent = sock.send(data)
-        except OSError:  # full (EAGAIN), or broken: the transport finds out and closes
-            sent = 0
-        if sent < len(data):
-            rest = data[sent:] if sent else data
-            self.transport.write(rest)
-            self.flow.queued += len(rest)
+        self.flow.queued += send_now(sock, self.transport, (data,))
 
     def flush(self) -> None:
         """The transport drained: write what was held (it may pause us again)."""
@@ -259,33 +236,12 @@ class SSEConnection:
             return
         held, self.held = self.held, []
         if (sock := self.sock) is not None:
-            self.send_held(sock, held)
+            self.flow.queued += send_now(sock, self.transport, held)
         elif self.direct:
             self.transport.writeSequence(held)
         else:
             for data in held:
                 self.request.write(self.unchunked(data))
-
-    def send_held(self, sock: socket.socket, held: list[bytes]) -> None:
-        """Send *held* on *sock* in one ``sendmsg`` (the frames as they are, not joined);
-        the transport gets what the socket does not take, and pauses us."""
-        try:
-            sent = sock.sendmsg(held[:IOV_MAX])
-        except OSError:  # full (EAGAIN), or broken: the transport finds out and closes
-            sent = 0
-        done = 0
-        for data in held:  # the frames sent whole
-            if sent < len(data):
-                break
-            sent -= len(data)
-            done += 1
-        if done == len(held):
-            return
-        rest = held[done:]
-        if sent:
-            rest[0] = rest[0][sent:]
-        self.transport.writeSequence(rest)
-        self.flow.queued += sum(map(len, rest))
 
     def unchunked(self, data: bytes) -> bytes:
         """*data* without its HTTP/1.1 chunk framing (the request frames it itself)."""
