@@ -22,6 +22,7 @@ from twisted.web.server import Request
 
 from homeport.http.hosts import Names
 from homeport.http.site import HomeportSite
+from homeport.http.splice import SplicingChannel
 
 from .loopback import ADDRESS, LoopbackConnection, socket_pair
 
@@ -54,10 +55,15 @@ def get(path: str) -> bytes:
 class Connection:
     """One keep-alive connection to a ``HomeportSite`` with a fast path."""
 
-    def __init__(self, rcvbuf: int | None = None) -> None:
+    def __init__(
+        self, rcvbuf: int | None = None, timeout: float | None = None, worker: bool = False
+    ) -> None:
         self.reactor = MemoryReactorClock()
-        self.site = HomeportSite(cast(Any, Pages)(), reactor=self.reactor)
+        self.site = HomeportSite(cast(Any, Pages)(), reactor=self.reactor, timeout=timeout)
         self.site.serve_fast(fast)
+        if worker:  # a worker's channel, reading every request locally
+            site: Any = self.site
+            site.protocol, site.local = SplicingChannel, lambda head: True
         server, self.client = socket_pair()
         if rcvbuf is not None:
             self.client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
@@ -204,3 +210,34 @@ def test_request_heads_are_remembered_with_their_host_check_and_bounded() -> Non
     long = get("/fast?" + "x" * site.HEAD_BYTES)
     assert site.fast_request(long) is not None
     assert long not in site._heads
+
+
+def test_fast_answers_keep_the_connection_from_its_idle_timeout() -> None:
+    """A fast answer notes its time instead of resetting the idle timer: the timer,
+    when it fires, waits again for what is left, and closes an idle connection."""
+    c = Connection(timeout=10)
+    try:
+        c.ask("/fast")
+        c.reactor.advance(6)
+        c.ask("/fast")
+        c.reactor.advance(6)  # 12 s since the connection opened, 6 since the last answer
+        assert not c.transport.disconnecting
+        assert answers(c.arrived()) == [b"fast answer", b"fast answer"]
+        c.reactor.advance(5)  # 11 s idle
+        assert c.transport.disconnecting
+    finally:
+        c.close()
+
+
+def test_a_worker_answers_a_request_that_came_while_its_last_answer_was_buffered() -> None:
+    """On a worker's channel a request waits while the transport still holds the last
+    answer; once the transport has sent it all, the request is answered (it waited
+    for more bytes from the client before)."""
+    c = Connection(worker=True)
+    try:
+        c.ask("/slow")
+        assert c.waiting()
+        c.ask("/slow")  # read, and kept: the channel is not idle
+        assert answers(c.drain()) == [b"slow answer", b"slow answer"]
+    finally:
+        c.close()

@@ -40,7 +40,7 @@ from .cors import CORS
 from .errors import ErrorTable, HTTPError
 from .fastpath import status_line
 from .guard import Guard
-from .metrics import Metrics
+from .metrics import Metrics, Slot
 
 DEFAULT_WAIT = 300.0
 MAX_WAIT = 600.0
@@ -181,6 +181,8 @@ class _Entry:
     wire_head: bytes = b""
     wire_get: bytes = b""
     wire_head_only: bytes = b""
+    #: Where the fast path counts its answers (the route's, for this status).
+    slot: Slot | None = None
 
     def prepare(self) -> None:
         headers = Headers()
@@ -464,7 +466,10 @@ class ApiResource(Resource):
         if hit is None:
             return None
         name, entry = hit
-        self.metrics.observe(name, entry.reply.status, time.perf_counter() - started)
+        slot = entry.slot
+        if slot is None:
+            slot = entry.slot = self.metrics.slot(name, entry.reply.status)
+        slot.observe(time.perf_counter() - started)
         return entry.wire_head, entry.wire_head_only if method == b"HEAD" else entry.wire_get
 
     def _match(self, method: bytes, segments: list[str]) -> tuple[Route, dict[str, str]]:

@@ -40,6 +40,19 @@ def plain_socket(transport: Any) -> socket.socket | None:
     return handle if isinstance(handle, socket.socket) else None
 
 
+def send_one(sock: socket.socket, transport: Any, data: bytes) -> int:
+    """As :func:`send_now` for one piece of bytes."""
+    try:
+        sent = sock.send(data)
+    except OSError:  # full (EAGAIN), or broken: the transport finds out and closes
+        sent = 0
+    if sent == len(data):
+        return 0
+    rest = data[sent:] if sent else data
+    transport.write(rest)
+    return len(rest)
+
+
 def send_now(sock: socket.socket, transport: Any, chunks: Sequence[bytes]) -> int:
     """Send *chunks* on *sock* now (one ``send``, or one ``sendmsg`` without joining
     them); *transport*, which must hold nothing, gets what the socket does not take.

@@ -49,6 +49,23 @@ class _Read(Collector):
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 5.0, 60.0, 600.0)
 
 
+class Slot:
+    """One route and status code's count, and the route's latency row: what a request
+    answered from a cache keeps, so that an observation is three additions."""
+
+    __slots__ = ("count", "row")
+
+    def __init__(self, row: list[float]) -> None:
+        self.count = 0
+        self.row = row
+
+    def observe(self, seconds: float) -> None:
+        self.count += 1
+        row = self.row
+        row[bisect_left(BUCKETS, seconds)] += 1
+        row[-1] += seconds
+
+
 class _Requests(Collector):
     """Request counts and latency histograms kept in plain ints and floats.
 
@@ -58,18 +75,23 @@ class _Requests(Collector):
     """
 
     def __init__(self) -> None:
-        self.counts: dict[tuple[str, str], int] = {}
+        #: (route, code) -> its count, sharing the route's latency row
+        self.slots: dict[tuple[str, str], Slot] = {}
         #: route -> [bucket counts..., +Inf count, sum]
         self.latency: dict[str, list[float]] = {}
 
-    def observe(self, route: str, code: int, seconds: float) -> None:
+    def slot(self, route: str, code: int) -> Slot:
         key = (route, str(code))
-        self.counts[key] = self.counts.get(key, 0) + 1
-        row = self.latency.get(route)
-        if row is None:
-            row = self.latency[route] = [0.0] * (len(BUCKETS) + 2)
-        row[bisect_left(BUCKETS, seconds)] += 1
-        row[-1] += seconds
+        slot = self.slots.get(key)
+        if slot is None:
+            row = self.latency.get(route)
+            if row is None:
+                row = self.latency[route] = [0.0] * (len(BUCKETS) + 2)
+            slot = self.slots[key] = Slot(row)
+        return slot
+
+    def observe(self, route: str, code: int, seconds: float) -> None:
+        self.slot(route, code).observe(seconds)
 
     def collect(self) -> Iterable[Metric]:
         requests = CounterMetricFamily(
@@ -77,8 +99,8 @@ class _Requests(Collector):
             "HTTP requests answered, by route and status code",
             labels=["route", "code"],
         )
-        for (route, code), count in sorted(self.counts.items()):
-            requests.add_metric([route, code], count)
+        for (route, code), slot in sorted(self.slots.items()):
+            requests.add_metric([route, code], slot.count)
         yield requests
         latency = HistogramMetricFamily(
             "homeport_http_request_duration_seconds",
@@ -113,6 +135,11 @@ class Metrics:
 
     def observe(self, route: str, code: int | None, seconds: float) -> None:
         self._requests.observe(route, code or 200, seconds)
+
+    def slot(self, route: str, code: int | None) -> Slot:
+        """Where the requests of *route* answered with *code* are counted: kept by a
+        cached answer, whose every hit is then ``slot.observe(seconds)``."""
+        return self._requests.slot(route, code or 200)
 
     def render(self) -> bytes:
         return bytes(generate_latest(self.registry))

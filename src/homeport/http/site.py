@@ -19,7 +19,7 @@ from twisted.web.server import Request, Site
 from twisted.web.util import Redirect
 
 from .api import ApiResource, all_routes
-from .direct import plain_socket, send_now
+from .direct import plain_socket, send_now, send_one
 from .fastpath import Answerer, Date, simple_get
 from .hosts import Names
 from .limits import Clients, Limits
@@ -195,6 +195,10 @@ class HomeportChannel(HTTPChannel):
     _deadline: IDelayedCall | None = None
     #: The plain TCP socket fast answers are sent on at once; None: TLS and the rest.
     sock: socket.socket | None = None
+    #: When the last fast answer went (the idle timeout counts from it), if since the
+    #: timer was set.
+    _active_at: float | None = None
+    site: HomeportSite | None = None
     #: Fast answers up to this size are joined before they are sent.
     SMALL = 16 * 1024
 
@@ -231,28 +235,49 @@ class HomeportChannel(HTTPChannel):
         """Answer a plain cached read at once (``http.fastpath``); else twisted.web."""
         if self.refused:
             return
-        site: HomeportSite | None = getattr(self, "site", None)
+        site = self.site
         if site is not None and site.fast is not None and self._idle():
             simple = site.fast_request(data)
             answer = site.fast(*simple) if simple is not None else None
             if answer is not None:
-                transport = self.transport
-                assert transport is not None  # data just came in
-                self._stop_deadline()
-                cast(Any, self).resetTimeout()  # the idle timeout, as any request
-                parts = (answer[0], site.date(), answer[1])
-                if self.sock is None:
-                    transport.writeSequence(parts)
-                elif len(answer[1]) <= self.SMALL:  # cheaper joined than as three buffers
-                    send_now(self.sock, self, (b"".join(parts),))
-                else:
-                    send_now(self.sock, self, parts)
+                if self._deadline is not None:
+                    self._stop_deadline()
+                # The idle timeout runs from now (see timeoutConnection).
+                self._active_at = site.seconds()
+                self._send(answer[0], site.date(), answer[1])
                 site.fast_answers += 1
                 return
         if site is not None and self._deadline is None and not self._handlingRequest:
             # The first byte of a request's head: the head deadline runs from here.
             self._start_deadline("head", site.limits.header_timeout)
         HTTPChannel.dataReceived(self, data)
+
+    def _send(self, head: bytes, date: bytes, rest: bytes) -> None:
+        """A fast answer: on the socket now if it is plain TCP (:mod:`.direct`)."""
+        sock = self.sock
+        if sock is None:
+            transport = self.transport
+            assert transport is not None  # data just came in
+            transport.writeSequence((head, date, rest))
+        elif len(rest) <= self.SMALL:  # cheaper joined than as three buffers
+            send_one(sock, self, head + date + rest)
+        else:
+            send_now(sock, self, (head, date, rest))
+
+    def timeoutConnection(self) -> None:
+        """The idle timeout fired.  A fast answer does not reset its timer (that costs
+        as much as the rest of the answer); it notes the time, and the timer, when it
+        fires, is set again for what is left since then."""
+        active_at, self._active_at = self._active_at, None
+        period = self.timeOut
+        site = self.site
+        if active_at is not None and period is not None and site is not None:
+            left = active_at + period - site.seconds()
+            if left > 0:
+                cast(Any, self).setTimeout(left)
+                self.timeOut = period
+                return
+        HTTPChannel.timeoutConnection(self)
 
     # What the channel writes, it writes with the transport's ``bufferSize`` at 0: if
     # the transport keeps a byte of it, it pauses us (``_waitingForTransport``) until
@@ -394,6 +419,8 @@ class HomeportSite(Site):
         self.fast_answers = 0
         self._heads: dict[bytes, tuple[bytes, bytes, dict[bytes, bytes]] | None] = {}
         self.date = Date()
+        #: The reactor's clock (the channels' idle timeouts run on it).
+        self.seconds: Callable[[], float] = self.reactor.seconds
         if metrics is not None:
             metrics.counter(
                 "homeport_http_fast_answers_total",

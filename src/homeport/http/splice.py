@@ -103,10 +103,20 @@ class SplicingChannel(HomeportChannel):
     ``primary`` (an endpoint to the primary's internal socket) and ``local`` (the
     predicate on a head, :func:`reads_locally` unless every request must go through)."""
 
+    _pending = b""
+    _pipe: _Pipe | None = None
+
     def connectionMade(self) -> None:
         HomeportChannel.connectionMade(self)
         self._pending = b""
-        self._pipe: _Pipe | None = None
+        self._pipe = None
+
+    def resumeProducing(self) -> None:
+        """The transport has sent all it held: a request that came meanwhile (it waits
+        while we are not idle) is decided now, or it would wait for more bytes."""
+        cast(Any, HomeportChannel).resumeProducing(self)
+        if self._pending and self._pipe is None:
+            self._next()
 
     def dataReceived(self, data: bytes) -> None:
         if self._pipe is not None:

@@ -52,7 +52,7 @@ from ..acl import PermissionDenied, TokenNotFound
 from ..http.args import parse_args
 from ..http.auth import Access, Grant, Token, given_token
 from ..http.cors import CORS
-from ..http.direct import plain_socket, send_now
+from ..http.direct import plain_socket, send_now, send_one
 from ..http.errors import ErrorTable
 from ..logs.query import BadQuery, LogQuery, parse_query
 from .access import readable, topic_rule
@@ -228,7 +228,7 @@ class SSEConnection:
     def send(self, sock: socket.socket, data: bytes) -> None:
         """Send *data* on *sock* now (the transport holds nothing); the transport gets
         what the socket does not take, and pauses us until it has sent it."""
-        self.flow.queued += send_now(sock, self.transport, (data,))
+        self.flow.queued += send_one(sock, self.transport, data)
 
     def flush(self) -> None:
         """The transport drained: write what was held (it may pause us again)."""
