@@ -32,6 +32,9 @@ INSTALL_REQUIRES = [
     # ACL rules (issue 18): Consul decodes them with HCL v1; pyhcl is its Python port
     # (HCL v1 and the JSON form, with line and column in its errors)
     "pyhcl==0.4.5",
+    # Log records' JSON (issue 17): every record is encoded once on the ingest path, and
+    # orjson does it in a third of the standard library's time (json stays the fallback)
+    "orjson==3.13.0",
 ]
 
 TEST_REQUIRES = [

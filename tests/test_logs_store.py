@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import io
 import json
 import queue
@@ -19,11 +20,11 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 
 from homeport.logs import writer, writers
-from homeport.logs.database import LogDatabase
+from homeport.logs.database import LogDatabase, encode_value
 from homeport.logs.query import BadQuery, LogQuery, parse_query, parse_time
 from homeport.logs.record import Record, record_from_fields, records_from_body
 from homeport.logs.retention import RetentionError, RetentionService, parse_retention
-from homeport.logs.store import LogStore
+from homeport.logs.store import LogStore, Stored
 
 T0 = 1_800_000_000.0
 
@@ -236,7 +237,7 @@ class ThreadReactor:
 
 def test_concurrent_requests_share_one_commit_and_hear_back_only_after_it(tmp_path: Path) -> None:
     reactor = ThreadReactor()
-    stored: list[tuple[int, Record, str]] = []
+    stored: Stored = []
     store = LogStore(
         tmp_path / "logs.sqlite3",
         reactor,
@@ -254,15 +255,16 @@ def test_concurrent_requests_share_one_commit_and_hear_back_only_after_it(tmp_pa
     assert sorted(i for ids in answers.values() if isinstance(ids, list) for i in ids) == list(
         range(1, 21)
     )
-    assert [id for id, _, _ in stored] == list(range(1, 21))
-    # listeners get each record's JSON text: the stored body, the event feed's data
-    for id, record, text in stored:
-        assert json.loads(text) == record.to_json(id)
+    assert [id for id, _, _, _ in stored] == list(range(1, 21))
+    # listeners get each record's JSON value and its text: the stored body, the event
+    # feed's data
+    for id, record, value, text in stored:
+        assert json.loads(text) == value == record.to_json(id)
     # every answer came after the commit: a fresh connection sees all 20
     check = sqlite3.connect(tmp_path / "logs.sqlite3")
     assert check.execute("SELECT count(*) FROM logs").fetchone()[0] == 20
     assert [json.loads(b) for (b,) in check.execute("SELECT body FROM logs ORDER BY id")] == [
-        json.loads(text) for _, _, text in stored
+        json.loads(text) for _, _, _, text in stored
     ]
     check.close()
     assert store.commits == 2  # 16 handed over at once, then the 4 that waited for them
@@ -480,3 +482,25 @@ def test_a_record_that_cannot_be_encoded_is_refused_alone_and_the_store_goes_on(
     check.close()
     stopping = store.stopService()
     reactor.pump(lambda: stopping.called)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"id": 1, "created": T0 + 0.125, "message": "caf\u00e9 \u2603 \U0001f600", "args": None},
+        {"extra": {"nested": [1, 2.5, True, None, {"k": "v"}], 7: "int key"}, "e": 1e-07},
+        {"huge": 2**70, "neg": -(2**64)},  # beyond orjson's 64 bits: the fallback writes it
+        {"deep": json.loads("[" * 300 + "]" * 300)},  # past orjson's nesting limit
+        {"when": datetime.date(2026, 1, 2)},  # not JSON's: default=str
+    ],
+)
+def test_a_record_value_encodes_as_the_standard_encoder_reads_it(value: dict[str, Any]) -> None:
+    """encode_value (orjson, with the standard library's encoder as the fallback) writes
+    what json.loads reads back as the value json.dumps(..., default=str) would give."""
+    expected = json.loads(json.dumps(value, default=str))
+    assert json.loads(encode_value(value)) == expected
+
+
+def test_text_that_is_not_unicode_is_refused_not_stored_mangled() -> None:
+    with pytest.raises(UnicodeEncodeError):
+        encode_value({"message": "half a pair: \ud800"})

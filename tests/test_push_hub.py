@@ -150,6 +150,54 @@ class HistoryContract:
         assert 0 < len(kept) <= 10
         assert kept[-1].data.endswith("99")
 
+    @pytest.mark.parametrize(
+        ("batches", "bounds"),
+        [
+            ([3, 1, 4], {}),  # under every bound
+            ([2, 9, 1, 12], {"per_topic": 5}),  # batches longer than the topic keeps
+            ([7, 7, 7], {"per_topic": 10, "total": 12}),
+            ([4, 4, 4], {"total_bytes": 1500}),
+        ],
+    )
+    def test_publishing_a_batch_keeps_what_publishing_each_would(
+        self, tmp_path: Path, batches: list[int], bounds: dict[str, int]
+    ) -> None:
+        """publish_many on a topic: the same ids, kept events and oldest ids as publish
+        one by one, and each subscriber hears every event once, in order."""
+        one = Hub(self.make(tmp_path / "one", **bounds))
+        many = Hub(self.make(tmp_path / "many", **bounds))
+        heard: dict[str, list[int]] = {"exact": [], "prefix": [], "other": []}
+        many.subscribe(["logs"], lambda e: heard["exact"].append(e.id))
+        many.subscribe(["lo*"], lambda e: heard["prefix"].append(e.id))
+        many.subscribe(["zmq/*"], lambda e: heard["other"].append(e.id))
+        n = 0
+        for size in batches:
+            one.publish("other", "x" * 100)
+            many.publish("other", "x" * 100)
+            items = [({"n": n + k, "pad": "y" * 80}, None) for k in range(size)]
+            for data, _ in items:
+                one.publish("logs", data)
+            events = many.publish_many("logs", items)
+            assert [e.data for e in events] == [data for data, _ in items]
+            n += size
+        assert many.last_id == one.last_id
+        for patterns in (["logs"], ["other"], ["*"]):
+            assert [(e.id, e.data) for e in many.replay(0, patterns)] == [
+                (e.id, e.data) for e in one.replay(0, patterns)
+            ]
+            assert many.history.oldest_id(patterns) == one.history.oldest_id(patterns)
+        logs_ids = [e.id for e in one.replay(0, ["logs"])]
+        assert heard["exact"] == heard["prefix"]
+        assert heard["exact"][-len(logs_ids) :] == logs_ids
+        assert len(heard["exact"]) == sum(batches) and heard["other"] == []
+
+    def test_a_batch_carries_the_text_its_publisher_made(self, tmp_path: Path) -> None:
+        hub = Hub(self.make(tmp_path))
+        (event,) = hub.publish_many("logs", [({"a": 1}, '{"a":1}')])
+        assert event.data_text() == '{"a":1}'
+        assert hub.publish_many("logs", []) == []
+        assert hub.last_id == 1
+
     def test_after_a_flush_nothing_is_left_to_write(self, tmp_path: Path) -> None:
         """flush() writes what is pending; then prepare() has no batch, and flush() no events."""
         history = self.make(tmp_path)

@@ -78,7 +78,9 @@ def makeService(options: Options, reactor: IHomeportReactor | None = None) -> IS
     with opening(data_dir, "catalog.sqlite3"):
         cat = catalog.build(settings.catalog, reactor, data_dir, metrics, pushed.hub.publish)
     with opening(data_dir, "logs.sqlite3"):
-        sink = logs.build(settings.logs, reactor, data_dir, pushed.hub.publish, metrics, access)
+        sink = logs.build(
+            settings.logs, reactor, data_dir, pushed.hub.publish_many, metrics, access
+        )
     access.bind(cat.api.acl)
     root = Root()
     site = http_site(settings, root, metrics, host_names(settings, cat.agent.node))

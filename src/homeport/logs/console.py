@@ -51,7 +51,7 @@ class ConsolePrinter:
     def __call__(self, stored: Stored) -> None:
         if not stored:
             return
-        text = "".join(format_line(record) + "\n" for _, record, _ in stored)
+        text = "".join(format_line(record) + "\n" for _, record, _, _ in stored)
         try:
             self.stream.write(text)
             self.stream.flush()

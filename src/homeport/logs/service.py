@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -17,18 +17,18 @@ TOPIC = "logs"
 
 
 class Publish(Protocol):
-    """:meth:`homeport.push.hub.Hub.publish`: *text*, when given, is *data* as JSON."""
+    """:meth:`homeport.push.hub.Hub.publish_many`: an event per (*data*, *text*) of
+    *items*, *text* being *data* as JSON."""
 
-    def __call__(self, topic: str, data: Any, text: str | None = None) -> object: ...
+    def __call__(self, topic: str, items: Iterable[tuple[Any, str | None]]) -> object: ...
 
 
 def publisher(publish: Publish) -> Callable[[Stored], None]:
     """A stored-records listener that puts each record on the event feed (topic ``logs``),
-    with the JSON text the store already made for it."""
+    with the JSON value and text the store already made for it."""
 
     def listener(stored: Stored) -> None:
-        for id, record, text in stored:
-            publish(TOPIC, record.to_json(id), text)
+        publish(TOPIC, [(value, text) for _, _, value, text in stored])
 
     return listener
 

@@ -34,25 +34,27 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
 from . import query as query_module
-from .database import PRUNE_CHUNK, LogDatabase, open_reader, record_text
+from .database import PRUNE_CHUNK, LogDatabase, encode_value, open_reader
 from .record import Record
 from .writer import HEADER
 from .writers import ChildWriter, ThreadWriter, Writer
 
-# (id, record, its JSON text) of each record of a commit, for the stored-records listeners.
-Stored = list[tuple[int, Record, str]]
+# (id, record, its JSON value, that value's text) of each record of a commit, for the
+# stored-records listeners: the value and text are those stored, made once.
+Stored = list[tuple[int, Record, dict[str, Any], str]]
 Done = Callable[[list[int] | BaseException], None]
 
 
 @dataclass
 class _Pending:
-    """One request's records, encoded when added: ids, JSON texts, their UTF-8 (the
-    INSERT parameter's share), or the error that encoding them raised."""
+    """One request's records, encoded when added: ids, JSON values and their UTF-8 texts
+    (joined, the INSERT parameter's share), or the error that encoding them raised."""
 
     records: Sequence[Record]
     done: Done
     first_id: int = 0
-    texts: list[str] = field(default_factory=list)
+    values: list[dict[str, Any]] = field(default_factory=list)
+    texts: list[bytes] = field(default_factory=list)
     payload: bytes = b""
     error: BaseException | None = None
 
@@ -192,11 +194,14 @@ class LogStore(Service):
         pending = _Pending(records, done)
         try:
             first = n = self.database.next_id
+            values = []
             texts = []
             for record in records:
-                texts.append(record_text(n, record))
+                value = record.to_json(n)
+                values.append(value)
+                texts.append(encode_value(value))
                 n += 1
-            pending.payload = ",".join(texts).encode("utf-8")
+            pending.payload = b",".join(texts)
         except Exception as e:  # noqa: BLE001, RUF100 - blind on purpose, see below
             # A record that cannot be encoded, for any reason: refuse its request only
             # (at the hand-over, in order).  Anything escaping here would fail the sender.
@@ -204,7 +209,7 @@ class LogStore(Service):
             pending.error = e
             return pending
         self.database.next_id = n  # taken even if never written: ids may have gaps
-        pending.first_id, pending.texts = first, texts
+        pending.first_id, pending.values, pending.texts = first, values, texts
         return pending
 
     def _hand_over(self) -> None:
@@ -347,7 +352,8 @@ class LogStore(Service):
         stored: Stored = []
         for pending in commit.requests:
             mine = list(range(pending.first_id, pending.first_id + len(pending.texts)))
-            stored.extend(zip(mine, pending.records, pending.texts, strict=True))
+            texts = [text.decode("utf-8") for text in pending.texts]
+            stored.extend(zip(mine, pending.records, pending.values, texts, strict=True))
             try:
                 pending.done(mine)
             except Exception:  # noqa: BLE001, RUF100 - one caller's bug must not stop the rest

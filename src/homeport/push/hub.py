@@ -153,6 +153,9 @@ class IEventHistory(Interface):
     def add(event: Event) -> None:  # noqa: N805
         """Record *event* (its id is greater than every recorded id)."""
 
+    def add_many(events: Sequence[Event]) -> None:  # noqa: N805
+        """Record *events*, all on one topic, in id order: as :meth:`add` of each."""
+
     def after(last_id: int, patterns: Sequence[str], limit: int) -> list[Event]:  # noqa: N805
         """Events with id > *last_id* on topics matching *patterns*, oldest first, at most
         *limit* (the newest ones when there are more)."""
@@ -214,6 +217,26 @@ class MemoryHistory:
         if len(kept) > self.per_topic:
             self._bytes -= kept.popleft().size()
         while self._order and (len(self._order) > self.total or self._bytes > self.total_bytes):
+            self._evict_oldest()
+
+    def add_many(self, events: Sequence[Event]) -> None:
+        if not events:
+            return
+        self._last_id = max(self._last_id, events[-1].id)
+        topic = events[0].topic
+        kept = self.topics.get(topic)
+        if kept is None:
+            kept = self.topics[topic] = deque()
+        # Those the topic's bound would trim at once are never kept (nor their order).
+        newest = events[-self.per_topic :] if len(events) > self.per_topic else events
+        order = self._order
+        for event in newest:
+            kept.append(event)
+            order.append((event.id, topic))
+            self._bytes += event.size()
+        while len(kept) > self.per_topic:
+            self._bytes -= kept.popleft().size()
+        while order and (len(order) > self.total or self._bytes > self.total_bytes):
             self._evict_oldest()
 
     def _evict_oldest(self) -> None:
@@ -347,6 +370,11 @@ class SQLiteHistory:
         if event.topic not in MEMORY_ONLY_TOPICS:
             self._pending.append(event)
 
+    def add_many(self, events: Sequence[Event]) -> None:
+        self.memory.add_many(events)
+        if events and events[0].topic not in MEMORY_ONLY_TOPICS:
+            self._pending.extend(events)
+
     def after(self, last_id: int, patterns: Sequence[str], limit: int) -> list[Event]:
         return self.memory.after(last_id, patterns, limit)
 
@@ -476,21 +504,47 @@ class Hub:
         self._deliver(event)
         return event
 
+    def publish_many(self, topic: str, items: Iterable[tuple[Any, str | None]]) -> list[Event]:
+        """:meth:`publish` of each (*data*, *text*) of *items* on *topic*, in order, with
+        one history update and one look-up of the subscribers (a commit of log records
+        is published this way); the events."""
+        now = self.now()
+        n = self.history.last_id()
+        events = []
+        for data, text in items:
+            n += 1
+            event = Event(n, topic, data, now)
+            if text is not None:
+                event._cache["text"] = text
+            events.append(event)
+        if events:
+            self.history.add_many(events)
+            self.published += len(events)
+            for sub in self._targets(topic):
+                for event in events:
+                    self._deliver_to(sub, event)
+        return events
+
+    def _targets(self, topic: str) -> list[Subscription]:
+        exact = self._exact.get(topic)
+        if not self._prefix:
+            return list(exact) if exact else []
+        combined: dict[Subscription, None] = dict(exact) if exact else {}
+        for prefix, subs in self._prefix.items():
+            if topic.startswith(prefix):
+                combined.update(subs)
+        return list(combined)
+
     def _deliver(self, event: Event) -> None:
-        exact = self._exact.get(event.topic)
-        targets: Iterable[Subscription] = exact if exact else ()
-        if self._prefix:
-            combined: dict[Subscription, None] = dict(exact) if exact else {}
-            for prefix, subs in self._prefix.items():
-                if event.topic.startswith(prefix):
-                    combined.update(subs)
-            targets = combined
-        for sub in list(targets):
-            try:
-                sub.deliver(event)
-            except Exception:  # noqa: BLE001, RUF100 - a failing subscriber must not stop the rest
-                self.subscriber_errors += 1
-                self.log.failure("Delivering event {id} on {topic}", id=event.id, topic=event.topic)
+        for sub in self._targets(event.topic):
+            self._deliver_to(sub, event)
+
+    def _deliver_to(self, sub: Subscription, event: Event) -> None:
+        try:
+            sub.deliver(event)
+        except Exception:  # noqa: BLE001, RUF100 - a failing subscriber must not stop the rest
+            self.subscriber_errors += 1
+            self.log.failure("Delivering event {id} on {topic}", id=event.id, topic=event.topic)
 
     def subscribe(self, patterns: Iterable[str], deliver: Callable[[Event], None]) -> Subscription:
         """Call *deliver* with each new event whose topic matches one of *patterns*."""
